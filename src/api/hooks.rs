@@ -1,0 +1,167 @@
+//! `/api/v2/hooks`: list, item, create, update, delete, with MongoDB-shaped results.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+
+use super::ApiState;
+use super::error::{ApiError, ok};
+use super::extract::{Body, Caller, Params};
+use crate::auth::{Perm, now_ms};
+use crate::hook::HookDoc;
+use crate::hook::id::{new_id, parse_id};
+use crate::store::StoredHook;
+
+/// Page size when a list request gives no `limit`.
+const DEFAULT_LIMIT: u32 = 40;
+
+pub async fn list(State(state): State<ApiState>, caller: Caller, params: Params) -> Result<Response, ApiError> {
+    let domain = caller.scope(Perm::Read, &params)?;
+    let (limit, offset) = params.paging(DEFAULT_LIMIT)?;
+    let columns = params.columns.as_deref().map(columns).filter(|c| !c.is_empty());
+    let hooks = state.store.hooks(&domain, limit, offset).await?;
+    let docs: Vec<Value> = hooks
+        .iter()
+        .map(|h| {
+            let doc = h.doc.to_api_json(&h.id);
+            match &columns {
+                Some(cols) => project(&doc, cols),
+                None => doc,
+            }
+        })
+        .collect();
+    Ok(ok(docs))
+}
+
+pub async fn item(
+    State(state): State<ApiState>,
+    caller: Caller,
+    params: Params,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let domain = caller.scope(Perm::Read, &params)?;
+    let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
+    let hook = state.store.hook(&domain, &id).await?;
+    Ok(ok(hook.map(|h| h.doc.to_api_json(&h.id))))
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    caller: Caller,
+    params: Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let domain = caller.scope(Perm::Create, &params)?;
+    let doc = HookDoc::from_body(&body.json()?, &domain, state.limits)?;
+    let hook = StoredHook { id: new_id(), doc };
+    state.store.insert_hook(&hook, now_ms()).await?;
+    state.hooks_changed();
+    Ok(ok(json!({
+        "result": {"ok": 1, "n": 1},
+        "ops": [hook.doc.to_insert_json(&hook.id)],
+        "insertedCount": 1,
+        "insertedIds": [hook.id],
+    })))
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    caller: Caller,
+    params: Params,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let domain = caller.scope(Perm::Update, &params)?;
+    let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
+    let body = body.json()?;
+    let n = match state.store.hook(&domain, &id).await? {
+        Some(stored) => {
+            let hook = StoredHook { doc: stored.doc.merged(&body, state.limits)?, id };
+            let updated = state.store.update_hook(&hook, now_ms()).await?;
+            state.hooks_changed();
+            u8::from(updated)
+        }
+        None => {
+            // Nothing to update, but a bad body is still reported as such.
+            HookDoc::from_body(&body, &domain, state.limits)?;
+            0
+        }
+    };
+    Ok(ok(json!({"ok": 1, "n": n, "nModified": n})))
+}
+
+pub async fn delete(
+    State(state): State<ApiState>,
+    caller: Caller,
+    params: Params,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let domain = caller.scope(Perm::Delete, &params)?;
+    let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
+    let deleted = state.store.delete_hook(&domain, &id).await?;
+    if deleted {
+        state.hooks_changed();
+    }
+    Ok(ok(json!({"ok": 1, "n": u8::from(deleted)})))
+}
+
+/// `columns=_id,action.type,` as dotted paths; empty entries dropped.
+fn columns(raw: &str) -> Vec<Vec<&str>> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| c.split('.').collect())
+        .collect()
+}
+
+/// A MongoDB inclusion projection: `_id` always, then the listed paths, in document order.
+fn project(doc: &Value, columns: &[Vec<&str>]) -> Value {
+    let mut out = Map::new();
+    if let Some(id) = doc.get("_id") {
+        out.insert("_id".into(), id.clone());
+    }
+    if let Value::Object(fields) = project_paths(doc, columns) {
+        out.extend(fields);
+    }
+    Value::Object(out)
+}
+
+fn project_paths(value: &Value, paths: &[Vec<&str>]) -> Value {
+    let Value::Object(map) = value else {
+        return Value::Object(Map::new());
+    };
+    let mut out = Map::new();
+    for (key, child) in map {
+        let below: Vec<Vec<&str>> = paths
+            .iter()
+            .filter(|p| p.first() == Some(&key.as_str()))
+            .map(|p| p[1..].to_vec())
+            .collect();
+        if below.is_empty() {
+            continue;
+        }
+        if below.iter().any(Vec::is_empty) {
+            out.insert(key.clone(), child.clone());
+        } else if child.is_object() {
+            out.insert(key.clone(), project_paths(child, &below));
+        }
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projection_keeps_id_and_dotted_paths_in_document_order() {
+        let doc = json!({"_id": "1", "domain": "d", "event": "E", "enable": true,
+            "action": {"type": "web", "method": "POST"}, "description": ""});
+        let cols = columns("_id,enable,event,action.type,description,nope.x,");
+        assert_eq!(
+            project(&doc, &cols).to_string(),
+            r#"{"_id":"1","event":"E","enable":true,"action":{"type":"web"},"description":""}"#
+        );
+        assert_eq!(project(&doc, &columns("unknown")), json!({"_id": "1"}));
+    }
+}

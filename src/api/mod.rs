@@ -1,0 +1,72 @@
+//! The HTTP API: Webitel Hooks API v2 routes, health, and the envelope on every answer.
+
+mod error;
+mod extract;
+mod hooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower::Layer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+
+pub use error::ApiError;
+
+use crate::auth::TokenKeys;
+use crate::hook::Limits;
+use crate::store::Store;
+
+/// Largest request body the hook routes accept.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<TokenKeys>,
+    pub limits: Limits,
+}
+
+impl ApiState {
+    /// Called after a hook was created, changed or deleted.
+    fn hooks_changed(&self) {}
+}
+
+/// The API as a service: trailing slashes trimmed before routing, so `/api/v2/hooks/` works.
+pub fn service(state: ApiState) -> NormalizePath<Router> {
+    let router = Router::new()
+        .route("/api/v2/hooks", get(hooks::list).post(hooks::create))
+        .route("/api/v2/hooks/{id}", get(hooks::item).put(hooks::update).delete(hooks::delete))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error").into_response()
+        }))
+        .with_state(state);
+    NormalizePathLayer::trim_trailing_slash().layer(router)
+}
+
+async fn health(State(state): State<ApiState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => error::ok(serde_json::json!({"store": state.store.backend()})),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: store unreachable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Store unavailable").into_response()
+        }
+    }
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("{} not found.", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("Method {method} is not allowed on {}.", uri.path()))
+}

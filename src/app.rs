@@ -1,0 +1,121 @@
+//! Wiring: opens the store, derives the token keys, issues tokens, and runs the API until the
+//! shutdown token fires.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::Request;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::auth::{Claims, Role, TokenKeys, now_ms};
+use crate::config::Config;
+use crate::store::{self, Store, TokenRecord};
+
+/// Lifetime of the root token made on first start.
+pub const ROOT_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The store and token keys every command works with.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<TokenKeys>,
+}
+
+impl Services {
+    /// Creates the data folder, opens and migrates the store, and settles the token secret:
+    /// `SWITCHHOOK_TOKEN_SECRET`, else the one kept in the store (generated on first use).
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
+        let store = store::open(&config.database_url)
+            .await
+            .with_context(|| format!("cannot open store {}", crate::config::redact_url(&config.database_url)))?;
+        let secret = match &config.token_secret {
+            Some(secret) => secret.clone(),
+            None => {
+                let candidate: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+                store.token_secret(&candidate).await.context("cannot read the token secret")?
+            }
+        };
+        let keys = TokenKeys::new(secret.as_bytes()).context("the token secret is empty")?;
+        Ok(Self { store, keys: Arc::new(keys) })
+    }
+
+    /// Issues a token and records it so it can be listed and revoked.
+    pub async fn issue_token(
+        &self,
+        role: Role,
+        domain: Option<String>,
+        ttl: Duration,
+    ) -> anyhow::Result<(TokenRecord, String)> {
+        let now = now_ms();
+        let record = TokenRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            role,
+            domain: if role == Role::Root { None } else { domain },
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64),
+            revoked_at_ms: None,
+        };
+        self.store.insert_token(&record).await.context("cannot record the token")?;
+        let claims = Claims::new(record.id.clone(), record.expires_at_ms, role, record.domain.clone());
+        Ok((record, self.keys.sign(&claims)))
+    }
+
+    /// On a first start (no usable root token recorded), issues one into `<data dir>/root.token`.
+    async fn ensure_root_token(&self, config: &Config) -> anyhow::Result<()> {
+        let now = now_ms();
+        let usable = self.store.tokens().await?.iter().any(|t| {
+            t.role == Role::Root && t.revoked_at_ms.is_none() && t.expires_at_ms > now
+        });
+        if usable {
+            return Ok(());
+        }
+        let (_, token) = self.issue_token(Role::Root, None, ROOT_TOKEN_TTL).await?;
+        let path = root_token_path(config);
+        write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+        tracing::info!(path = %path.display(), "issued a root token; it is in this file");
+        Ok(())
+    }
+}
+
+pub fn root_token_path(config: &Config) -> PathBuf {
+    config.data_dir.join("root.token")
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    writeln!(file, "{text}")
+}
+
+/// Runs the service on `listener` until `shutdown` is cancelled.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let services = Services::open(&config).await?;
+    services.ensure_root_token(&config).await?;
+    let state = ApiState { store: services.store.clone(), keys: services.keys.clone(), limits: config.limits };
+    let api = api::service(state);
+    tracing::info!(addr = %listener.local_addr()?, %config, "switchhook is serving");
+    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(api))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("switchhook stopped");
+    Ok(())
+}
+
+/// Makes ring the process's TLS crypto provider (reqwest and sqlx are built without one, to
+/// keep a single provider in the build). Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,403 @@
+//! The hook document as the API stores and returns it, and its validation.
+//!
+//! A request body is read key by key from the whitelist (unknown keys and `_id` are dropped),
+//! each value is checked with an error that names the field, and absent keys take the
+//! defaults of the original engine. The result is also compiled once ([`super::CompiledHook`])
+//! so a document that is stored is one that can run.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::template::{Syntax, Template};
+use super::{CompiledHook, filter::Filter};
+
+/// What API reads show instead of a hook's `secret`; sending it back keeps the stored secret.
+pub const SECRET_MASK: &str = "********";
+
+/// HTTP methods a hook (or its auth pre-request) may use.
+pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Bounds on hook settings that come from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_retries: u32,
+}
+
+/// A bad hook document. The message is what the API returns after `Bad request: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocError {
+    #[error("event name is required.")]
+    EventRequired,
+    #[error("action options is required.")]
+    ActionRequired,
+    #[error("{field} {problem}")]
+    Field { field: String, problem: String },
+}
+
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> DocError {
+    DocError::Field { field: field.into(), problem: problem.into() }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub method: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterSpec {
+    pub operation: String,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Auth {
+    pub headers: IndexMap<String, String>,
+    pub map: IndexMap<String, String>,
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    Fixed,
+    Exponential,
+}
+
+/// A stored hook document, in the original engine's field order, plus our extensions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookDoc {
+    pub domain: String,
+    pub event: String,
+    pub enable: bool,
+    pub description: String,
+    pub action: Action,
+    pub fields: Vec<String>,
+    pub map: IndexMap<String, String>,
+    pub filter: IndexMap<String, FilterSpec>,
+    pub headers: IndexMap<String, String>,
+    pub auth: Auth,
+    pub custom_body: bool,
+    pub raw_body: String,
+    pub retries: u32,
+    pub delay: u32,
+    /// Standard Webhooks signing secret; write-only through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Per-attempt timeout in milliseconds (default 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+    /// Deliver one call's events (by `Unique-ID`) strictly in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+}
+
+impl HookDoc {
+    /// Validates a create body for `domain`.
+    pub fn from_body(body: &Value, domain: &str, limits: Limits) -> Result<Self, DocError> {
+        let map = body_object(body)?;
+        check_required(map)?;
+        Self::parse(map, domain, limits)
+    }
+
+    /// Validates an update body: like a create, but keys the body leaves out keep their
+    /// stored values (MongoDB `$set`), and a masked secret keeps the stored secret.
+    pub fn merged(&self, body: &Value, limits: Limits) -> Result<Self, DocError> {
+        let changes = body_object(body)?;
+        check_required(changes)?;
+        let Value::Object(mut merged) = serde_json::to_value(self).expect("a hook serializes")
+        else {
+            unreachable!("a hook serializes to an object")
+        };
+        for (key, value) in changes {
+            if key == "secret" && value.as_str() == Some(SECRET_MASK) {
+                continue;
+            }
+            merged.insert(key.clone(), value.clone());
+        }
+        Self::parse(&merged, &self.domain, limits)
+    }
+
+    fn parse(map: &Map<String, Value>, domain: &str, limits: Limits) -> Result<Self, DocError> {
+        let doc = HookDoc {
+            domain: domain.to_owned(),
+            event: string(map, "event")?.unwrap_or_default(),
+            enable: boolean(map, "enable")?.unwrap_or(true),
+            description: string(map, "description")?.unwrap_or_default(),
+            action: action(map)?,
+            fields: fields(map)?,
+            map: string_map(map, "map")?,
+            filter: filters(map)?,
+            headers: string_map(map, "headers")?,
+            auth: auth(map)?,
+            custom_body: boolean(map, "customBody")?.unwrap_or(false),
+            raw_body: string(map, "rawBody")?.unwrap_or_default(),
+            retries: integer(map, "retries", 0, limits.max_retries)?.unwrap_or(0),
+            delay: integer(map, "delay", 1, 86_400)?.unwrap_or(60),
+            secret: secret(map)?,
+            timeout: integer(map, "timeout", 1, 300_000)?,
+            ordered: boolean(map, "ordered")?,
+            backoff: backoff(map)?,
+        };
+        doc.compile()?;
+        Ok(doc)
+    }
+
+    /// Compiles the document: filters, templates, URL and method.
+    pub fn compile(&self) -> Result<CompiledHook, DocError> {
+        CompiledHook::new(self)
+    }
+
+    /// The document as API reads return it: `_id` first, the secret masked.
+    pub fn to_api_json(&self, id: &str) -> Value {
+        let mut out = Map::new();
+        out.insert("_id".into(), id.into());
+        self.write_fields(&mut out);
+        Value::Object(out)
+    }
+
+    /// The document as the create result's `ops` shows it: `_id` last, as MongoDB did.
+    pub fn to_insert_json(&self, id: &str) -> Value {
+        let mut out = Map::new();
+        self.write_fields(&mut out);
+        out.insert("_id".into(), id.into());
+        Value::Object(out)
+    }
+
+    fn write_fields(&self, out: &mut Map<String, Value>) {
+        let Value::Object(fields) = serde_json::to_value(self).expect("a hook serializes") else {
+            unreachable!("a hook serializes to an object")
+        };
+        for (key, value) in fields {
+            let value = if key == "secret" { SECRET_MASK.into() } else { value };
+            out.insert(key, value);
+        }
+    }
+}
+
+fn body_object(body: &Value) -> Result<&Map<String, Value>, DocError> {
+    body.as_object().ok_or_else(|| bad("body", "must be a JSON object"))
+}
+
+/// The two checks whose messages existing clients match on, done on the raw body.
+fn check_required(map: &Map<String, Value>) -> Result<(), DocError> {
+    match map.get("event") {
+        None | Some(Value::Null) => return Err(DocError::EventRequired),
+        Some(Value::String(s)) if s.trim().is_empty() => return Err(DocError::EventRequired),
+        _ => {}
+    }
+    let has = |key: &str| {
+        map.get("action")
+            .and_then(|a| a.get(key))
+            .is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
+    };
+    if ["type", "method", "url"].iter().all(|k| has(k)) {
+        Ok(())
+    } else {
+        Err(DocError::ActionRequired)
+    }
+}
+
+fn present<'m>(map: &'m Map<String, Value>, key: &str) -> Option<&'m Value> {
+    map.get(key).filter(|v| !v.is_null())
+}
+
+fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, DocError> {
+    match present(map, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(key, "must be a string")),
+    }
+}
+
+fn boolean(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, DocError> {
+    match present(map, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(bad(key, "must be true or false")),
+    }
+}
+
+/// An integer in `min..=max`; a string of digits is accepted too, as HTML forms send them.
+fn integer(map: &Map<String, Value>, key: &str, min: u32, max: u32) -> Result<Option<u32>, DocError> {
+    let Some(value) = present(map, key) else {
+        return Ok(None);
+    };
+    let n = match value {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if (u64::from(min)..=u64::from(max)).contains(&n) => Ok(Some(n as u32)),
+        _ => Err(bad(key, format!("must be an integer from {min} to {max}"))),
+    }
+}
+
+fn object<'m>(map: &'m Map<String, Value>, key: &str) -> Result<Option<&'m Map<String, Value>>, DocError> {
+    match present(map, key) {
+        None => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(_) => Err(bad(key, "must be an object")),
+    }
+}
+
+fn string_map(map: &Map<String, Value>, key: &str) -> Result<IndexMap<String, String>, DocError> {
+    let Some(obj) = object(map, key)? else {
+        return Ok(IndexMap::new());
+    };
+    obj.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), s.clone())),
+            _ => Err(bad(format!("{key}.{k}"), "must be a string")),
+        })
+        .collect()
+}
+
+fn method(value: &str, field: &str) -> Result<String, DocError> {
+    if METHODS.iter().any(|m| m.eq_ignore_ascii_case(value)) {
+        Ok(value.to_owned())
+    } else {
+        Err(bad(field, "must be one of GET, POST, PUT, PATCH, DELETE"))
+    }
+}
+
+/// An absolute http or https URL.
+pub(crate) fn http_url(value: &str, field: &str) -> Result<url::Url, DocError> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(u),
+        _ => Err(bad(field, "must be an absolute http or https URL")),
+    }
+}
+
+fn action(map: &Map<String, Value>) -> Result<Action, DocError> {
+    let Some(obj) = object(map, "action")? else {
+        return Err(DocError::ActionRequired);
+    };
+    let field = |key: &str| match obj.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        None | Some(Value::Null) => Err(DocError::ActionRequired),
+        Some(_) => Err(bad(format!("action.{key}"), "must be a string")),
+    };
+    let kind = field("type")?;
+    if kind != "web" {
+        return Err(bad("action.type", "must be \"web\""));
+    }
+    let url = field("url")?;
+    http_url(&url, "action.url")?;
+    Ok(Action { kind, method: method(&field("method")?, "action.method")?, url })
+}
+
+fn fields(map: &Map<String, Value>) -> Result<Vec<String>, DocError> {
+    match present(map, "fields") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(bad("fields", "must be an array of header names")),
+            })
+            .collect(),
+        Some(_) => Err(bad("fields", "must be an array of header names")),
+    }
+}
+
+fn filters(map: &Map<String, Value>) -> Result<IndexMap<String, FilterSpec>, DocError> {
+    let Some(obj) = object(map, "filter")? else {
+        return Ok(IndexMap::new());
+    };
+    obj.iter()
+        .map(|(header, spec)| {
+            let field = format!("filter.{header}");
+            let spec = spec.as_object().ok_or_else(|| bad(&field, "must be an object with operation and value"))?;
+            let operation = match spec.get("operation") {
+                Some(Value::String(op)) => op.clone(),
+                _ => return Err(bad(format!("{field}.operation"), "is required")),
+            };
+            let value = spec.get("value").cloned().unwrap_or(Value::Null);
+            Filter::compile(header, &operation, &value).map_err(|e| bad(&field, e.to_string()))?;
+            Ok((header.clone(), FilterSpec { operation, value }))
+        })
+        .collect()
+}
+
+fn auth(map: &Map<String, Value>) -> Result<Auth, DocError> {
+    let Some(obj) = object(map, "auth")? else {
+        return Ok(Auth::default());
+    };
+    let field = |key: &str| format!("auth.{key}");
+    let enabled = boolean(obj, "enabled").map_err(|_| bad(field("enabled"), "must be true or false"))?;
+    let url = string(obj, "url").map_err(|_| bad(field("url"), "must be a string"))?;
+    let method = string(obj, "method")
+        .map_err(|_| bad(field("method"), "must be a string"))?
+        .map(|m| method(&m, "auth.method"))
+        .transpose()?;
+    let cookie = boolean(obj, "cookie").map_err(|_| bad(field("cookie"), "must be true or false"))?;
+    let enabled = enabled.unwrap_or(false);
+    match &url {
+        Some(u) if !u.is_empty() => {
+            http_url(u, "auth.url")?;
+        }
+        _ if enabled => return Err(bad("auth.url", "is required when auth is enabled")),
+        _ => {}
+    }
+    Ok(Auth {
+        headers: string_map(obj, "headers").map_err(|e| prefix("auth.", e))?,
+        map: string_map(obj, "map").map_err(|e| prefix("auth.", e))?,
+        enabled,
+        url,
+        method,
+        cookie,
+    })
+}
+
+fn prefix(p: &str, err: DocError) -> DocError {
+    match err {
+        DocError::Field { field, problem } => bad(format!("{p}{field}"), problem),
+        other => other,
+    }
+}
+
+fn secret(map: &Map<String, Value>) -> Result<Option<String>, DocError> {
+    let Some(secret) = string(map, "secret")?.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if secret == SECRET_MASK {
+        return Err(bad("secret", "must be the secret itself, not its mask"));
+    }
+    super::signing_key(&secret).map_err(|problem| bad("secret", problem))?;
+    Ok(Some(secret))
+}
+
+fn backoff(map: &Map<String, Value>) -> Result<Option<Backoff>, DocError> {
+    match string(map, "backoff")?.as_deref() {
+        None => Ok(None),
+        Some("fixed") => Ok(Some(Backoff::Fixed)),
+        Some("exponential") => Ok(Some(Backoff::Exponential)),
+        Some(_) => Err(bad("backoff", "must be \"fixed\" or \"exponential\"")),
+    }
+}
+
+/// Checks that a template parses; with JSON syntax, also that it renders to valid JSON.
+pub(crate) fn template(src: &str, syntax: Syntax, field: &str) -> Result<Template, DocError> {
+    let t = Template::parse(src, syntax).map_err(|e| bad(field, format!("has an invalid template: {e}")))?;
+    if syntax == Syntax::Json {
+        let sample = t.render(&super::template::Empty);
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&sample) {
+            return Err(bad(field, format!("must be a JSON template when customBody is true: {e}")));
+        }
+    }
+    Ok(t)
+}

@@ -1,0 +1,207 @@
+//! Hook filters: one condition per event header, compiled once (regexes included).
+//!
+//! Semantics follow the original engine: `==`/`!=` with the value `"null"` test for an absent
+//! header; the order operators compare numerically when both sides are numbers, else as
+//! strings; `reg` takes `/re/flags` or a bare pattern and never matches a missing header.
+
+use std::cmp::Ordering;
+
+use regex::{Regex, RegexBuilder};
+use serde_json::Value;
+
+/// The operations a filter may use, as spelled in hook documents.
+pub const OPERATIONS: [&str; 7] = ["==", "!=", "<", ">", "<=", ">=", "reg"];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("unknown operation \"{0}\" (expected one of ==, !=, <, >, <=, >=, reg)")]
+    UnknownOperation(String),
+    #[error("value must be a string, number or boolean")]
+    BadValue,
+    #[error("invalid regular expression: {0}")]
+    BadRegex(String),
+}
+
+#[derive(Debug, Clone)]
+enum Cond {
+    /// `==` / `!=` against `"null"`: presence test.
+    Absent { negate: bool },
+    Equal { value: Scalar, negate: bool },
+    Order { value: Scalar, accept: fn(Ordering) -> bool },
+    Regex(Regex),
+}
+
+/// A filter value with its numeric reading worked out once.
+#[derive(Debug, Clone)]
+struct Scalar {
+    text: String,
+    number: Option<f64>,
+}
+
+impl Scalar {
+    fn new(text: String) -> Self {
+        let number = text.trim().parse::<f64>().ok().filter(|n| n.is_finite());
+        Self { text, number }
+    }
+}
+
+/// One compiled `filter` entry.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    header: String,
+    cond: Cond,
+}
+
+impl Filter {
+    pub fn compile(header: &str, operation: &str, value: &Value) -> Result<Self, FilterError> {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return Err(FilterError::BadValue),
+        };
+        let cond = match operation {
+            "==" | "!=" if text == "null" => Cond::Absent { negate: operation == "!=" },
+            "==" | "!=" => Cond::Equal { value: Scalar::new(text), negate: operation == "!=" },
+            "<" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_lt },
+            ">" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_gt },
+            "<=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_le },
+            ">=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_ge },
+            "reg" => Cond::Regex(compile_regex(&text)?),
+            other => return Err(FilterError::UnknownOperation(other.to_owned())),
+        };
+        Ok(Self { header: header.to_owned(), cond })
+    }
+
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+
+    /// Tests the header's value; `None` means the event lacks the header.
+    pub fn test(&self, actual: Option<&Value>) -> bool {
+        let actual = actual.filter(|v| !v.is_null());
+        match &self.cond {
+            Cond::Absent { negate } => actual.is_none() != *negate,
+            Cond::Equal { value, negate } => actual.is_some_and(|a| equal(a, value)) != *negate,
+            Cond::Order { value, accept } => actual.is_some_and(|a| accept(compare(a, value))),
+            Cond::Regex(re) => actual.is_some_and(|a| re.is_match(&text_of(a))),
+        }
+    }
+}
+
+fn text_of(v: &Value) -> std::borrow::Cow<'_, str> {
+    match v {
+        Value::String(s) => s.into(),
+        other => other.to_string().into(),
+    }
+}
+
+fn number_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+        _ => None,
+    }
+}
+
+fn equal(actual: &Value, expected: &Scalar) -> bool {
+    match (actual, expected.number) {
+        // A typed number (engine events) compares by value: 5 == "5.0".
+        (Value::Number(_), Some(n)) => number_of(actual) == Some(n),
+        _ => text_of(actual) == expected.text,
+    }
+}
+
+fn compare(actual: &Value, expected: &Scalar) -> Ordering {
+    match (number_of(actual), expected.number) {
+        (Some(a), Some(b)) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+        _ => text_of(actual).as_ref().cmp(expected.text.as_str()),
+    }
+}
+
+/// `/pattern/flags` (flags i, m, s honoured; g, u, y ignored) or a bare pattern.
+fn compile_regex(src: &str) -> Result<Regex, FilterError> {
+    let (pattern, flags) = split_regex_literal(src).unwrap_or((src, ""));
+    RegexBuilder::new(pattern)
+        .case_insensitive(flags.contains('i'))
+        .multi_line(flags.contains('m'))
+        .dot_matches_new_line(flags.contains('s'))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| FilterError::BadRegex(e.to_string()))
+}
+
+fn split_regex_literal(src: &str) -> Option<(&str, &str)> {
+    let body = src.strip_prefix('/')?;
+    let end = body.rfind('/')?;
+    let flags = &body[end + 1..];
+    flags
+        .chars()
+        .all(|c| "gimsuy".contains(c))
+        .then_some((&body[..end], flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn passes(op: &str, value: Value, actual: Option<Value>) -> bool {
+        Filter::compile("h", op, &value).unwrap().test(actual.as_ref())
+    }
+
+    #[test]
+    fn equality_compares_text_and_typed_numbers() {
+        assert!(passes("==", json!("inbound"), Some(json!("inbound"))));
+        assert!(!passes("==", json!("inbound"), Some(json!("outbound"))));
+        assert!(passes("==", json!("5"), Some(json!(5.0))));
+        assert!(passes("==", json!(5), Some(json!("5"))));
+        assert!(!passes("==", json!("05"), Some(json!("5"))));
+        assert!(passes("!=", json!("a"), Some(json!("b"))));
+        assert!(passes("!=", json!("a"), None));
+        assert!(!passes("==", json!("a"), None));
+    }
+
+    #[test]
+    fn null_value_tests_presence() {
+        assert!(passes("==", json!("null"), None));
+        assert!(passes("==", json!("null"), Some(Value::Null)));
+        assert!(!passes("==", json!("null"), Some(json!("x"))));
+        assert!(passes("!=", json!("null"), Some(json!("x"))));
+        assert!(!passes("!=", json!("null"), None));
+    }
+
+    #[test]
+    fn order_is_numeric_when_both_sides_are_numbers() {
+        assert!(passes(">", json!("9"), Some(json!("10"))));
+        assert!(passes("<", json!(100), Some(json!(20))));
+        assert!(passes(">=", json!("10"), Some(json!("10.0"))));
+        assert!(passes("<=", json!("10"), Some(json!(10))));
+        assert!(!passes(">", json!("10"), None));
+    }
+
+    #[test]
+    fn order_falls_back_to_strings() {
+        assert!(passes("<", json!("9"), Some(json!("10a"))));
+        assert!(passes(">", json!("abc"), Some(json!("abd"))));
+        assert!(!passes(">", json!("abd"), Some(json!("abc"))));
+    }
+
+    #[test]
+    fn regex_accepts_literals_with_flags_and_bare_patterns() {
+        assert!(passes("reg", json!("/^SIP\\//i"), Some(json!("sip/gw1/100"))));
+        assert!(!passes("reg", json!("/^SIP\\//"), Some(json!("sip/gw1/100"))));
+        assert!(passes("reg", json!("/a.b/gs"), Some(json!("a\nb"))));
+        assert!(passes("reg", json!("^10[0-9]$"), Some(json!("105"))));
+        assert!(passes("reg", json!("^5$"), Some(json!(5))));
+        assert!(!passes("reg", json!(".*"), None));
+    }
+
+    #[test]
+    fn rejects_unknown_operations_bad_regexes_and_values() {
+        let err = Filter::compile("h", "~=", &json!("x")).unwrap_err();
+        assert_eq!(err, FilterError::UnknownOperation("~=".into()));
+        assert!(matches!(Filter::compile("h", "reg", &json!("/(a/")), Err(FilterError::BadRegex(_))));
+        assert_eq!(Filter::compile("h", "==", &json!({"a": 1})).unwrap_err(), FilterError::BadValue);
+    }
+}

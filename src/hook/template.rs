@@ -1,0 +1,267 @@
+//! `${name}` templates for `rawBody`, `headers` and `auth` values, parsed once when a hook is stored.
+//!
+//! A placeholder names an event header: `${x}` reads `variable_x`, else `x`; `${a.b.c}` walks
+//! into a nested object or array. In a JSON template (`rawBody`) each placeholder also remembers
+//! whether it sits inside a string literal, so rendering can keep the body valid JSON whatever
+//! the value holds.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// A template failed to parse; `offset` is the byte position of the bad `${`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unclosed \"${{\" at byte {offset}")]
+    Unclosed { offset: usize },
+    #[error("empty \"${{}}\" at byte {offset}")]
+    Empty { offset: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Lit(String),
+    Var(Var),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Var {
+    /// The text between `${` and `}`, used for whole-name lookups such as `auth:body:token`.
+    name: String,
+    /// `name` split on `.`, for nested lookups.
+    path: Vec<String>,
+    /// Inside a JSON string literal (JSON templates only).
+    in_string: bool,
+}
+
+/// Where a template's output goes, which decides how values are written into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    /// Header values, query values: values are written as plain text.
+    Text,
+    /// `rawBody`: values inside string literals are JSON-escaped; values outside become JSON.
+    Json,
+}
+
+/// A parsed template, ready to render against any lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    parts: Vec<Part>,
+    syntax: Syntax,
+}
+
+impl Template {
+    pub fn parse(src: &str, syntax: Syntax) -> Result<Self, TemplateError> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut rest = src;
+        let mut offset = 0;
+        while let Some(start) = rest.find("${") {
+            let (before, after) = rest.split_at(start);
+            if syntax == Syntax::Json {
+                track_strings(before, &mut in_string, &mut escaped);
+            }
+            lit.push_str(before);
+            let Some(end) = after.find('}') else {
+                return Err(TemplateError::Unclosed { offset: offset + start });
+            };
+            let name = after[2..end].trim();
+            if name.is_empty() {
+                return Err(TemplateError::Empty { offset: offset + start });
+            }
+            if !lit.is_empty() {
+                parts.push(Part::Lit(std::mem::take(&mut lit)));
+            }
+            parts.push(Part::Var(Var {
+                name: name.to_owned(),
+                path: name.split('.').map(str::to_owned).collect(),
+                in_string: syntax == Syntax::Json && in_string,
+            }));
+            offset += start + end + 1;
+            rest = &after[end + 1..];
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        Ok(Self { parts, syntax })
+    }
+
+    /// True when the template has no placeholder (its output is its source).
+    pub fn is_static(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
+    }
+
+    /// Renders into `out`. `lookup` resolves a whole placeholder name, `root` the first word
+    /// of a dotted path; see [`Lookup`].
+    pub fn render_into(&self, lookup: &dyn Lookup, out: &mut String) {
+        for part in &self.parts {
+            match part {
+                Part::Lit(s) => out.push_str(s),
+                Part::Var(v) => {
+                    let value = lookup.resolve(&v.name, &v.path);
+                    match (self.syntax, v.in_string) {
+                        (Syntax::Text, _) => write_text(value.as_ref(), out),
+                        (Syntax::Json, true) => write_escaped(value.as_ref(), out),
+                        (Syntax::Json, false) => write_json(value.as_ref(), out),
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn render(&self, lookup: &dyn Lookup) -> String {
+        let mut out = String::new();
+        self.render_into(lookup, &mut out);
+        out
+    }
+}
+
+/// Resolves placeholder names to values. Implemented by events (and by the auth variables
+/// layered over them) so one renderer serves bodies, headers and the dry run.
+pub trait Lookup {
+    /// The value of `${name}`; `path` is `name` split on `.`.
+    fn resolve(&self, name: &str, path: &[String]) -> Option<Value>;
+}
+
+/// No variables at all: every placeholder renders as missing. Used to validate templates.
+pub struct Empty;
+
+impl Lookup for Empty {
+    fn resolve(&self, _: &str, _: &[String]) -> Option<Value> {
+        None
+    }
+}
+
+/// Walks `path` below `root` through objects and array indexes.
+pub fn walk<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
+    path.iter().try_fold(root, |v, key| match v {
+        Value::Object(map) => map.get(key),
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
+/// Advances the "inside a JSON string" state over literal template text.
+fn track_strings(text: &str, in_string: &mut bool, escaped: &mut bool) {
+    for c in text.chars() {
+        if *escaped {
+            *escaped = false;
+        } else if *in_string && c == '\\' {
+            *escaped = true;
+        } else if c == '"' {
+            *in_string = !*in_string;
+        }
+    }
+}
+
+/// Plain text: strings as they are, other scalars in JSON form, missing and null as nothing.
+fn write_text(value: Option<&Value>, out: &mut String) {
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => out.push_str(s),
+        Some(other) => {
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+/// Inside a JSON string literal: the text form, JSON-escaped, without the quotes.
+fn write_escaped(value: Option<&Value>, out: &mut String) {
+    let mut text = String::new();
+    write_text(value, &mut text);
+    let quoted = Value::String(text).to_string();
+    out.push_str(&quoted[1..quoted.len() - 1]);
+}
+
+/// Outside a string literal: a JSON value. Strings that are JSON scalars (`12`, `true`) keep
+/// their meaning, other strings are quoted, and missing values become `null`, so the body
+/// stays valid JSON whatever the event holds.
+fn write_json(value: Option<&Value>, out: &mut String) {
+    match value {
+        None => out.push_str("null"),
+        Some(Value::String(s)) if is_json_scalar(s) => out.push_str(s),
+        Some(other) => {
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+fn is_json_scalar(s: &str) -> bool {
+    matches!(s, "true" | "false" | "null")
+        || (!s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+            && serde_json::from_str::<serde_json::Number>(s).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Map(Value);
+    impl Lookup for Map {
+        fn resolve(&self, name: &str, path: &[String]) -> Option<Value> {
+            self.0
+                .get(name)
+                .or_else(|| walk(&self.0, path))
+                .cloned()
+        }
+    }
+
+    fn render(src: &str, syntax: Syntax, vars: Value) -> String {
+        Template::parse(src, syntax).unwrap().render(&Map(vars))
+    }
+
+    #[test]
+    fn text_substitutes_and_leaves_missing_empty() {
+        let out = render("Bearer ${tok}/${none}/$x {y}", Syntax::Text, json!({"tok": "abc"}));
+        assert_eq!(out, "Bearer abc//$x {y}");
+    }
+
+    #[test]
+    fn json_escapes_values_inside_strings() {
+        let out = render(
+            r#"{"name": "${name}", "n": ${n}}"#,
+            Syntax::Json,
+            json!({"name": "Jo \"JJ\"\nSmith", "n": "12"}),
+        );
+        assert_eq!(out, r#"{"name": "Jo \"JJ\"\nSmith", "n": 12}"#);
+        let parsed: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed["name"], "Jo \"JJ\"\nSmith");
+    }
+
+    #[test]
+    fn json_quotes_text_and_nulls_missing_outside_strings() {
+        let out = render(r#"{"a": ${a}, "b": ${b}, "c": ${c}}"#, Syntax::Json, json!({"a": "x y", "c": true}));
+        assert_eq!(out, r#"{"a": "x y", "b": null, "c": true}"#);
+    }
+
+    #[test]
+    fn json_tracks_escaped_quotes_in_literals() {
+        let t = Template::parse(r#"{"a\"${x}": "${y}"}"#, Syntax::Json).unwrap();
+        let out = t.render(&Map(json!({"x": "1", "y": "q\""})));
+        assert_eq!(out, r#"{"a\"1": "q\""}"#);
+    }
+
+    #[test]
+    fn nested_paths_walk_objects_and_arrays() {
+        let out = render("${a.b.0}-${a.c}", Syntax::Text, json!({"a": {"b": [7], "c": {"d": 1}}}));
+        assert_eq!(out, r#"7-{"d":1}"#);
+    }
+
+    #[test]
+    fn reports_unclosed_and_empty_placeholders() {
+        assert_eq!(Template::parse("ab${x", Syntax::Text), Err(TemplateError::Unclosed { offset: 2 }));
+        assert_eq!(Template::parse("${a}${ }", Syntax::Text), Err(TemplateError::Empty { offset: 4 }));
+    }
+
+    #[test]
+    fn static_templates_render_verbatim() {
+        let t = Template::parse("application/json", Syntax::Text).unwrap();
+        assert!(t.is_static());
+        assert_eq!(t.render(&Empty), "application/json");
+    }
+}

@@ -1,0 +1,23 @@
+//! switchhook turns FreeSWITCH and contact-center events into reliable HTTP webhooks, behind a
+//! REST API wire-compatible with the Webitel engine's Hooks API v2.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! sources (esl, amqp, http ingest) ──▶ router (match + render) ──▶ store (events + deliveries, one tx)
+//!                                                                     │
+//! api (axum: hooks CRUD, delivery log) ◀── store ──▶ delivery (workers: http client, retry, sign)
+//! ```
+//!
+//! - [`hook`]: hook documents, validation and their compiled form (pure).
+//! - [`store`]: the one place with SQL; SQLite and PostgreSQL.
+//! - [`api`]: the REST API and its envelope.
+//! - [`auth`]: tokens, roles and permissions.
+//! - [`config`], [`app`]: configuration and wiring.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod hook;
+pub mod store;

@@ -1,0 +1,167 @@
+//! The `switchhook` command: serve, token, migrate.
+
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use switchhook::app::{self, Services};
+use switchhook::auth::{Role, now_ms};
+use switchhook::config::{Config, Overrides};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "switchhook", version, about = "FreeSWITCH events to reliable webhooks")]
+struct Cli {
+    /// TOML config file.
+    #[arg(long, global = true, env = "SWITCHHOOK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data folder (created if missing); holds the SQLite store and root.token.
+    #[arg(long, global = true, env = "SWITCHHOOK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Store: sqlite:<path> or postgres://... Default: SQLite in the data folder.
+    #[arg(long, global = true, env = "SWITCHHOOK_DATABASE_URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "SWITCHHOOK_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Issue, list and revoke access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Apply store migrations and exit (serve applies them too).
+    Migrate,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new token on stdout.
+    Create(CreateToken),
+    /// List issued tokens.
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+#[derive(Args)]
+struct CreateToken {
+    /// A root token: every domain, each request names one with ?domain=.
+    #[arg(long, conflicts_with_all = ["domain", "role"])]
+    root: bool,
+    /// The token's domain.
+    #[arg(long, required_unless_present = "root")]
+    domain: Option<String>,
+    /// admin (every hook permission in the domain) or user (none).
+    #[arg(long, required_unless_present = "root", value_parser = ["admin", "user"])]
+    role: Option<String>,
+    /// Lifetime, e.g. 30d, 12h, 1y.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve { listen } => listen.clone(),
+        _ => None,
+    };
+    let overrides = Overrides { config: cli.config, listen, data_dir: cli.data_dir, database_url: cli.database_url };
+    let config = Config::load(&overrides)?;
+    let log = if matches!(cli.command, Command::Serve { .. }) { config.log.as_str() } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(log))
+        .with_writer(std::io::stderr)
+        .init();
+    app::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { .. } => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(on_signal(shutdown.clone()));
+            app::serve(config, listener, shutdown).await
+        }
+        Command::Migrate => {
+            Services::open(&config).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Token(cmd) => token(cmd, &Services::open(&config).await?).await,
+    }
+}
+
+async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create(args) => {
+            let role = match args.role.as_deref() {
+                _ if args.root => Role::Root,
+                Some(r) => Role::parse(r).context("role must be admin or user")?,
+                None => bail!("--role is required"),
+            };
+            let domain = args.domain.filter(|d| !d.trim().is_empty());
+            if role != Role::Root && domain.is_none() {
+                bail!("--domain must not be empty");
+            }
+            let (record, token) = services.issue_token(role, domain, args.ttl).await?;
+            eprintln!("token {} expires {}", record.id, time(record.expires_at_ms));
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            let now = now_ms();
+            println!("{:<36}  {:<5}  {:<24}  {:<20}  STATUS", "ID", "ROLE", "DOMAIN", "EXPIRES");
+            for t in services.store.tokens().await? {
+                let status = match t.revoked_at_ms {
+                    Some(_) => "revoked",
+                    None if t.expires_at_ms <= now => "expired",
+                    None => "active",
+                };
+                let domain = t.domain.as_deref().unwrap_or("*");
+                println!("{:<36}  {:<5}  {domain:<24}  {:<20}  {status}", t.id, t.role.as_str(), time(t.expires_at_ms));
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !services.store.revoke_token(&id, now_ms()).await? {
+                bail!("no token with id {id}");
+            }
+            eprintln!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+fn time(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,39 @@
+//! SQLite, the embedded default: one file in the data folder, WAL journal.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Sqlite;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::Result;
+use super::sql::{Dialect, SqlStore};
+
+impl Dialect for Sqlite {
+    const BACKEND: &'static str = "sqlite";
+    const MIGRATIONS: &'static [(&'static str, &'static str)] =
+        &[("init", include_str!("migrations/0001_init.sql"))];
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // WAL + NORMAL is durable against process crashes; only a power loss can lose the
+        // last transactions.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    let store = SqlStore { pool };
+    store.migrate().await?;
+    Ok(store)
+}
