@@ -38,11 +38,17 @@ impl Services {
             Some(secret) => secret.clone(),
             None => {
                 let candidate: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
-                store.token_secret(&candidate).await.context("cannot read the token secret")?
+                store
+                    .token_secret(&candidate)
+                    .await
+                    .context("cannot read the token secret")?
             }
         };
         let keys = TokenKeys::new(secret.as_bytes()).context("the token secret is empty")?;
-        Ok(Self { store, keys: Arc::new(keys) })
+        Ok(Self {
+            store,
+            keys: Arc::new(keys),
+        })
     }
 
     /// Issues a token and records it so it can be listed and revoked.
@@ -61,7 +67,10 @@ impl Services {
             expires_at_ms: now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64),
             revoked_at_ms: None,
         };
-        self.store.insert_token(&record).await.context("cannot record the token")?;
+        self.store
+            .insert_token(&record)
+            .await
+            .context("cannot record the token")?;
         let claims = Claims::new(record.id.clone(), record.expires_at_ms, role, record.domain.clone());
         Ok((record, self.keys.sign(&claims)))
     }
@@ -69,9 +78,12 @@ impl Services {
     /// On a first start (no usable root token recorded), issues one into `<data dir>/root.token`.
     async fn ensure_root_token(&self, config: &Config) -> anyhow::Result<()> {
         let now = now_ms();
-        let usable = self.store.tokens().await?.iter().any(|t| {
-            t.role == Role::Root && t.revoked_at_ms.is_none() && t.expires_at_ms > now
-        });
+        let usable = self
+            .store
+            .tokens()
+            .await?
+            .iter()
+            .any(|t| t.role == Role::Root && t.revoked_at_ms.is_none() && t.expires_at_ms > now);
         if usable {
             return Ok(());
         }
@@ -103,7 +115,11 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let services = Services::open(&config).await?;
     services.ensure_root_token(&config).await?;
-    let state = ApiState { store: services.store.clone(), keys: services.keys.clone(), limits: config.limits };
+    let state = ApiState {
+        store: services.store.clone(),
+        keys: services.keys.clone(),
+        limits: config.limits,
+    };
     let api = api::service(state);
     tracing::info!(addr = %listener.local_addr()?, %config, "switchhook is serving");
     axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(api))

@@ -90,15 +90,31 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
-        let mut problem = |key: &str, text: String| problems.push(Problem { key: key.into(), problem: text });
+        let mut problem = |key: &str, text: String| {
+            problems.push(Problem {
+                key: key.into(),
+                problem: text,
+            })
+        };
 
-        let listen_raw = overrides.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen_raw = overrides
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
-            problem("listen", format!("{listen_raw:?} is not an address like 127.0.0.1:10022"));
+            problem(
+                "listen",
+                format!("{listen_raw:?} is not an address like 127.0.0.1:10022"),
+            );
             SocketAddr::from(([127, 0, 0, 1], 10022))
         });
 
-        let data_dir = overrides.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         if data_dir.as_os_str().is_empty() {
             problem("data_dir", "must not be empty".into());
         }
@@ -109,16 +125,25 @@ impl Config {
             .or(file.database_url)
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| sqlite_url(&data_dir.join("switchhook.db")));
-        if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| database_url.starts_with(p)) {
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| database_url.starts_with(p))
+        {
             problem(
                 "database_url",
-                format!("{:?} must start with sqlite:, postgres:// or postgresql://", redact_url(&database_url)),
+                format!(
+                    "{:?} must start with sqlite:, postgres:// or postgresql://",
+                    redact_url(&database_url)
+                ),
             );
         }
 
         let max_retries = match env("SWITCHHOOK_MAX_RETRIES") {
             Some(v) => v.parse::<u32>().unwrap_or_else(|_| {
-                problem("max_retries", format!("SWITCHHOOK_MAX_RETRIES={v:?} is not a whole number"));
+                problem(
+                    "max_retries",
+                    format!("SWITCHHOOK_MAX_RETRIES={v:?} is not a whole number"),
+                );
                 DEFAULT_MAX_RETRIES
             }),
             None => file.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
@@ -126,7 +151,10 @@ impl Config {
 
         let log = env("SWITCHHOOK_LOG").or(file.log).unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
-            problem("log", format!("{log:?} is not a log filter like \"info\" or \"switchhook=debug\""));
+            problem(
+                "log",
+                format!("{log:?} is not a log filter like \"info\" or \"switchhook=debug\""),
+            );
         }
 
         let token_secret = env("SWITCHHOOK_TOKEN_SECRET");
@@ -137,12 +165,24 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
-        Ok(Config { listen, data_dir, database_url, token_secret, log, limits: Limits { max_retries } })
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            token_secret,
+            log,
+            limits: Limits { max_retries },
+        })
     }
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let fail = |problem: String| ConfigError(vec![Problem { key: "config".into(), problem }]);
+    let fail = |problem: String| {
+        ConfigError(vec![Problem {
+            key: "config".into(),
+            problem,
+        }])
+    };
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| fail(format!("{}: {}", path.display(), e.to_string().trim_end())))
 }
@@ -169,7 +209,9 @@ mod tests {
 
     fn build(file: &str, overrides: Overrides, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(file).unwrap();
-        Config::build(file, &overrides, |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+        Config::build(file, &overrides, |k| {
+            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        })
     }
 
     #[test]
@@ -184,7 +226,10 @@ mod tests {
     #[test]
     fn overrides_beat_the_file_and_env_beats_the_file() {
         let file = "listen = \"0.0.0.0:1\"\ndata_dir = \"/f\"\nmax_retries = 5\nlog = \"debug\"";
-        let o = Overrides { listen: Some("127.0.0.1:2".into()), ..Default::default() };
+        let o = Overrides {
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
         let c = build(file, o, &[("SWITCHHOOK_MAX_RETRIES", "7")]).unwrap();
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.data_dir, PathBuf::from("/f"));
@@ -199,7 +244,10 @@ mod tests {
         let err = build(file, Overrides::default(), &[("SWITCHHOOK_MAX_RETRIES", "-1")]).unwrap_err();
         let keys: Vec<_> = err.0.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["listen", "database_url", "max_retries"]);
-        assert!(err.to_string().contains("listen: \"nowhere\" is not an address"), "{err}");
+        assert!(
+            err.to_string().contains("listen: \"nowhere\" is not an address"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -76,7 +76,10 @@ pub async fn update(
     let body = body.json()?;
     let n = match state.store.hook(&domain, &id).await? {
         Some(stored) => {
-            let hook = StoredHook { doc: stored.doc.merged(&body, state.limits)?, id };
+            let hook = StoredHook {
+                doc: stored.doc.merged(&body, state.limits)?,
+                id,
+            };
             let updated = state.store.update_hook(&hook, now_ms()).await?;
             state.hooks_changed();
             u8::from(updated)

@@ -41,7 +41,10 @@ impl ApiState {
 pub fn service(state: ApiState) -> NormalizePath<Router> {
     let router = Router::new()
         .route("/api/v2/hooks", get(hooks::list).post(hooks::create))
-        .route("/api/v2/hooks/{id}", get(hooks::item).put(hooks::update).delete(hooks::delete))
+        .route(
+            "/api/v2/hooks/{id}",
+            get(hooks::item).put(hooks::update).delete(hooks::delete),
+        )
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -68,5 +71,8 @@ async fn not_found(uri: Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("Method {method} is not allowed on {}.", uri.path()))
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("Method {method} is not allowed on {}.", uri.path()),
+    )
 }

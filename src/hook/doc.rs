@@ -36,7 +36,10 @@ pub enum DocError {
 }
 
 fn bad(field: impl Into<String>, problem: impl Into<String>) -> DocError {
-    DocError::Field { field: field.into(), problem: problem.into() }
+    DocError::Field {
+        field: field.into(),
+        problem: problem.into(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,8 +120,7 @@ impl HookDoc {
     pub fn merged(&self, body: &Value, limits: Limits) -> Result<Self, DocError> {
         let changes = body_object(body)?;
         check_required(changes)?;
-        let Value::Object(mut merged) = serde_json::to_value(self).expect("a hook serializes")
-        else {
+        let Value::Object(mut merged) = serde_json::to_value(self).expect("a hook serializes") else {
             unreachable!("a hook serializes to an object")
         };
         for (key, value) in changes {
@@ -236,7 +238,9 @@ fn integer(map: &Map<String, Value>, key: &str, min: u32, max: u32) -> Result<Op
         return Ok(None);
     };
     let n = match value {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)),
         Value::String(s) => s.trim().parse::<u64>().ok(),
         _ => None,
     };
@@ -297,7 +301,11 @@ fn action(map: &Map<String, Value>) -> Result<Action, DocError> {
     }
     let url = field("url")?;
     http_url(&url, "action.url")?;
-    Ok(Action { kind, method: method(&field("method")?, "action.method")?, url })
+    Ok(Action {
+        kind,
+        method: method(&field("method")?, "action.method")?,
+        url,
+    })
 }
 
 fn fields(map: &Map<String, Value>) -> Result<Vec<String>, DocError> {
@@ -321,7 +329,9 @@ fn filters(map: &Map<String, Value>) -> Result<IndexMap<String, FilterSpec>, Doc
     obj.iter()
         .map(|(header, spec)| {
             let field = format!("filter.{header}");
-            let spec = spec.as_object().ok_or_else(|| bad(&field, "must be an object with operation and value"))?;
+            let spec = spec
+                .as_object()
+                .ok_or_else(|| bad(&field, "must be an object with operation and value"))?;
             let operation = match spec.get("operation") {
                 Some(Value::String(op)) => op.clone(),
                 _ => return Err(bad(format!("{field}.operation"), "is required")),
@@ -396,7 +406,10 @@ pub(crate) fn template(src: &str, syntax: Syntax, field: &str) -> Result<Templat
     if syntax == Syntax::Json {
         let sample = t.render(&super::template::Empty);
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&sample) {
-            return Err(bad(field, format!("must be a JSON template when customBody is true: {e}")));
+            return Err(bad(
+                field,
+                format!("must be a JSON template when customBody is true: {e}"),
+            ));
         }
     }
     Ok(t)

@@ -25,9 +25,17 @@ pub enum FilterError {
 #[derive(Debug, Clone)]
 enum Cond {
     /// `==` / `!=` against `"null"`: presence test.
-    Absent { negate: bool },
-    Equal { value: Scalar, negate: bool },
-    Order { value: Scalar, accept: fn(Ordering) -> bool },
+    Absent {
+        negate: bool,
+    },
+    Equal {
+        value: Scalar,
+        negate: bool,
+    },
+    Order {
+        value: Scalar,
+        accept: fn(Ordering) -> bool,
+    },
     Regex(Regex),
 }
 
@@ -61,16 +69,36 @@ impl Filter {
             _ => return Err(FilterError::BadValue),
         };
         let cond = match operation {
-            "==" | "!=" if text == "null" => Cond::Absent { negate: operation == "!=" },
-            "==" | "!=" => Cond::Equal { value: Scalar::new(text), negate: operation == "!=" },
-            "<" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_lt },
-            ">" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_gt },
-            "<=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_le },
-            ">=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_ge },
+            "==" | "!=" if text == "null" => Cond::Absent {
+                negate: operation == "!=",
+            },
+            "==" | "!=" => Cond::Equal {
+                value: Scalar::new(text),
+                negate: operation == "!=",
+            },
+            "<" => Cond::Order {
+                value: Scalar::new(text),
+                accept: Ordering::is_lt,
+            },
+            ">" => Cond::Order {
+                value: Scalar::new(text),
+                accept: Ordering::is_gt,
+            },
+            "<=" => Cond::Order {
+                value: Scalar::new(text),
+                accept: Ordering::is_le,
+            },
+            ">=" => Cond::Order {
+                value: Scalar::new(text),
+                accept: Ordering::is_ge,
+            },
             "reg" => Cond::Regex(compile_regex(&text)?),
             other => return Err(FilterError::UnknownOperation(other.to_owned())),
         };
-        Ok(Self { header: header.to_owned(), cond })
+        Ok(Self {
+            header: header.to_owned(),
+            cond,
+        })
     }
 
     pub fn header(&self) -> &str {
@@ -201,7 +229,13 @@ mod tests {
     fn rejects_unknown_operations_bad_regexes_and_values() {
         let err = Filter::compile("h", "~=", &json!("x")).unwrap_err();
         assert_eq!(err, FilterError::UnknownOperation("~=".into()));
-        assert!(matches!(Filter::compile("h", "reg", &json!("/(a/")), Err(FilterError::BadRegex(_))));
-        assert_eq!(Filter::compile("h", "==", &json!({"a": 1})).unwrap_err(), FilterError::BadValue);
+        assert!(matches!(
+            Filter::compile("h", "reg", &json!("/(a/")),
+            Err(FilterError::BadRegex(_))
+        ));
+        assert_eq!(
+            Filter::compile("h", "==", &json!({"a": 1})).unwrap_err(),
+            FilterError::BadValue
+        );
     }
 }

@@ -10,9 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub fn new_id() -> String {
     static PROCESS: OnceLock<([u8; 5], AtomicU32)> = OnceLock::new();
     let (random, counter) = PROCESS.get_or_init(|| (rand::random(), AtomicU32::new(rand::random())));
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as u32;
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as u32;
     let count = counter.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
     let mut bytes = [0u8; 12];
     bytes[..4].copy_from_slice(&secs.to_be_bytes());
@@ -41,7 +39,10 @@ mod tests {
 
     #[test]
     fn parse_id_accepts_only_24_hex_digits() {
-        assert_eq!(parse_id("598035B7A7EC15000C40926E").as_deref(), Some("598035b7a7ec15000c40926e"));
+        assert_eq!(
+            parse_id("598035B7A7EC15000C40926E").as_deref(),
+            Some("598035b7a7ec15000c40926e")
+        );
         assert_eq!(parse_id("598035b7a7ec15000c40926"), None);
         assert_eq!(parse_id("598035b7a7ec15000c40926g"), None);
         assert_eq!(parse_id("x"), None);

@@ -116,7 +116,10 @@ impl CompiledHook {
                 .as_deref()
                 .map(signing_key)
                 .transpose()
-                .map_err(|problem| DocError::Field { field: "secret".into(), problem })?,
+                .map_err(|problem| DocError::Field {
+                    field: "secret".into(),
+                    problem,
+                })?,
         })
     }
 }

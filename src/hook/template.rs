@@ -204,10 +204,7 @@ mod tests {
     struct Map(Value);
     impl Lookup for Map {
         fn resolve(&self, name: &str, path: &[String]) -> Option<Value> {
-            self.0
-                .get(name)
-                .or_else(|| walk(&self.0, path))
-                .cloned()
+            self.0.get(name).or_else(|| walk(&self.0, path)).cloned()
         }
     }
 
@@ -235,7 +232,11 @@ mod tests {
 
     #[test]
     fn json_quotes_text_and_nulls_missing_outside_strings() {
-        let out = render(r#"{"a": ${a}, "b": ${b}, "c": ${c}}"#, Syntax::Json, json!({"a": "x y", "c": true}));
+        let out = render(
+            r#"{"a": ${a}, "b": ${b}, "c": ${c}}"#,
+            Syntax::Json,
+            json!({"a": "x y", "c": true}),
+        );
         assert_eq!(out, r#"{"a": "x y", "b": null, "c": true}"#);
     }
 
@@ -254,8 +255,14 @@ mod tests {
 
     #[test]
     fn reports_unclosed_and_empty_placeholders() {
-        assert_eq!(Template::parse("ab${x", Syntax::Text), Err(TemplateError::Unclosed { offset: 2 }));
-        assert_eq!(Template::parse("${a}${ }", Syntax::Text), Err(TemplateError::Empty { offset: 4 }));
+        assert_eq!(
+            Template::parse("ab${x", Syntax::Text),
+            Err(TemplateError::Unclosed { offset: 2 })
+        );
+        assert_eq!(
+            Template::parse("${a}${ }", Syntax::Text),
+            Err(TemplateError::Empty { offset: 4 })
+        );
     }
 
     #[test]

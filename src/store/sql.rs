@@ -34,7 +34,13 @@ where
             .iter()
             .enumerate()
             .map(|(i, (name, sql))| {
-                Migration::new(i as i64 + 1, (*name).into(), MigrationType::Simple, sql.into_sql_str(), false)
+                Migration::new(
+                    i as i64 + 1,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
             })
             .collect();
         Migrator::with_migrations(migrations).run(&self.pool).await?;
@@ -43,7 +49,10 @@ where
 }
 
 fn role_of(id: &str, role: String) -> Result<Role> {
-    Role::parse(&role).ok_or_else(|| StoreError::CorruptToken { id: id.to_owned(), role })
+    Role::parse(&role).ok_or_else(|| StoreError::CorruptToken {
+        id: id.to_owned(),
+        role,
+    })
 }
 
 fn hook_of(id: String, doc: &str) -> Result<StoredHook> {
@@ -148,14 +157,13 @@ where
     }
 
     async fn hooks(&self, domain: &str, limit: u32, offset: u64) -> Result<Vec<StoredHook>> {
-        let rows = sqlx::query(
-            "SELECT id, doc FROM hooks WHERE domain = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3",
-        )
-        .bind(domain.to_owned())
-        .bind(i64::from(limit))
-        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT id, doc FROM hooks WHERE domain = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3")
+                .bind(domain.to_owned())
+                .bind(i64::from(limit))
+                .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?))
             .collect()

@@ -1,0 +1,203 @@
+//! The `switchhook` binary: serve's first start, token commands, configuration errors.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchhook");
+
+fn switchhook(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("SWITCHHOOK_DATA_DIR", dir)
+        .env_remove("SWITCHHOOK_TOKEN_SECRET")
+        .env_remove("SWITCHHOOK_DATABASE_URL")
+        .env_remove("SWITCHHOOK_CONFIG")
+        .env_remove("SWITCHHOOK_LISTEN");
+    cmd
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    switchhook(dir, args).output().expect("run switchhook")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap().trim().to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    fn start(dir: &Path) -> Serve {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut child = switchhook(dir, &["serve", "--listen", &addr])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let base = format!("http://{addr}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if get(&base, "/health", None).0 == 200 {
+                return Serve { child, base };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("serve did not come up");
+    }
+
+    /// Sends SIGTERM and returns the exit status and everything serve logged.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        let mut log = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        (status, log)
+    }
+}
+
+/// A tiny blocking HTTP GET; returns status and body.
+fn get(base: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::Write;
+    let addr = base.trim_start_matches("http://");
+    let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let auth = token.map(|t| format!("X-Access-Token: {t}\r\n")).unwrap_or_default();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    let status = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn first_start_writes_a_private_root_token_and_tokens_work_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let root_path = dir.path().join("root.token");
+    let root = std::fs::read_to_string(&root_path).unwrap().trim().to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&root_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (status, _) = get(&serve.base, "/api/v2/hooks?domain=a.com", Some(&root));
+    assert_eq!(status, 200);
+
+    // A token made by the CLI, with the secret the store generated, works against serve.
+    let admin = stdout(&run(
+        dir.path(),
+        &["token", "create", "--domain", "a.com", "--role", "admin", "--ttl", "1h"],
+    ));
+    assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&admin)).0, 200);
+    let user = stdout(&run(
+        dir.path(),
+        &["token", "create", "--domain", "a.com", "--role", "user"],
+    ));
+    assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&user)).0, 403);
+
+    let list = stdout(&run(dir.path(), &["token", "list"]));
+    let admin_line = list.lines().find(|l| l.contains("admin")).expect("admin token listed");
+    assert!(admin_line.contains("a.com") && admin_line.ends_with("active"), "{list}");
+    assert!(
+        list.lines().any(|l| l.contains(" root ") && l.ends_with("active")),
+        "{list}"
+    );
+    let id = admin_line.split_whitespace().next().unwrap();
+
+    let out = run(dir.path(), &["token", "revoke", id]);
+    assert!(out.status.success());
+    let (status, body) = get(&serve.base, "/api/v2/hooks", Some(&admin));
+    assert_eq!(
+        (status, body.as_str()),
+        (401, r#"{"status":"error","info":"Invalid token","code":401}"#)
+    );
+    assert!(
+        stdout(&run(dir.path(), &["token", "list"]))
+            .lines()
+            .any(|l| l.starts_with(id) && l.ends_with("revoked"))
+    );
+    assert!(!run(dir.path(), &["token", "revoke", "no-such-id"]).status.success());
+
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "serve exited with {status}: {log}");
+    assert!(log.contains("root.token"), "{log}");
+    assert!(!log.contains(&root), "the log must not contain the token");
+
+    // A second start keeps the same root token.
+    let serve = Serve::start(dir.path());
+    assert_eq!(std::fs::read_to_string(&root_path).unwrap().trim(), root);
+    assert_eq!(get(&serve.base, "/api/v2/hooks?domain=a.com", Some(&root)).0, 200);
+    serve.terminate();
+}
+
+#[test]
+fn root_tokens_from_the_cli_need_a_domain_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = stdout(&run(dir.path(), &["token", "create", "--root"]));
+    let serve = Serve::start(dir.path());
+    assert_eq!(get(&serve.base, "/api/v2/hooks?domain=x", Some(&root)).0, 200);
+    assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&root)).0, 400);
+    serve.terminate();
+}
+
+#[test]
+fn bad_settings_stop_start_up_naming_each_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["serve", "--listen", "nowhere", "--database-url", "mysql://x"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen: \"nowhere\" is not an address"), "{err}");
+    assert!(err.contains("database_url:"), "{err}");
+
+    let config = dir.path().join("switchhook.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\nlisen = 1\n").unwrap();
+    let out = run(dir.path(), &["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `lisen`"), "{err}");
+
+    let out = switchhook(dir.path(), &["serve"])
+        .env("SWITCHHOOK_MAX_RETRIES", "lots")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_retries:"));
+}
+
+#[test]
+fn migrate_creates_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["migrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("switchhook.db").exists());
+    // Twice is fine.
+    assert!(run(dir.path(), &["migrate"]).status.success());
+}

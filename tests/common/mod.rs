@@ -1,0 +1,271 @@
+//! Test harness: a real server on 127.0.0.1:0 over a fresh store (SQLite in a temp folder,
+//! or a database of its own on the PostgreSQL that `SWITCHHOOK_TEST_POSTGRES_URL` names).
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use switchhook::app::Services;
+use switchhook::auth::Role;
+use switchhook::config::{Config, FileConfig, Overrides};
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN_SECRET: &str = "switchhook-test-secret-0123456789abcdef";
+
+/// Which store a test runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    /// The PostgreSQL backend, or `None` (and one line saying so) when the variable is unset.
+    pub fn postgres() -> Option<Backend> {
+        match std::env::var("SWITCHHOOK_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
+            _ => {
+                println!("skipped: SWITCHHOOK_TEST_POSTGRES_URL is not set");
+                None
+            }
+        }
+    }
+}
+
+/// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(b) = $crate::common::Backend::postgres() { super::$name(b).await }
+            })*
+        }
+    };
+}
+
+/// A database of its own on the test PostgreSQL, dropped when the test ends.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(admin_url: &str) -> PgDatabase {
+        use sqlx::Connection;
+        let name = format!("switchhook_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("SWITCHHOOK_TEST_POSTGRES_URL is set but PostgreSQL cannot be reached");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let mut url = url::Url::parse(admin_url).expect("SWITCHHOOK_TEST_POSTGRES_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        PgDatabase {
+            admin_url: admin_url.to_owned(),
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    /// Drops the database now, even with the server still connected.
+    pub async fn drop_now(admin_url: &str, name: &str) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await {
+            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(PgDatabase::drop_now(&admin, &name));
+        })
+        .join();
+    }
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub config: Config,
+    pub services: Services,
+    /// The root token the server wrote on first start.
+    pub root: String,
+    shutdown: CancellationToken,
+    /// Stops the server when a test ends early.
+    _stop_on_drop: tokio_util::sync::DropGuard,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub pg: Option<PgDatabase>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn config_for(dir: &std::path::Path, database_url: Option<String>) -> Config {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.to_path_buf()),
+        database_url,
+        ..Default::default()
+    };
+    Config::build(FileConfig::default(), &overrides, |k| match k {
+        "SWITCHHOOK_TOKEN_SECRET" => Some(TOKEN_SECRET.into()),
+        "SWITCHHOOK_LOG" => Some("warn".into()),
+        _ => None,
+    })
+    .expect("test config is valid")
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        switchhook::app::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pg = match &backend {
+            Backend::Sqlite => None,
+            Backend::Postgres(admin) => Some(PgDatabase::create(admin).await),
+        };
+        let config = config_for(dir.path(), pg.as_ref().map(|p| p.url.clone()));
+        Self::start_with(config, dir, pg).await
+    }
+
+    /// Starts a server on an existing folder and store (a restart).
+    pub async fn start_with(config: Config, dir: tempfile::TempDir, pg: Option<PgDatabase>) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(switchhook::app::serve(config.clone(), listener, shutdown.clone()));
+        let http = reqwest::Client::new();
+        wait_healthy(&http, &base).await;
+        let root = std::fs::read_to_string(dir.path().join("root.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let services = Services::open(&config).await.expect("open services");
+        let _stop_on_drop = shutdown.clone().drop_guard();
+        TestServer {
+            base,
+            http,
+            config,
+            services,
+            root,
+            shutdown,
+            _stop_on_drop,
+            task: Some(task),
+            pg,
+            dir,
+        }
+    }
+
+    /// Stops the server and hands back its folder and database for a restart.
+    pub async fn stop(mut self) -> (Config, tempfile::TempDir, Option<PgDatabase>) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran cleanly");
+        }
+        (self.config.clone(), self.dir, self.pg.take())
+    }
+
+    pub async fn token(&self, role: Role, domain: &str) -> String {
+        self.services
+            .issue_token(role, Some(domain.into()), Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .1
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request with a token (if any) and an optional JSON body; returns status and body.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(t) = token {
+            req = req.header("X-Access-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, value)
+    }
+
+    /// Sends raw bytes as the body.
+    pub async fn call_raw(&self, method: &str, path: &str, token: &str, body: Vec<u8>) -> (u16, Value) {
+        let resp = self
+            .http
+            .request(method.parse().unwrap(), self.url(path))
+            .header("X-Access-Token", token)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")),
+        )
+    }
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("server at {base} never became healthy");
+}
+
+/// The seed document's create body, verbatim.
+pub fn seed_hook() -> Value {
+    serde_json::json!({
+        "event": "CUSTOM->engine::dialer_member_end",
+        "enable": true,
+        "description": "Dialer’s member was complited",
+        "action": {"type": "web", "method": "POST", "url": "https://requestb.in/yoe4hwyo"},
+        "customBody": true,
+        "rawBody": "{ \"dlr_id\": \"${dialerId}\", \"member_id\": \"${id}\", \"end_cause\": \"${endCause}\" }",
+        "auth": {"headers": {}, "map": {}, "enabled": false},
+        "map": {},
+        "filter": {},
+        "fields": [],
+        "headers": {"Content-Type": "application/json"}
+    })
+}
+
+/// A minimal valid hook for `event` posting to `url`.
+pub fn hook(event: &str, url: &str) -> Value {
+    serde_json::json!({"event": event, "action": {"type": "web", "method": "POST", "url": url}})
+}
