@@ -9,6 +9,7 @@
 //! api (axum: hooks CRUD, delivery log) ◀── store ──▶ delivery (workers: http client, retry, sign)
 //! ```
 //!
+//! - [`event`]: the event model, its name and domain (pure).
 //! - [`hook`]: hook documents, validation and their compiled form (pure).
 //! - [`store`]: the one place with SQL; SQLite and PostgreSQL.
 //! - [`api`]: the REST API and its envelope.
@@ -19,5 +20,6 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod event;
 pub mod hook;
 pub mod store;
