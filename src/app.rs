@@ -11,10 +11,15 @@ use axum::extract::Request;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::Notify;
+
 use crate::api::{self, ApiState};
 use crate::auth::{Claims, Role, TokenKeys, now_ms};
 use crate::config::Config;
+use crate::delivery::{self, worker, worker::Dispatcher};
+use crate::router::{HookIndex, Router};
 use crate::store::{self, Store, TokenRecord};
+use crate::telemetry;
 
 /// Lifetime of the root token made on first start.
 pub const ROOT_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -115,19 +120,60 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let services = Services::open(&config).await?;
     services.ensure_root_token(&config).await?;
+    telemetry::init();
+    let store = services.store.clone();
+
+    let (index, broken) = HookIndex::new(store.all_hooks().await.context("cannot load hooks")?);
+    for (id, error) in broken {
+        tracing::error!(hook = %id, %error, "stored hook does not compile; it is left out");
+    }
+    let index = Arc::new(index);
+    let wake = Arc::new(Notify::new());
+    let router = Arc::new(Router::new(index.clone(), store.clone(), wake.clone()));
+
+    let addr = listener.local_addr()?;
+    let d = &config.delivery;
+    let settings = worker::Settings {
+        concurrency: d.concurrency,
+        per_hook: d.per_hook_concurrency,
+        lease: d.lease,
+        owner: d
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port())),
+        batch: 256,
+        poll: Duration::from_secs(1),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(Dispatcher::new(store.clone(), index, wake, settings).run(shutdown.clone()));
+    tasks.spawn(delivery::maintain(store.clone(), d.retention, shutdown.clone()));
+
     let state = ApiState {
-        store: services.store.clone(),
+        store,
         keys: services.keys.clone(),
         limits: config.limits,
+        router,
     };
     let api = api::service(state);
-    tracing::info!(addr = %listener.local_addr()?, %config, "switchhook is serving");
-    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(api))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    tracing::info!(%addr, %config, "switchhook is serving");
+    let served = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(api))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
-        .context("HTTP server failed")?;
+        .context("HTTP server failed");
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
     tracing::info!("switchhook stopped");
-    Ok(())
+    served
+}
+
+/// This machine's name, for the default node id.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "switchhook".to_owned())
 }
 
 /// Makes ring the process's TLS crypto provider (reqwest and sqlx are built without one, to

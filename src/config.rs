@@ -4,6 +4,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -22,6 +24,36 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub log: Option<String>,
     pub max_retries: Option<u32>,
+    #[serde(default)]
+    pub delivery: DeliveryFile,
+}
+
+/// The `[delivery]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryFile {
+    pub concurrency: Option<usize>,
+    pub per_hook_concurrency: Option<usize>,
+    /// A duration such as `5m`.
+    pub lease: Option<String>,
+    /// A duration such as `7d`.
+    pub retention: Option<String>,
+    pub node_id: Option<String>,
+}
+
+/// How deliveries are sent and kept.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Attempts in flight at once, over all hooks.
+    pub concurrency: usize,
+    /// Attempts in flight at once for one hook.
+    pub per_hook_concurrency: usize,
+    /// How long a worker's lease on a delivery holds; must outlast any attempt.
+    pub lease: Duration,
+    /// How long delivered and failed deliveries stay in the log.
+    pub retention: Duration,
+    /// This node's name in leases; default `<hostname>:<port>`.
+    pub node_id: Option<String>,
 }
 
 /// Values given on the command line or through their `SWITCHHOOK_*` variables (clap reads
@@ -45,6 +77,7 @@ pub struct Config {
     /// A tracing filter (`info`, `switchhook=debug`, ...).
     pub log: String,
     pub limits: Limits,
+    pub delivery: DeliveryConfig,
 }
 
 impl fmt::Display for Config {
@@ -89,12 +122,9 @@ impl Config {
         overrides: &Overrides,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut problems = Vec::new();
-        let mut problem = |key: &str, text: String| {
-            problems.push(Problem {
-                key: key.into(),
-                problem: text,
-            })
+        let mut l = Layers {
+            env: &env,
+            problems: Vec::new(),
         };
 
         let listen_raw = overrides
@@ -103,7 +133,7 @@ impl Config {
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
-            problem(
+            l.problem(
                 "listen",
                 format!("{listen_raw:?} is not an address like 127.0.0.1:10022"),
             );
@@ -116,7 +146,7 @@ impl Config {
             .or(file.data_dir)
             .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         if data_dir.as_os_str().is_empty() {
-            problem("data_dir", "must not be empty".into());
+            l.problem("data_dir", "must not be empty".into());
         }
 
         let database_url = overrides
@@ -129,41 +159,42 @@ impl Config {
             .iter()
             .any(|p| database_url.starts_with(p))
         {
-            problem(
+            let shown = redact_url(&database_url);
+            l.problem(
                 "database_url",
-                format!(
-                    "{:?} must start with sqlite:, postgres:// or postgresql://",
-                    redact_url(&database_url)
-                ),
+                format!("{shown:?} must start with sqlite:, postgres:// or postgresql://"),
             );
         }
 
-        let max_retries = match env("SWITCHHOOK_MAX_RETRIES") {
-            Some(v) => v.parse::<u32>().unwrap_or_else(|_| {
-                problem(
-                    "max_retries",
-                    format!("SWITCHHOOK_MAX_RETRIES={v:?} is not a whole number"),
-                );
-                DEFAULT_MAX_RETRIES
-            }),
-            None => file.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
-        };
-
-        let log = env("SWITCHHOOK_LOG").or(file.log).unwrap_or_else(|| "info".into());
-        if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
-            problem(
-                "log",
-                format!("{log:?} is not a log filter like \"info\" or \"switchhook=debug\""),
-            );
-        }
-
+        let max_retries = l.get("max_retries", file.max_retries, DEFAULT_MAX_RETRIES, number);
+        let log = l.get("log", file.log, "info".to_owned(), |s| {
+            tracing_subscriber::EnvFilter::try_new(s)
+                .map(|_| s.to_owned())
+                .map_err(|_| format!("{s:?} is not a log filter like \"info\" or \"switchhook=debug\""))
+        });
         let token_secret = env("SWITCHHOOK_TOKEN_SECRET");
         if token_secret.as_deref() == Some("") {
-            problem("token_secret", "SWITCHHOOK_TOKEN_SECRET is set but empty".into());
+            l.problem("token_secret", "SWITCHHOOK_TOKEN_SECRET is set but empty".into());
         }
 
-        if !problems.is_empty() {
-            return Err(ConfigError(problems));
+        let d = file.delivery;
+        let delivery = DeliveryConfig {
+            concurrency: l.get("delivery.concurrency", d.concurrency, 128, positive),
+            per_hook_concurrency: l.get("delivery.per_hook_concurrency", d.per_hook_concurrency, 64, positive),
+            lease: l.get("delivery.lease", d.lease, Duration::from_secs(300), duration),
+            retention: l.get(
+                "delivery.retention",
+                d.retention,
+                Duration::from_secs(7 * 86_400),
+                duration,
+            ),
+            node_id: l.get("delivery.node_id", d.node_id.map(Some), None, |s| {
+                Ok(Some(s.to_owned()))
+            }),
+        };
+
+        if !l.problems.is_empty() {
+            return Err(ConfigError(l.problems));
         }
         Ok(Config {
             listen,
@@ -172,8 +203,92 @@ impl Config {
             token_secret,
             log,
             limits: Limits { max_retries },
+            delivery,
         })
     }
+}
+
+/// Reads a setting from its environment variable, else the file, else the default, and
+/// collects what is wrong instead of stopping at the first problem.
+struct Layers<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<Problem>,
+}
+
+impl Layers<'_> {
+    fn problem(&mut self, key: &str, problem: String) {
+        self.problems.push(Problem {
+            key: key.into(),
+            problem,
+        });
+    }
+
+    /// `key` `a.b_c` is read from `SWITCHHOOK_A_B_C`. A file value of type `F` is checked by
+    /// the same `parse` as the variable (through its text form).
+    fn get<F: Into<Raw>, T: Clone>(
+        &mut self,
+        key: &str,
+        file: Option<F>,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> T {
+        let var = format!("SWITCHHOOK_{}", key.replace('.', "_").to_ascii_uppercase());
+        let (raw, from) = match ((self.env)(&var), file) {
+            (Some(v), _) => (v, var),
+            (None, Some(f)) => (f.into().0, "the config file".to_owned()),
+            (None, None) => return default,
+        };
+        parse(&raw).unwrap_or_else(|problem| {
+            self.problem(key, format!("{problem} (from {from})"));
+            default
+        })
+    }
+}
+
+/// A file value in text form, so file and environment share one parser.
+struct Raw(String);
+
+impl From<String> for Raw {
+    fn from(s: String) -> Self {
+        Raw(s)
+    }
+}
+
+impl From<u32> for Raw {
+    fn from(n: u32) -> Self {
+        Raw(n.to_string())
+    }
+}
+
+impl From<usize> for Raw {
+    fn from(n: usize) -> Self {
+        Raw(n.to_string())
+    }
+}
+
+impl From<Option<String>> for Raw {
+    fn from(s: Option<String>) -> Self {
+        Raw(s.unwrap_or_default())
+    }
+}
+
+fn number<T: FromStr>(s: &str) -> Result<T, String> {
+    s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    number::<usize>(s).and_then(|n| {
+        if n == 0 {
+            Err("must be at least 1".into())
+        } else {
+            Ok(n)
+        }
+    })
+}
+
+/// A duration like `30s`, `5m`, `7d`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 7d"))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -73,20 +73,28 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 pub struct Caller(pub Principal);
 
 impl Caller {
-    /// Checks the permission and returns the domain the request acts in: a domain token's
-    /// own, whatever `?domain=` says, or root's `?domain=`.
-    pub fn scope(&self, perm: Perm, params: &Params) -> Result<String, ApiError> {
+    /// Checks the permission; returns the caller's own domain, or `None` for root.
+    pub fn own_domain(&self, perm: Perm) -> Result<Option<&str>, ApiError> {
         if !self.0.role.allows(perm) {
             return Err(ApiError::forbidden());
         }
         match (&self.0.domain, self.0.role) {
-            (Some(own), _) => Ok(own.clone()),
-            (None, Role::Root) => params
+            (Some(own), _) => Ok(Some(own)),
+            (None, Role::Root) => Ok(None),
+            (None, _) => Err(ApiError::forbidden()),
+        }
+    }
+
+    /// Checks the permission and returns the domain the request acts in: a domain token's
+    /// own, whatever `?domain=` says, or root's `?domain=`.
+    pub fn scope(&self, perm: Perm, params: &Params) -> Result<String, ApiError> {
+        match self.own_domain(perm)? {
+            Some(own) => Ok(own.to_owned()),
+            None => params
                 .domain
                 .clone()
                 .filter(|d| !d.trim().is_empty())
                 .ok_or_else(ApiError::domain_required),
-            (None, _) => Err(ApiError::forbidden()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `/api/v2/hooks`: list, item, create, update, delete, with MongoDB-shaped results.
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
@@ -8,8 +9,9 @@ use super::ApiState;
 use super::error::{ApiError, ok};
 use super::extract::{Body, Caller, Params};
 use crate::auth::{Perm, now_ms};
-use crate::hook::HookDoc;
+use crate::event::Event;
 use crate::hook::id::{new_id, parse_id};
+use crate::hook::{CompiledHook, HookDoc};
 use crate::store::StoredHook;
 
 /// Page size when a list request gives no `limit`.
@@ -53,9 +55,10 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let domain = caller.scope(Perm::Create, &params)?;
     let doc = HookDoc::from_body(&body.json()?, &domain, state.limits)?;
+    let compiled = doc.compile()?;
     let hook = StoredHook { id: new_id(), doc };
     state.store.insert_hook(&hook, now_ms()).await?;
-    state.hooks_changed();
+    state.router.index.upsert(&hook.id, compiled);
     Ok(ok(json!({
         "result": {"ok": 1, "n": 1},
         "ops": [hook.doc.to_insert_json(&hook.id)],
@@ -80,8 +83,11 @@ pub async fn update(
                 doc: stored.doc.merged(&body, state.limits)?,
                 id,
             };
+            let compiled = hook.doc.compile()?;
             let updated = state.store.update_hook(&hook, now_ms()).await?;
-            state.hooks_changed();
+            if updated {
+                state.router.index.upsert(&hook.id, compiled);
+            }
             u8::from(updated)
         }
         None => {
@@ -103,9 +109,83 @@ pub async fn delete(
     let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
     let deleted = state.store.delete_hook(&domain, &id).await?;
     if deleted {
-        state.hooks_changed();
+        state.router.index.remove(&id);
     }
     Ok(ok(json!({"ok": 1, "n": u8::from(deleted)})))
+}
+
+/// `POST /api/v2/hooks/{id}/test`: would this hook fire for the event in the body, and what
+/// exactly would it send? Nothing is sent.
+pub async fn test(
+    State(state): State<ApiState>,
+    caller: Caller,
+    params: Params,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let domain = caller.scope(Perm::Read, &params)?;
+    let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
+    let Value::Object(headers) = body.json()? else {
+        return Err(ApiError::bad_request(
+            "Bad request: body must be an event (a JSON object)",
+        ));
+    };
+    let stored = state
+        .store
+        .hook(&domain, &id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Hook not found"))?;
+    let hook = stored.doc.compile()?;
+    Ok(ok(dry_run(&hook, &Event::new(headers))))
+}
+
+/// The dry run's answer: the first reason the hook would not fire, and the request it renders.
+fn dry_run(hook: &CompiledHook, event: &Event) -> Value {
+    let name = event.hook_event_name();
+    let domain = event.domain();
+    let failed = hook.failed_filter(event);
+    let reason = if !hook.enabled {
+        Some("the hook is disabled".to_owned())
+    } else if domain.as_deref() != Some(hook.domain.as_str()) {
+        Some(match &domain {
+            Some(d) => format!("the event's domain is {d:?}, the hook's is {:?}", hook.domain),
+            None => "the event has no domain (variable_domain_name, variable_w_domain, Channel-Presence-ID, variable_presence_id)".to_owned(),
+        })
+    } else if name.as_deref() != Some(hook.event.as_str()) {
+        Some(format!(
+            "the event is {:?}, the hook listens to {:?}",
+            name.as_deref().unwrap_or(""),
+            hook.event
+        ))
+    } else {
+        failed.map(|f| format!("filter on {:?} failed", f.header()))
+    };
+    let request = hook.render(
+        event,
+        name.as_deref().unwrap_or(&hook.event),
+        &uuid::Uuid::new_v4().to_string(),
+    );
+    let mut notes = Vec::new();
+    if hook.signing_key.is_some() {
+        notes.push("webhook-id, webhook-timestamp and webhook-signature are added when it is sent");
+    }
+    if hook.auth.is_some() {
+        notes.push("headers are rendered after the auth pre-request, whose auth:* variables are empty here");
+    }
+    json!({
+        "matched": reason.is_none(),
+        "reason": reason,
+        "failedFilter": failed.map(|f| json!({
+            "header": f.header(), "operation": f.operation(), "value": f.value(), "actual": event.get(f.header()),
+        })),
+        "request": {
+            "method": request.method.as_str(),
+            "url": request.url,
+            "headers": request.headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
+            "body": request.body,
+        },
+        "notes": notes,
+    })
 }
 
 /// `columns=_id,action.type,` as dotted paths; empty entries dropped.

@@ -1,6 +1,8 @@
 //! The HTTP API: Webitel Hooks API v2 routes, health, and the envelope on every answer.
 
+mod deliveries;
 mod error;
+mod events;
 mod extract;
 mod hooks;
 
@@ -10,7 +12,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
@@ -19,6 +21,7 @@ pub use error::ApiError;
 
 use crate::auth::TokenKeys;
 use crate::hook::Limits;
+use crate::router::Router as EventRouter;
 use crate::store::Store;
 
 /// Largest request body the hook routes accept.
@@ -30,11 +33,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<TokenKeys>,
     pub limits: Limits,
-}
-
-impl ApiState {
-    /// Called after a hook was created, changed or deleted.
-    fn hooks_changed(&self) {}
+    /// Hook changes go to its index; ingested events go through it.
+    pub router: Arc<EventRouter>,
 }
 
 /// The API as a service: trailing slashes trimmed before routing, so `/api/v2/hooks/` works.
@@ -45,7 +45,15 @@ pub fn service(state: ApiState) -> NormalizePath<Router> {
             "/api/v2/hooks/{id}",
             get(hooks::item).put(hooks::update).delete(hooks::delete),
         )
+        .route("/api/v2/hooks/{id}/test", post(hooks::test))
+        .route("/api/v2/hooks/{id}/deliveries", get(deliveries::list))
+        .route("/api/v2/deliveries/{id}/retry", post(deliveries::retry))
+        .route(
+            "/api/v2/events",
+            post(events::ingest).layer(DefaultBodyLimit::max(events::BODY_LIMIT)),
+        )
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -64,6 +72,11 @@ async fn health(State(state): State<ApiState>) -> Response {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Store unavailable").into_response()
         }
     }
+}
+
+async fn metrics() -> Response {
+    let content_type = [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
+    (content_type, crate::telemetry::render()).into_response()
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -57,6 +57,9 @@ impl Scalar {
 #[derive(Debug, Clone)]
 pub struct Filter {
     header: String,
+    /// As written in the document, for the dry run's explanation.
+    operation: String,
+    value: Value,
     cond: Cond,
 }
 
@@ -97,12 +100,22 @@ impl Filter {
         };
         Ok(Self {
             header: header.to_owned(),
+            operation: operation.to_owned(),
+            value: value.clone(),
             cond,
         })
     }
 
     pub fn header(&self) -> &str {
         &self.header
+    }
+
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
     }
 
     /// Tests the header's value; `None` means the event lacks the header.

@@ -6,6 +6,7 @@
 pub mod doc;
 pub mod filter;
 pub mod id;
+pub mod payload;
 pub mod template;
 
 use base64::Engine as _;
@@ -121,6 +122,13 @@ impl CompiledHook {
                     problem,
                 })?,
         })
+    }
+}
+
+impl CompiledHook {
+    /// The first filter `event` fails, if any.
+    pub fn failed_filter(&self, event: &crate::event::Event) -> Option<&Filter> {
+        self.filters.iter().find(|f| !f.test(event.get(f.header())))
     }
 }
 

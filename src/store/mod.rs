@@ -13,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::auth::Role;
 use crate::hook::HookDoc;
+use crate::hook::payload::Request;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,6 +34,8 @@ pub enum StoreError {
     },
     #[error("stored token {id} has unknown role {role:?}")]
     CorruptToken { id: String, role: String },
+    #[error("stored delivery {id} is unreadable: {problem}")]
+    CorruptDelivery { id: String, problem: String },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -57,6 +60,118 @@ pub struct TokenRecord {
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "pending" => Some(Status::Pending),
+            "delivered" => Some(Status::Delivered),
+            "failed" => Some(Status::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A delivery as the router queues it: one per (event, matching hook).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    /// Also the body's `id` and the `webhook-id`: it never changes across retries.
+    pub id: String,
+    pub hook_id: String,
+    pub domain: String,
+    pub event_name: String,
+    /// `Unique-ID`, for ordered hooks.
+    pub order_key: Option<String>,
+    pub created_at_ms: i64,
+    pub request: Request,
+    /// The event as JSON, kept only when the headers must be rendered at send time.
+    pub event: Option<String>,
+}
+
+/// A delivery a worker holds a lease on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasedDelivery {
+    pub id: String,
+    pub hook_id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Attempts made before the last manual retry.
+    pub retry_from: u32,
+    pub next_at_ms: i64,
+    pub request: Request,
+    pub event: Option<String>,
+}
+
+/// One attempt's result and the delivery's state after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    /// 1 for the first attempt.
+    pub n: u32,
+    pub at_ms: i64,
+    pub status_code: Option<u16>,
+    pub duration_ms: u32,
+    pub error: Option<String>,
+    /// The start of the response body.
+    pub response: Option<String>,
+    pub status: Status,
+    pub next_at_ms: i64,
+}
+
+/// A delivery as the delivery log shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    pub id: String,
+    pub hook_id: String,
+    pub event: String,
+    #[serde(serialize_with = "status_str")]
+    pub status: Status,
+    pub attempts: u32,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub log: Vec<AttemptView>,
+}
+
+fn status_str<S: serde::Serializer>(s: &Status, ser: S) -> std::result::Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    pub at: i64,
+    pub status_code: Option<u16>,
+    pub duration_ms: u32,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+/// What a manual retry found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    Queued,
+    NotFound,
+    /// Only failed deliveries can be retried.
+    NotFailed(Status),
 }
 
 /// A hook as stored: its id and validated document.
@@ -93,6 +208,31 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_hook(&self, domain: &str, id: &str) -> Result<bool>;
     /// Every hook of every domain, for the in-memory index.
     async fn all_hooks(&self) -> Result<Vec<StoredHook>>;
+
+    /// Queues deliveries, all or none, in one transaction.
+    async fn enqueue(&self, deliveries: &[NewDelivery]) -> Result<()>;
+    /// Leases up to `limit` due deliveries to `owner` until `lease_until_ms`, oldest due first.
+    async fn lease(&self, owner: &str, now_ms: i64, lease_until_ms: i64, limit: u32) -> Result<Vec<LeasedDelivery>>;
+    /// Records attempts and the new state of their deliveries, in one transaction.
+    async fn record(&self, attempts: &[AttemptRecord]) -> Result<()>;
+    /// Drops the leases `owner` holds (a restarted node's in-flight rows), so they are sent again.
+    async fn release_leases(&self, owner: &str) -> Result<u64>;
+    /// The earliest time an unleased pending delivery is due.
+    async fn next_due(&self) -> Result<Option<i64>>;
+    async fn pending_count(&self) -> Result<u64>;
+    /// One page of a hook's deliveries, newest first, with their attempts.
+    async fn deliveries(
+        &self,
+        domain: &str,
+        hook_id: &str,
+        status: Option<Status>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<DeliveryView>>;
+    /// Queues a failed delivery of `domain` again, due at `now_ms`, with a fresh retry budget.
+    async fn retry_delivery(&self, domain: &str, id: &str, now_ms: i64) -> Result<RetryOutcome>;
+    /// Deletes delivered and failed deliveries last changed before `before_ms`.
+    async fn prune(&self, before_ms: i64) -> Result<u64>;
 }
 
 /// Opens (and migrates) the store a URL names: `sqlite:<path>` or `postgres://…`.

@@ -11,7 +11,12 @@ use super::sql::{Dialect, SqlStore};
 
 impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
-    const MIGRATIONS: &'static [(&'static str, &'static str)] = &[("init", include_str!("migrations/0001_init.sql"))];
+    const MIGRATIONS: &'static [(&'static str, &'static str)] = &[
+        ("init", include_str!("migrations/0001_init.sql")),
+        ("deliveries", include_str!("migrations/0002_deliveries.sql")),
+    ];
+    // SKIP LOCKED: nodes sharing the database lease disjoint rows without waiting on each other.
+    const LEASE_SQL: &'static str = super::sql::lease_sql!("FOR UPDATE SKIP LOCKED");
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

@@ -5,14 +5,37 @@ use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, SqlSafeStr, Type};
 
-use super::{Result, Store, StoreError, StoredHook, TokenRecord};
+use super::{
+    AttemptRecord, AttemptView, DeliveryView, LeasedDelivery, NewDelivery, Result, RetryOutcome, Status, Store,
+    StoreError, StoredHook, TokenRecord,
+};
 use crate::auth::Role;
+use crate::hook::payload::Request;
+
+/// Rows per multi-row INSERT: far below both backends' bind-parameter limits.
+const INSERT_CHUNK: usize = 500;
+
+/// The lease statement; PostgreSQL adds a row-locking clause to the inner SELECT.
+macro_rules! lease_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE deliveries SET lease_until = $1, lease_owner = $2 WHERE id IN (",
+            "SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= $3 ",
+            "AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_at LIMIT $4 ",
+            $lock,
+            ") RETURNING id, hook_id, attempts, retry_from, next_at, method, url, headers, body, event"
+        )
+    };
+}
+pub(super) use lease_sql;
 
 /// What differs between backends, beyond the SQL they share.
 pub trait Dialect: Database {
     const BACKEND: &'static str;
     /// Migration scripts, in order; each backend has its own copy of the schema.
     const MIGRATIONS: &'static [(&'static str, &'static str)];
+    /// Leases due deliveries; see [`lease_sql`].
+    const LEASE_SQL: &'static str;
     /// Rows a statement touched; each backend's result type reports it its own way.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
@@ -60,6 +83,26 @@ fn hook_of(id: String, doc: &str) -> Result<StoredHook> {
         Ok(doc) => Ok(StoredHook { id, doc }),
         Err(source) => Err(StoreError::CorruptHook { id, source }),
     }
+}
+
+fn corrupt(id: &str, problem: impl ToString) -> StoreError {
+    StoreError::CorruptDelivery {
+        id: id.to_owned(),
+        problem: problem.to_string(),
+    }
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn request_of(id: &str, method: &str, url: String, headers: &str, body: String) -> Result<Request> {
+    Ok(Request {
+        method: method.parse().map_err(|_| corrupt(id, format!("method {method:?}")))?,
+        url,
+        headers: serde_json::from_str(headers).map_err(|e| corrupt(id, e))?,
+        body,
+    })
 }
 
 fn doc_text(hook: &StoredHook) -> String {
@@ -227,5 +270,232 @@ where
         rows.into_iter()
             .map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?))
             .collect()
+    }
+
+    async fn enqueue(&self, deliveries: &[NewDelivery]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in deliveries.chunks(INSERT_CHUNK) {
+            let mut insert = sqlx::QueryBuilder::<DB>::new(
+                "INSERT INTO deliveries (id, hook_id, domain, event_name, order_key, status, next_at, \
+                 created_at, updated_at, method, url, headers, body, event) ",
+            );
+            insert.push_values(chunk, |mut row, d| {
+                let headers = serde_json::to_string(&d.request.headers).expect("headers serialize");
+                row.push_bind(d.id.clone())
+                    .push_bind(d.hook_id.clone())
+                    .push_bind(d.domain.clone())
+                    .push_bind(d.event_name.clone())
+                    .push_bind(d.order_key.clone())
+                    .push_bind(Status::Pending.as_str().to_owned())
+                    .push_bind(d.created_at_ms)
+                    .push_bind(d.created_at_ms)
+                    .push_bind(d.created_at_ms)
+                    .push_bind(d.request.method.as_str().to_owned())
+                    .push_bind(d.request.url.clone())
+                    .push_bind(headers)
+                    .push_bind(d.request.body.clone())
+                    .push_bind(d.event.clone());
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn lease(&self, owner: &str, now_ms: i64, lease_until_ms: i64, limit: u32) -> Result<Vec<LeasedDelivery>> {
+        let rows = sqlx::query(DB::LEASE_SQL)
+            .bind(lease_until_ms)
+            .bind(owner.to_owned())
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut leased = rows
+            .into_iter()
+            .map(|row| {
+                let id: String = row.try_get(0)?;
+                let request = request_of(
+                    &id,
+                    &row.try_get::<String, _>(5)?,
+                    row.try_get(6)?,
+                    &row.try_get::<String, _>(7)?,
+                    row.try_get(8)?,
+                )?;
+                Ok(LeasedDelivery {
+                    hook_id: row.try_get(1)?,
+                    attempts: count(row.try_get(2)?),
+                    retry_from: count(row.try_get(3)?),
+                    next_at_ms: row.try_get(4)?,
+                    request,
+                    event: row.try_get(9)?,
+                    id,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        leased.sort_by_key(|d| d.next_at_ms);
+        Ok(leased)
+    }
+
+    async fn record(&self, attempts: &[AttemptRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in attempts.chunks(INSERT_CHUNK) {
+            let mut insert = sqlx::QueryBuilder::<DB>::new(
+                "INSERT INTO attempts (delivery_id, n, at, status_code, duration_ms, error, response) ",
+            );
+            insert.push_values(chunk, |mut row, a| {
+                row.push_bind(a.delivery_id.clone())
+                    .push_bind(i64::from(a.n))
+                    .push_bind(a.at_ms)
+                    .push_bind(a.status_code.map(i64::from))
+                    .push_bind(i64::from(a.duration_ms))
+                    .push_bind(a.error.clone())
+                    .push_bind(a.response.clone());
+            });
+            insert.push(" ON CONFLICT (delivery_id, n) DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
+        }
+        for a in attempts {
+            sqlx::query(
+                "UPDATE deliveries SET status = $2, attempts = $3, next_at = $4, updated_at = $5, \
+                 lease_until = NULL, lease_owner = NULL WHERE id = $1",
+            )
+            .bind(a.delivery_id.clone())
+            .bind(a.status.as_str().to_owned())
+            .bind(i64::from(a.n))
+            .bind(a.next_at_ms)
+            .bind(a.at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1 AND status = 'pending'",
+        )
+        .bind(owner.to_owned())
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(next_at) FROM deliveries WHERE status = 'pending' AND lease_until IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn pending_count(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?.max(0) as u64)
+    }
+
+    async fn deliveries(
+        &self,
+        domain: &str,
+        hook_id: &str,
+        status: Option<Status>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<DeliveryView>> {
+        let rows = sqlx::query(
+            "SELECT id, hook_id, event_name, status, attempts, next_at, created_at, updated_at FROM deliveries \
+             WHERE domain = $1 AND hook_id = $2 AND ($3 IS NULL OR status = $3) \
+             ORDER BY created_at DESC, id LIMIT $4 OFFSET $5",
+        )
+        .bind(domain.to_owned())
+        .bind(hook_id.to_owned())
+        .bind(status.map(|s| s.as_str().to_owned()))
+        .bind(i64::from(limit))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut views = rows
+            .into_iter()
+            .map(|row| {
+                let id: String = row.try_get(0)?;
+                let status_text: String = row.try_get(3)?;
+                let status =
+                    Status::parse(&status_text).ok_or_else(|| corrupt(&id, format!("status {status_text:?}")))?;
+                Ok(DeliveryView {
+                    hook_id: row.try_get(1)?,
+                    event: row.try_get(2)?,
+                    status,
+                    attempts: count(row.try_get(4)?),
+                    next_attempt_at: (status == Status::Pending).then(|| row.try_get(5)).transpose()?,
+                    created_at: row.try_get(6)?,
+                    updated_at: row.try_get(7)?,
+                    log: Vec::new(),
+                    id,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if views.is_empty() {
+            return Ok(views);
+        }
+        let mut select = sqlx::QueryBuilder::<DB>::new(
+            "SELECT delivery_id, at, status_code, duration_ms, error, response FROM attempts WHERE delivery_id IN (",
+        );
+        let mut ids = select.separated(", ");
+        for v in &views {
+            ids.push_bind(v.id.clone());
+        }
+        select.push(") ORDER BY delivery_id, n");
+        for row in select.build().fetch_all(&self.pool).await? {
+            let id: String = row.try_get(0)?;
+            let attempt = AttemptView {
+                at: row.try_get(1)?,
+                status_code: row.try_get::<Option<i64>, _>(2)?.and_then(|c| u16::try_from(c).ok()),
+                duration_ms: count(row.try_get(3)?),
+                error: row.try_get(4)?,
+                response: row.try_get(5)?,
+            };
+            if let Some(view) = views.iter_mut().find(|v| v.id == id) {
+                view.log.push(attempt);
+            }
+        }
+        Ok(views)
+    }
+
+    async fn retry_delivery(&self, domain: &str, id: &str, now_ms: i64) -> Result<RetryOutcome> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_at = $3, updated_at = $3, retry_from = attempts, \
+             lease_until = NULL, lease_owner = NULL WHERE id = $1 AND domain = $2 AND status = 'failed'",
+        )
+        .bind(id.to_owned())
+        .bind(domain.to_owned())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        if DB::rows_affected(&done) > 0 {
+            return Ok(RetryOutcome::Queued);
+        }
+        let row = sqlx::query("SELECT status FROM deliveries WHERE id = $1 AND domain = $2")
+            .bind(id.to_owned())
+            .bind(domain.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            None => RetryOutcome::NotFound,
+            Some(row) => {
+                let status: String = row.try_get(0)?;
+                RetryOutcome::NotFailed(
+                    Status::parse(&status).ok_or_else(|| corrupt(id, format!("status {status:?}")))?,
+                )
+            }
+        })
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM deliveries WHERE status <> 'pending' AND updated_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done))
     }
 }

@@ -11,7 +11,11 @@ use super::sql::{Dialect, SqlStore};
 
 impl Dialect for Sqlite {
     const BACKEND: &'static str = "sqlite";
-    const MIGRATIONS: &'static [(&'static str, &'static str)] = &[("init", include_str!("migrations/0001_init.sql"))];
+    const MIGRATIONS: &'static [(&'static str, &'static str)] = &[
+        ("init", include_str!("migrations/0001_init.sql")),
+        ("deliveries", include_str!("migrations/0002_deliveries.sql")),
+    ];
+    const LEASE_SQL: &'static str = super::sql::lease_sql!("");
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

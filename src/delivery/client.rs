@@ -1,0 +1,349 @@
+//! Sending one attempt: the auth pre-request when the hook has one, the signed webhook
+//! request, and what came back. One keep-alive HTTP client serves every hook.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::sign;
+use crate::event::Event;
+use crate::hook::template::Lookup;
+use crate::hook::{CompiledAuth, CompiledHook};
+use crate::store::LeasedDelivery;
+
+/// How much of a response body the delivery log keeps.
+pub const RESPONSE_EXCERPT: usize = 1024;
+/// How much of a response is read before the connection is given back (larger bodies are
+/// cut off, which costs the connection but bounds memory).
+const RESPONSE_READ_LIMIT: usize = 64 * 1024;
+
+/// What one attempt produced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AttemptResult {
+    pub status: Option<u16>,
+    pub retry_after: Option<Duration>,
+    pub duration: Duration,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+impl AttemptResult {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    pub fn failed(error: impl Into<String>) -> Self {
+        AttemptResult {
+            error: Some(error.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// The shared HTTP client.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .user_agent(concat!("switchhook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds (is a crypto provider installed?)");
+        Client { http }
+    }
+
+    /// Sends `delivery` for `hook` once. `now_secs` stamps the signature.
+    pub async fn attempt(&self, hook: &CompiledHook, delivery: &LeasedDelivery, now_secs: i64) -> AttemptResult {
+        let started = Instant::now();
+        let mut result = match self.prepare(hook, delivery, now_secs).await {
+            Ok(request) => self.send(request, hook.timeout_ms).await,
+            Err(error) => AttemptResult::failed(error),
+        };
+        result.duration = started.elapsed();
+        result
+    }
+
+    /// The webhook request: stored headers (or headers rendered now with the auth answer),
+    /// signature headers, body.
+    async fn prepare(
+        &self,
+        hook: &CompiledHook,
+        d: &LeasedDelivery,
+        now_secs: i64,
+    ) -> Result<reqwest::Request, String> {
+        let mut headers = HeaderMap::new();
+        let rendered;
+        let pairs = match (&hook.auth, &d.event) {
+            (Some(auth), Some(event)) => {
+                let event = Event::from_json(event.as_bytes()).map_err(|e| format!("stored event: {e}"))?;
+                let answer = self.authenticate(auth, &event, hook.timeout_ms).await?;
+                if let Some(cookie) = &answer.cookie {
+                    headers.insert(http::header::COOKIE, header_value(cookie)?);
+                }
+                rendered = hook.render_headers(&WithAuth {
+                    vars: &answer.vars,
+                    event: &event,
+                });
+                &rendered
+            }
+            _ => &d.request.headers,
+        };
+        for (name, value) in pairs {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
+            headers.append(name, header_value(value)?);
+        }
+        if let Some(key) = &hook.signing_key {
+            headers.insert("webhook-id", header_value(&d.id)?);
+            headers.insert("webhook-timestamp", header_value(&now_secs.to_string())?);
+            let signature = sign::signature(key, &d.id, now_secs, d.request.body.as_bytes());
+            headers.insert("webhook-signature", header_value(&signature)?);
+        }
+        let mut builder = self
+            .http
+            .request(d.request.method.clone(), &d.request.url)
+            .headers(headers);
+        if !d.request.body.is_empty() {
+            builder = builder.body(d.request.body.clone());
+        }
+        builder
+            .build()
+            .map_err(|e| format!("cannot build the request: {}", e.without_url()))
+    }
+
+    async fn send(&self, request: reqwest::Request, timeout_ms: u32) -> AttemptResult {
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let exchange = async {
+            let response = self.http.execute(request).await?;
+            let status = response.status().as_u16();
+            let retry_after = retry_after(response.headers());
+            let body = read_limited(response, RESPONSE_READ_LIMIT).await;
+            Ok::<_, reqwest::Error>((status, retry_after, body))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => AttemptResult::failed(format!("timed out after {timeout_ms} ms")),
+            Ok(Err(e)) => AttemptResult::failed(describe(&e)),
+            Ok(Ok((status, retry_after, body))) => AttemptResult {
+                status: Some(status),
+                retry_after,
+                error: match &body {
+                    Ok(_) if (200..300).contains(&status) => None,
+                    Ok(_) => Some(format!("answered {status}")),
+                    Err(e) => Some(format!("answered {status}, then the body failed: {}", describe(e))),
+                },
+                response: Some(excerpt(body.as_deref().unwrap_or_default())),
+                duration: Duration::ZERO,
+            },
+        }
+    }
+
+    /// Runs the auth pre-request and collects its variables.
+    async fn authenticate(&self, auth: &CompiledAuth, event: &Event, timeout_ms: u32) -> Result<AuthAnswer, String> {
+        let params: serde_json::Map<String, Value> = auth
+            .map
+            .iter()
+            .map(|(k, t)| (k.clone(), Value::String(t.render(event))))
+            .collect();
+        let mut url = auth.url.clone();
+        if auth.method == http::Method::GET && !params.is_empty() {
+            let mut query = url.query_pairs_mut();
+            for (key, value) in &params {
+                query.append_pair(key, value.as_str().unwrap_or_default());
+            }
+        }
+        let mut builder = self.http.request(auth.method.clone(), url);
+        for (name, template) in &auth.headers {
+            builder = builder.header(name, header_value(&template.render(event))?);
+        }
+        if auth.method != http::Method::GET {
+            builder = builder.json(&params);
+        }
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let response = builder
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| format!("auth request failed: {}", describe(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("auth request answered {}", status.as_u16()));
+        }
+        let mut vars = HashMap::new();
+        for (name, value) in response.headers() {
+            if let Ok(v) = value.to_str() {
+                vars.insert(format!("auth:header:{}", name.as_str()), v.to_owned());
+            }
+        }
+        let cookie = auth.cookie.then(|| cookie_header(response.headers())).flatten();
+        let body = read_limited(response, RESPONSE_READ_LIMIT)
+            .await
+            .map_err(|e| format!("auth answer: {}", describe(&e)))?;
+        if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) {
+            for (key, value) in fields {
+                let text = match value {
+                    Value::String(s) => s,
+                    Value::Number(_) | Value::Bool(_) => value.to_string(),
+                    _ => continue,
+                };
+                vars.insert(format!("auth:body:{key}"), text);
+            }
+        }
+        Ok(AuthAnswer { vars, cookie })
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct AuthAnswer {
+    vars: HashMap<String, String>,
+    cookie: Option<String>,
+}
+
+/// Header templates see `auth:body:<key>` and `auth:header:<name>` before the event.
+struct WithAuth<'a> {
+    vars: &'a HashMap<String, String>,
+    event: &'a Event,
+}
+
+impl Lookup for WithAuth<'_> {
+    fn resolve(&self, name: &str, path: &[String]) -> Option<Value> {
+        if let Some(header) = name.strip_prefix("auth:header:") {
+            return self
+                .vars
+                .get(&format!("auth:header:{}", header.to_ascii_lowercase()))
+                .cloned()
+                .map(Value::String);
+        }
+        if name.starts_with("auth:") {
+            return self.vars.get(name).cloned().map(Value::String);
+        }
+        self.event.resolve(name, path)
+    }
+}
+
+/// `Set-Cookie` answers as one `Cookie` header: each cookie's `name=value`.
+fn cookie_header(headers: &HeaderMap) -> Option<String> {
+    let pairs: Vec<&str> = headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join("; "))
+}
+
+fn header_value(value: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(value).map_err(|_| "a header value has characters HTTP does not allow".to_owned())
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let mut end = body.len().min(RESPONSE_EXCERPT);
+    // Cut on a character boundary when the excerpt is UTF-8.
+    while end > 0 && end < body.len() && std::str::from_utf8(&body[..end]).is_err() {
+        end -= 1;
+    }
+    String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
+/// An error without the URL (it may carry credentials in its query).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "response body failed"
+    } else {
+        "request failed"
+    };
+    let mut text = kind.to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn cookies_become_one_cookie_header() {
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("sid=abc; Path=/; HttpOnly"),
+        );
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("lang=en"));
+        assert_eq!(cookie_header(&h).as_deref(), Some("sid=abc; lang=en"));
+        assert_eq!(cookie_header(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn excerpts_stop_at_1_kib_on_a_char_boundary() {
+        let body = "é".repeat(600);
+        let e = excerpt(body.as_bytes());
+        assert!(
+            e.len() <= RESPONSE_EXCERPT && e.chars().all(|c| c == 'é'),
+            "{}",
+            e.len()
+        );
+        assert_eq!(excerpt(b"short"), "short");
+    }
+}

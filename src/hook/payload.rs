@@ -1,0 +1,221 @@
+//! What a hook sends for an event: the body (default `{id, action, data}`, or the `rawBody`
+//! template), the GET query string, and the templated headers. One renderer serves the
+//! delivery queue and the dry run, so both produce the same bytes.
+
+use std::borrow::Cow;
+
+use http::Method;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::template::Lookup;
+use super::{Body, CompiledHook};
+use crate::event::Event;
+
+/// A rendered webhook request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Request {
+    #[serde(serialize_with = "method_str")]
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+fn method_str<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
+#[derive(Serialize)]
+struct DefaultBody<'a> {
+    id: &'a str,
+    action: &'a str,
+    data: &'a Map<String, Value>,
+}
+
+impl CompiledHook {
+    /// Renders the request this hook sends for `event` under delivery id `id`. `event_name`
+    /// is the event's hook event name.
+    pub fn render(&self, event: &Event, event_name: &str, id: &str) -> Request {
+        let (url, body) = match &self.body {
+            Body::Custom(template) => (self.url.to_string(), template.render(event)),
+            Body::Default => {
+                let data = self.data(event);
+                if self.method == Method::GET {
+                    (with_query(&self.url, &data), String::new())
+                } else {
+                    let body = DefaultBody {
+                        id,
+                        action: event_name,
+                        data: &data,
+                    };
+                    (
+                        self.url.to_string(),
+                        serde_json::to_string(&body).expect("JSON values serialize"),
+                    )
+                }
+            }
+        };
+        Request {
+            method: self.method.clone(),
+            url,
+            headers: self.render_headers(event),
+            body,
+        }
+    }
+
+    /// The hook's headers rendered over `vars`, after a JSON content type when the request
+    /// has a body and the hook does not set its own.
+    pub fn render_headers(&self, vars: &dyn Lookup) -> Vec<(String, String)> {
+        let mut headers = Vec::with_capacity(self.headers.len() + 1);
+        let sets_type = self.headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE);
+        if self.method != Method::GET && !sets_type {
+            headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        }
+        for (name, template) in &self.headers {
+            headers.push((name.as_str().to_owned(), header_safe(template.render(vars))));
+        }
+        headers
+    }
+
+    /// The event's data as the default body carries it: every header, or only `fields`, with
+    /// keys renamed by `map`.
+    fn data<'e>(&self, event: &'e Event) -> Cow<'e, Map<String, Value>> {
+        if self.fields.is_empty() && self.map.is_empty() {
+            return Cow::Borrowed(&event.0);
+        }
+        let picked: Map<String, Value> = if self.fields.is_empty() {
+            event.0.clone()
+        } else {
+            self.fields
+                .iter()
+                .filter_map(|f| Some((f.clone(), event.get(f)?.clone())))
+                .collect()
+        };
+        Cow::Owned(
+            picked
+                .into_iter()
+                .map(|(k, v)| match self.map.get(&k) {
+                    Some(renamed) => (renamed.clone(), v),
+                    None => (k, v),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// `url` with `data` appended as a query string (strings as they are, other values as JSON).
+fn with_query(url: &url::Url, data: &Map<String, Value>) -> String {
+    let mut url = url.clone();
+    {
+        let mut query = url.query_pairs_mut();
+        for (key, value) in data {
+            match value {
+                Value::String(s) => query.append_pair(key, s),
+                Value::Null => query.append_pair(key, ""),
+                other => query.append_pair(key, &other.to_string()),
+            };
+        }
+    }
+    url.to_string()
+}
+
+/// Header values cannot hold control characters; an event value with a newline must not be
+/// able to inject a header, so those become spaces.
+fn header_safe(value: String) -> String {
+    if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        value
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+            .collect()
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hook::{HookDoc, Limits};
+    use serde_json::json;
+
+    fn compile(patch: Value) -> CompiledHook {
+        let mut body = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": "http://r.example/h?k=1"}});
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        HookDoc::from_body(&body, "d.com", Limits { max_retries: 10 })
+            .unwrap()
+            .compile()
+            .unwrap()
+    }
+
+    fn event() -> Event {
+        Event(
+            json!({"Event-Name": "CHANNEL_ANSWER", "Unique-ID": "u1", "Caller-Caller-ID-Name": "Jo \"J\"\nS",
+            "variable_domain_name": "d.com", "currentProbe": 2})
+            .as_object()
+            .unwrap()
+            .clone(),
+        )
+    }
+
+    #[test]
+    fn default_body_carries_the_whole_event() {
+        let r = compile(json!({})).render(&event(), "CHANNEL_ANSWER", "id-1");
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["id"], "id-1");
+        assert_eq!(body["action"], "CHANNEL_ANSWER");
+        assert_eq!(body["data"], Value::Object(event().0));
+        assert!(
+            r.body
+                .starts_with(r#"{"id":"id-1","action":"CHANNEL_ANSWER","data":{"Event-Name""#)
+        );
+        assert_eq!(r.headers, [("content-type".to_owned(), "application/json".to_owned())]);
+        assert_eq!(r.url, "http://r.example/h?k=1");
+    }
+
+    #[test]
+    fn fields_pick_and_map_renames() {
+        let hook = compile(json!({"fields": ["Unique-ID", "currentProbe", "Missing"], "map": {"Unique-ID": "call"}}));
+        let body: Value = serde_json::from_str(&hook.render(&event(), "CHANNEL_ANSWER", "i").body).unwrap();
+        assert_eq!(body["data"], json!({"call": "u1", "currentProbe": 2}));
+        let all = compile(json!({"map": {"Unique-ID": "call"}}));
+        let body: Value = serde_json::from_str(&all.render(&event(), "CHANNEL_ANSWER", "i").body).unwrap();
+        assert_eq!(body["data"]["call"], "u1");
+        assert!(body["data"].get("Unique-ID").is_none());
+    }
+
+    #[test]
+    fn get_puts_data_in_the_query() {
+        let hook = compile(
+            json!({"action": {"type": "web", "method": "get", "url": "http://r.example/h?k=1"},
+            "fields": ["Unique-ID", "currentProbe"]}),
+        );
+        let r = hook.render(&event(), "CHANNEL_ANSWER", "i");
+        assert_eq!(
+            (r.method, r.url.as_str(), r.body.as_str()),
+            (Method::GET, "http://r.example/h?k=1&Unique-ID=u1&currentProbe=2", "")
+        );
+        assert!(r.headers.is_empty());
+    }
+
+    #[test]
+    fn raw_body_and_header_templates() {
+        let hook = compile(
+            json!({"customBody": true, "rawBody": "{\"who\": \"${Caller-Caller-ID-Name}\", \"probe\": ${currentProbe}}",
+            "headers": {"X-Call": "${Unique-ID}", "X-Who": "${Caller-Caller-ID-Name}", "Content-Type": "application/vnd+json"}}),
+        );
+        let r = hook.render(&event(), "CHANNEL_ANSWER", "i");
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body, json!({"who": "Jo \"J\"\nS", "probe": 2}));
+        assert_eq!(
+            r.headers,
+            [
+                ("x-call".into(), "u1".into()),
+                ("x-who".into(), "Jo \"J\" S".into()),
+                ("content-type".into(), "application/vnd+json".into())
+            ]
+        );
+    }
+}

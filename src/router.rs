@@ -1,0 +1,218 @@
+//! The router: an in-memory index of compiled hooks, keyed by (domain, event name), that
+//! matches events and renders their deliveries, then hands them to the store in one
+//! transaction. No store query per event.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{Notify, watch};
+
+use crate::event::Event;
+use crate::hook::{CompiledHook, DocError};
+use crate::store::{NewDelivery, Store, StoreError, StoredHook};
+use crate::telemetry;
+
+/// A hook in the index.
+#[derive(Debug)]
+pub struct LiveHook {
+    pub id: String,
+    pub hook: CompiledHook,
+}
+
+#[derive(Default)]
+struct Index {
+    by_id: HashMap<String, Arc<LiveHook>>,
+    /// Enabled hooks only: domain → event name → hooks.
+    by_key: HashMap<String, HashMap<String, Vec<Arc<LiveHook>>>>,
+}
+
+impl Index {
+    fn insert(&mut self, live: Arc<LiveHook>) {
+        if live.hook.enabled {
+            let events = self.by_key.entry(live.hook.domain.clone()).or_default();
+            events.entry(live.hook.event.clone()).or_default().push(live.clone());
+        }
+        self.by_id.insert(live.id.clone(), live);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.by_id.remove(id) else {
+            return;
+        };
+        if let Some(events) = self.by_key.get_mut(&old.hook.domain) {
+            if let Some(hooks) = events.get_mut(&old.hook.event) {
+                hooks.retain(|h| h.id != id);
+                if hooks.is_empty() {
+                    events.remove(&old.hook.event);
+                }
+            }
+            if events.is_empty() {
+                self.by_key.remove(&old.hook.domain);
+            }
+        }
+    }
+}
+
+/// Every hook, compiled, updated in place as the API changes hooks.
+pub struct HookIndex {
+    index: RwLock<Index>,
+    /// Bumped on every change, so sources can follow the set of subscribed event names.
+    version: watch::Sender<u64>,
+}
+
+impl HookIndex {
+    /// Builds the index from stored hooks. A stored hook that no longer compiles is left out
+    /// and returned with its error.
+    pub fn new(hooks: Vec<StoredHook>) -> (Self, Vec<(String, DocError)>) {
+        let mut index = Index::default();
+        let mut broken = Vec::new();
+        for stored in hooks {
+            match stored.doc.compile() {
+                Ok(hook) => index.insert(Arc::new(LiveHook { id: stored.id, hook })),
+                Err(e) => broken.push((stored.id, e)),
+            }
+        }
+        let (version, _) = watch::channel(0);
+        (
+            Self {
+                index: RwLock::new(index),
+                version,
+            },
+            broken,
+        )
+    }
+
+    /// Adds or replaces a hook.
+    pub fn upsert(&self, id: &str, hook: CompiledHook) {
+        {
+            let mut index = self.index.write().expect("hook index lock");
+            index.remove(id);
+            index.insert(Arc::new(LiveHook {
+                id: id.to_owned(),
+                hook,
+            }));
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.index.write().expect("hook index lock").remove(id);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<LiveHook>> {
+        self.index.read().expect("hook index lock").by_id.get(id).cloned()
+    }
+
+    /// Enabled hooks of `domain` listening to `event_name` (filters not yet applied).
+    pub fn candidates(&self, domain: &str, event_name: &str) -> Vec<Arc<LiveHook>> {
+        let index = self.index.read().expect("hook index lock");
+        index
+            .by_key
+            .get(domain)
+            .and_then(|events| events.get(event_name))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The event names enabled hooks listen to, across all domains.
+    pub fn event_names(&self) -> BTreeSet<String> {
+        let index = self.index.read().expect("hook index lock");
+        index
+            .by_key
+            .values()
+            .flat_map(|events| events.keys().cloned())
+            .collect()
+    }
+
+    /// Notified on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}
+
+/// What an accept call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accepted {
+    pub events: usize,
+    pub deliveries: usize,
+}
+
+/// Matches events, renders deliveries, and queues them durably.
+pub struct Router {
+    pub index: Arc<HookIndex>,
+    store: Arc<dyn Store>,
+    /// Wakes the delivery workers when new work is queued.
+    wake: Arc<Notify>,
+}
+
+impl Router {
+    pub fn new(index: Arc<HookIndex>, store: Arc<dyn Store>, wake: Arc<Notify>) -> Self {
+        Self { index, store, wake }
+    }
+
+    /// Wakes the delivery workers (after work was queued outside [`Router::accept`]).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Appends the deliveries `event` causes to `out`; returns how many.
+    pub fn route(&self, event: &Event, now_ms: i64, out: &mut Vec<NewDelivery>) -> usize {
+        let (Some(domain), Some(name)) = (event.domain(), event.hook_event_name()) else {
+            telemetry::event_dropped();
+            return 0;
+        };
+        let before = out.len();
+        for live in self.index.candidates(&domain, &name) {
+            if live.hook.failed_filter(event).is_some() {
+                continue;
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            let request = live.hook.render(event, &name, &id);
+            out.push(NewDelivery {
+                request,
+                // Headers that use the auth pre-request's answer are rendered at send time,
+                // from this copy of the event.
+                event: live
+                    .hook
+                    .auth
+                    .is_some()
+                    .then(|| serde_json::to_string(&event.0).expect("JSON serializes")),
+                order_key: live
+                    .hook
+                    .ordered
+                    .then(|| event.text("Unique-ID").map(|u| u.into_owned()))
+                    .flatten(),
+                id,
+                hook_id: live.id.clone(),
+                domain: domain.clone(),
+                event_name: name.clone(),
+                created_at_ms: now_ms,
+            });
+        }
+        let matched = out.len() - before;
+        if matched > 0 {
+            telemetry::event_matched();
+        }
+        matched
+    }
+
+    /// Routes `events` and commits their deliveries in one transaction; returns once they are
+    /// durable, so the caller may acknowledge its source.
+    pub async fn accept(&self, events: &[Event]) -> Result<Accepted, StoreError> {
+        telemetry::events_received(events.len());
+        let now = crate::auth::now_ms();
+        let mut deliveries = Vec::new();
+        for event in events {
+            self.route(event, now, &mut deliveries);
+        }
+        if !deliveries.is_empty() {
+            self.store.enqueue(&deliveries).await?;
+            self.wake.notify_one();
+        }
+        Ok(Accepted {
+            events: events.len(),
+            deliveries: deliveries.len(),
+        })
+    }
+}

@@ -1,0 +1,40 @@
+-- The delivery queue: one row per (event, hook), written in the transaction that accepts the
+-- event. The rendered request is kept so retries send the same bytes; `event` is kept only
+-- for hooks whose headers need the auth pre-request's answer. Times are epoch ms.
+CREATE TABLE deliveries (
+    id          TEXT PRIMARY KEY,
+    hook_id     TEXT NOT NULL,
+    domain      TEXT NOT NULL,
+    event_name  TEXT NOT NULL,
+    -- Unique-ID of the call, for hooks that deliver a call's events in order.
+    order_key   TEXT,
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    -- Attempts made before the last manual retry; the retry budget counts from here.
+    retry_from  INTEGER NOT NULL DEFAULT 0,
+    next_at     BIGINT NOT NULL,
+    lease_until BIGINT,
+    lease_owner TEXT,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    method      TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    headers     TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    event       TEXT
+);
+CREATE INDEX deliveries_due ON deliveries (next_at) WHERE status = 'pending';
+CREATE INDEX deliveries_by_hook ON deliveries (hook_id, created_at);
+CREATE INDEX deliveries_finished ON deliveries (updated_at) WHERE status <> 'pending';
+
+-- Every attempt, for the delivery log.
+CREATE TABLE attempts (
+    delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    n           INTEGER NOT NULL,
+    at          BIGINT NOT NULL,
+    status_code INTEGER,
+    duration_ms INTEGER NOT NULL,
+    error       TEXT,
+    response    TEXT,
+    PRIMARY KEY (delivery_id, n)
+);

@@ -1,0 +1,58 @@
+//! Metrics, named once here, and their Prometheus rendering. No metric carries a domain, so
+//! `/metrics` reveals nothing about tenants.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+const ATTEMPT_SECONDS: &str = "switchhook_attempt_duration_seconds";
+
+/// The process-wide Prometheus recorder (metrics are process-wide by nature; installed once).
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(ATTEMPT_SECONDS.into()), &buckets)
+            .expect("bucket list is not empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed")
+    })
+}
+
+/// Installs the recorder; call before the first metric is recorded.
+pub fn init() {
+    handle();
+}
+
+/// The Prometheus text exposition.
+pub fn render() -> String {
+    let handle = handle();
+    handle.run_upkeep();
+    handle.render()
+}
+
+pub fn events_received(n: usize) {
+    counter!("switchhook_events_received_total").increment(n as u64);
+}
+
+pub fn event_matched() {
+    counter!("switchhook_events_matched_total").increment(1);
+}
+
+/// An event without a domain or an event name: it can match no hook.
+pub fn event_dropped() {
+    counter!("switchhook_events_dropped_total").increment(1);
+}
+
+/// One delivery attempt and where it left the delivery: `delivered`, `retry` or `failed`.
+pub fn attempt(outcome: &'static str, duration: Duration) {
+    counter!("switchhook_deliveries_total", "outcome" => outcome).increment(1);
+    histogram!(ATTEMPT_SECONDS).record(duration.as_secs_f64());
+}
+
+pub fn queue_depth(pending: u64) {
+    gauge!("switchhook_queue_depth").set(pending as f64);
+}
