@@ -2,6 +2,9 @@
 //! or a database of its own on the PostgreSQL that `SWITCHHOOK_TEST_POSTGRES_URL` names).
 #![allow(dead_code)]
 
+pub mod events;
+pub mod receiver;
+
 use std::time::Duration;
 
 use serde_json::Value;
@@ -214,6 +217,47 @@ impl TestServer {
         let text = resp.text().await.unwrap();
         let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
         (status, value)
+    }
+
+    /// Creates a hook in `domain` as root; returns its id.
+    pub async fn create_hook(&self, domain: &str, body: Value) -> String {
+        let (status, v) = self.call("POST", &format!("/api/v2/hooks?domain={domain}"), Some(&self.root), Some(body)).await;
+        assert_eq!(status, 200, "create hook: {v}");
+        v["data"]["insertedIds"][0].as_str().unwrap().to_owned()
+    }
+
+    /// Ingests events as root; returns the answer's data.
+    pub async fn ingest(&self, events: Value) -> Value {
+        let (status, v) = self.call("POST", "/api/v2/events", Some(&self.root), Some(events)).await;
+        assert_eq!(status, 200, "ingest: {v}");
+        v["data"].clone()
+    }
+
+    /// The delivery log of a hook.
+    pub async fn deliveries(&self, domain: &str, hook_id: &str, query: &str) -> Vec<Value> {
+        let path = format!("/api/v2/hooks/{hook_id}/deliveries?domain={domain}&{query}");
+        let (status, v) = self.call("GET", &path, Some(&self.root), None).await;
+        assert_eq!(status, 200, "deliveries: {v}");
+        v["data"].as_array().unwrap().clone()
+    }
+
+    /// Waits until every delivery of the hook has left `pending`; returns the log.
+    pub async fn settled(&self, domain: &str, hook_id: &str, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.deliveries(domain, hook_id, "").await;
+            if log.len() >= n && log.iter().all(|d| d["status"] != "pending") {
+                return log;
+            }
+            assert!(std::time::Instant::now() < deadline, "deliveries never settled: {log:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops and starts the server on the same folder and store.
+    pub async fn restart(self) -> TestServer {
+        let (config, dir, pg) = self.stop().await;
+        TestServer::start_with(config, dir, pg).await
     }
 
     /// Sends raw bytes as the body.

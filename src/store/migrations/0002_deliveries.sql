@@ -9,9 +9,9 @@ CREATE TABLE deliveries (
     -- Unique-ID of the call, for hooks that deliver a call's events in order.
     order_key   TEXT,
     status      TEXT NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
+    attempts    BIGINT NOT NULL DEFAULT 0,
     -- Attempts made before the last manual retry; the retry budget counts from here.
-    retry_from  INTEGER NOT NULL DEFAULT 0,
+    retry_from  BIGINT NOT NULL DEFAULT 0,
     next_at     BIGINT NOT NULL,
     lease_until BIGINT,
     lease_owner TEXT,
@@ -30,10 +30,10 @@ CREATE INDEX deliveries_finished ON deliveries (updated_at) WHERE status <> 'pen
 -- Every attempt, for the delivery log.
 CREATE TABLE attempts (
     delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
-    n           INTEGER NOT NULL,
+    n           BIGINT NOT NULL,
     at          BIGINT NOT NULL,
-    status_code INTEGER,
-    duration_ms INTEGER NOT NULL,
+    status_code BIGINT,
+    duration_ms BIGINT NOT NULL,
     error       TEXT,
     response    TEXT,
     PRIMARY KEY (delivery_id, n)

@@ -1,0 +1,508 @@
+//! Events in, webhooks out: matching, rendering, delivery, retries, signatures, the delivery
+//! log and the dry run, against a real receiver, on both stores.
+
+mod common;
+
+use std::time::Duration;
+
+use common::events::{channel, dialer_member_end, with};
+use common::receiver::{Receiver, Reply};
+use common::{Backend, TestServer, seed_hook};
+use serde_json::{Value, json};
+use switchhook::auth::Role;
+
+on_both_stores!(
+    filters_decide_which_hooks_fire,
+    domain_resolution_picks_the_hook_domain,
+    default_body_fields_map_and_get_query,
+    seed_raw_body_stays_valid_json_with_quotes_and_newlines,
+    header_templates_and_auth_pre_request_with_cookie,
+    retries_until_success_with_the_same_id,
+    exhausted_retries_fail_and_manual_retry_requeues,
+    receiver_down_then_restart_still_delivers,
+    hook_changes_affect_only_later_events,
+    signatures_verify_independently,
+    dry_run_renders_the_bytes_that_are_sent,
+    ingest_is_domain_scoped_and_all_or_nothing,
+    delivery_log_is_domain_scoped,
+    retention_prunes_finished_deliveries,
+    metrics_count_events_and_deliveries,
+);
+
+const D: &str = "demo.example.com";
+const WAIT: Duration = Duration::from_secs(15);
+
+fn web(url: &str) -> Value {
+    json!({"type": "web", "method": "POST", "url": url})
+}
+
+async fn filters_decide_which_hooks_fire(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let cases = [
+        ("eq", json!({"Caller-Caller-ID-Number": {"operation": "==", "value": "1000"}}), true),
+        ("eq-miss", json!({"Caller-Caller-ID-Number": {"operation": "==", "value": "1001"}}), false),
+        ("ne", json!({"Call-Direction": {"operation": "!=", "value": "outbound"}}), true),
+        ("absent", json!({"variable_transfer_history": {"operation": "==", "value": "null"}}), true),
+        ("present", json!({"variable_transfer_history": {"operation": "!=", "value": "null"}}), false),
+        ("num-gt", json!({"variable_billsec": {"operation": ">", "value": "9"}}), true),
+        ("num-le", json!({"variable_billsec": {"operation": "<=", "value": "41"}}), false),
+        ("str-lt", json!({"Hangup-Cause": {"operation": "<", "value": "O"}}), true),
+        ("str-ge", json!({"Hangup-Cause": {"operation": ">=", "value": "P"}}), false),
+        ("reg-i", json!({"Channel-Name": {"operation": "reg", "value": "/^SOFIA\\/internal/i"}}), true),
+        ("reg-case", json!({"Channel-Name": {"operation": "reg", "value": "/^SOFIA\\/internal/"}}), false),
+        ("reg-bare", json!({"Caller-Destination-Number": {"operation": "reg", "value": "^2\\d{3}$"}}), true),
+        ("reg-missing", json!({"variable_nope": {"operation": "reg", "value": ".*"}}), false),
+        ("all-must-pass", json!({"Call-Direction": {"operation": "==", "value": "inbound"},
+            "variable_billsec": {"operation": "<", "value": "10"}}), false),
+    ];
+    for (name, filter, _) in &cases {
+        s.create_hook(D, json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": web(&r.url(&format!("/{name}"))), "filter": filter}))
+            .await;
+    }
+    let data = s.ingest(channel("CHANNEL_HANGUP_COMPLETE", D, "call-1")).await;
+    let expected: Vec<_> = cases.iter().filter(|c| c.2).map(|c| format!("/{}", c.0)).collect();
+    assert_eq!(data, json!({"accepted": 1, "deliveries": expected.len()}));
+    for path in &expected {
+        r.wait_for(path, 1, WAIT).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got: Vec<String> = r.received().iter().map(|q| q.path().to_owned()).collect();
+    got.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(got, want);
+
+    // An unknown operation is refused when the hook is stored, naming the filter.
+    let (status, v) = s
+        .call("POST", &format!("/api/v2/hooks?domain={D}"), Some(&s.root),
+            Some(json!({"event": "X", "action": web(&r.url("/x")), "filter": {"a": {"operation": "like", "value": "1"}}})))
+        .await;
+    assert_eq!(status, 400);
+    assert!(v["info"].as_str().unwrap().contains("filter.a unknown operation \"like\""), "{v}");
+}
+
+async fn domain_resolution_picks_the_hook_domain(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    for domain in ["d.com", "w.com", "c.com", "p.com"] {
+        s.create_hook(domain, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url(&format!("/{domain}")))})).await;
+    }
+    let base = json!({"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": "d.com", "variable_w_domain": "w.com",
+        "Channel-Presence-ID": "1000@c.com", "variable_presence_id": "1000@p.com"});
+    let events = json!([
+        base.clone(),
+        with(base.clone(), json!({"variable_domain_name": null})),
+        with(base.clone(), json!({"variable_domain_name": "", "variable_w_domain": null})),
+        with(base.clone(), json!({"variable_domain_name": null, "variable_w_domain": null, "Channel-Presence-ID": null})),
+        {"Event-Name": "CHANNEL_ANSWER", "Unique-ID": "no-domain"},
+    ]);
+    let data = s.ingest(events).await;
+    assert_eq!(data, json!({"accepted": 5, "deliveries": 4}));
+    for domain in ["d.com", "w.com", "c.com", "p.com"] {
+        assert_eq!(r.wait_for(&format!("/{domain}"), 1, WAIT).await.len(), 1);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(r.received().len(), 4);
+}
+
+async fn default_body_fields_map_and_get_query(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let whole = s.create_hook(D, json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": web(&r.url("/whole"))})).await;
+    s.create_hook(D, json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": web(&r.url("/picked")),
+        "fields": ["Unique-ID", "variable_billsec", "Hangup-Cause"], "map": {"Unique-ID": "call_id", "variable_billsec": "billsec"}}))
+        .await;
+    s.create_hook(D, json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": {"type": "web", "method": "GET", "url": r.url("/get?src=fs")},
+        "fields": ["Unique-ID", "Caller-Caller-ID-Name"]}))
+        .await;
+    s.create_hook(D, json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/engine"))})).await;
+    let event = channel("CHANNEL_HANGUP_COMPLETE", D, "call-7");
+    s.ingest(json!([event.clone(), dialer_member_end(D)])).await;
+
+    let got = r.wait_for("/whole", 1, WAIT).await;
+    let body = got[0].json();
+    assert_eq!(body["action"], "CHANNEL_HANGUP_COMPLETE");
+    assert_eq!(body["data"], event);
+    assert!(body["data"].as_object().unwrap().len() > 300);
+    assert_eq!(got[0].header("content-type"), Some("application/json"));
+    let log = s.settled(D, &whole, 1).await;
+    assert_eq!(body["id"], log[0]["id"]);
+
+    let picked = r.wait_for("/picked", 1, WAIT).await[0].json();
+    assert_eq!(picked["data"], json!({"call_id": "call-7", "billsec": "42", "Hangup-Cause": "NORMAL_CLEARING"}));
+
+    let get = &r.wait_for("/get", 1, WAIT).await[0];
+    assert_eq!(get.method, "GET");
+    assert_eq!(get.target, "/get?src=fs&Unique-ID=call-7&Caller-Caller-ID-Name=Alice");
+    assert!(get.body.is_empty());
+
+    let engine = r.wait_for("/engine", 1, WAIT).await[0].json();
+    assert_eq!(engine["action"], "CUSTOM->engine::dialer_member_end");
+    assert_eq!(engine["data"]["currentProbe"], 2, "numbers stay numbers");
+}
+
+async fn seed_raw_body_stays_valid_json_with_quotes_and_newlines(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let mut seed = seed_hook();
+    seed["action"]["url"] = r.url("/seed").into();
+    s.create_hook(D, seed).await;
+    let mut named = seed_hook();
+    named["event"] = "CHANNEL_ANSWER".into();
+    named["action"]["url"] = r.url("/named").into();
+    named["rawBody"] = "{\"caller\": \"${Caller-Caller-ID-Name}\", \"uuid\": \"${Unique-ID}\", \"probe\": ${currentProbe}}".into();
+    s.create_hook(D, named).await;
+
+    let tricky = "O'Brien \"The Boss\"\nLine 2 \\ end";
+    let member = with(dialer_member_end(D), json!({"endCause": tricky}));
+    let answer = with(channel("CHANNEL_ANSWER", D, "u-1"), json!({"Caller-Caller-ID-Name": tricky}));
+    s.ingest(json!([member, answer])).await;
+
+    let seed_got = &r.wait_for("/seed", 1, WAIT).await[0];
+    assert_eq!(seed_got.header("content-type"), Some("application/json"));
+    assert_eq!(
+        seed_got.json(),
+        json!({"dlr_id": "598035b7a7ec15000c40926e", "member_id": "5980360fa7ec15000c409270", "end_cause": tricky})
+    );
+    let named_got = r.wait_for("/named", 1, WAIT).await[0].json();
+    assert_eq!(named_got, json!({"caller": tricky, "uuid": "u-1", "probe": null}));
+}
+
+async fn header_templates_and_auth_pre_request_with_cookie(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script(
+        "/auth",
+        [Reply::status(200)
+            .header("Set-Cookie", "sid=s3cr3t; Path=/; HttpOnly")
+            .header("X-Session", "sess-9")
+            .body(r#"{"token": "tok-123", "ttl": 60}"#)],
+    );
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/plain")),
+        "headers": {"X-Call": "${Unique-ID}", "X-Domain": "${domain_name}", "X-Static": "v1"}}))
+        .await;
+    s.create_hook(D, json!({
+        "event": "CHANNEL_ANSWER", "action": web(&r.url("/secured")),
+        "headers": {"Authorization": "Bearer ${auth:body:token}", "X-Session": "${auth:header:x-session}", "X-Call": "${Unique-ID}"},
+        "auth": {"enabled": true, "url": r.url("/auth"), "method": "POST", "cookie": true,
+            "headers": {"X-Api-Key": "key-1"}, "map": {"login": "robot", "call": "${Unique-ID}"}}
+    }))
+    .await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-42")).await;
+
+    let plain = &r.wait_for("/plain", 1, WAIT).await[0];
+    assert_eq!(
+        (plain.header("x-call"), plain.header("x-domain"), plain.header("x-static")),
+        (Some("u-42"), Some(D), Some("v1"))
+    );
+    let secured = &r.wait_for("/secured", 1, WAIT).await[0];
+    assert_eq!(secured.header("authorization"), Some("Bearer tok-123"));
+    assert_eq!(secured.header("x-session"), Some("sess-9"));
+    assert_eq!(secured.header("cookie"), Some("sid=s3cr3t"));
+    assert_eq!(secured.header("x-call"), Some("u-42"));
+    let auth = &r.at("/auth")[0];
+    assert_eq!(auth.method, "POST");
+    assert_eq!(auth.header("x-api-key"), Some("key-1"));
+    assert_eq!(auth.json(), json!({"login": "robot", "call": "u-42"}));
+
+    // A failing auth pre-request fails the attempt; the webhook is not sent.
+    r.script("/auth", [Reply::status(401)]);
+    let hooks = s.deliveries(D, &secured_hook(&s).await, "").await;
+    assert_eq!(hooks.len(), 1);
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-43")).await;
+    let id = secured_hook(&s).await;
+    let log = s.settled(D, &id, 2).await;
+    let failed = log.iter().find(|d| d["status"] == "failed").expect("a failed delivery");
+    assert_eq!(failed["log"][0]["error"], "auth request answered 401");
+    assert_eq!(r.at("/secured").len(), 1);
+}
+
+async fn secured_hook(s: &TestServer) -> String {
+    let (_, v) = s.call("GET", &format!("/api/v2/hooks?domain={D}"), Some(&s.root), None).await;
+    let hooks = v["data"].as_array().unwrap();
+    hooks.iter().find(|h| h["auth"]["enabled"] == true).unwrap()["_id"].as_str().unwrap().to_owned()
+}
+
+async fn retries_until_success_with_the_same_id(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/flaky", [Reply::status(500).body("boom"), Reply::status(500), Reply::status(200)]);
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/flaky")), "retries": 3, "delay": 1})).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let got = r.wait_for("/flaky", 3, WAIT).await;
+    let ids: Vec<Value> = got.iter().map(|q| q.json()["id"].clone()).collect();
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    for pair in got.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(950) && gap < Duration::from_secs(4), "gap {gap:?}");
+    }
+    let log = s.settled(D, &id, 1).await;
+    assert_eq!(log[0]["status"], "delivered");
+    assert_eq!(log[0]["attempts"], 3);
+    assert_eq!(log[0]["id"], ids[0]);
+    let codes: Vec<Value> = log[0]["log"].as_array().unwrap().iter().map(|a| a["statusCode"].clone()).collect();
+    assert_eq!(codes, [json!(500), json!(500), json!(200)]);
+    assert_eq!(log[0]["log"][0]["response"], "boom");
+    assert_eq!(log[0]["log"][0]["error"], "answered 500");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(r.at("/flaky").len(), 3, "no attempt after success");
+}
+
+async fn exhausted_retries_fail_and_manual_retry_requeues(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/down", [Reply::status(503), Reply::status(502).body("bad gateway")]);
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/down")), "retries": 1, "delay": 1})).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let log = s.settled(D, &id, 1).await;
+    let d = &log[0];
+    assert_eq!((&d["status"], &d["attempts"], &d["nextAttemptAt"]), (&json!("failed"), &json!(2), &Value::Null));
+    let attempts = d["log"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!((&attempts[1]["statusCode"], &attempts[1]["response"]), (&json!(502), &json!("bad gateway")));
+    assert!(attempts[0]["durationMs"].is_u64() && attempts[0]["at"].is_i64());
+    assert_eq!(s.deliveries(D, &id, "status=failed").await.len(), 1);
+    assert_eq!(s.deliveries(D, &id, "status=delivered").await.len(), 0);
+    let (status, _) = s.call("GET", &format!("/api/v2/hooks/{id}/deliveries?domain={D}&status=lost"), Some(&s.root), None).await;
+    assert_eq!(status, 400);
+
+    // Manual retry: queued now, and the receiver (answering 200 by now) gets it.
+    let delivery = d["id"].as_str().unwrap();
+    let path = format!("/api/v2/deliveries/{delivery}/retry?domain={D}");
+    let (status, v) = s.call("POST", &path, Some(&s.root), None).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"id": delivery, "status": "pending"})));
+    r.wait_for("/down", 3, WAIT).await;
+    let log = s.settled(D, &id, 1).await;
+    assert_eq!((&log[0]["status"], &log[0]["attempts"]), (&json!("delivered"), &json!(3)));
+    let (status, v) = s.call("POST", &path, Some(&s.root), None).await;
+    assert_eq!((status, &v["info"]), (409, &json!("Only failed deliveries can be retried; this one is delivered")));
+    let (status, _) = s.call("POST", "/api/v2/deliveries/not-a-uuid/retry?domain=x", Some(&s.root), None).await;
+    assert_eq!(status, 400);
+}
+
+async fn receiver_down_then_restart_still_delivers(b: Backend) {
+    let s = TestServer::start(b).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/late");
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&url), "retries": 5, "delay": 1})).await;
+    let accepted = s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    assert_eq!(accepted["deliveries"], 1);
+    // The first attempt fails (nothing listens); stop the server while it waits to retry.
+    let deadline = std::time::Instant::now() + WAIT;
+    while s.deliveries(D, &id, "").await[0]["attempts"] == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (config, dir, pg) = s.stop().await;
+    let r = Receiver::start_on(port).await;
+    let s = TestServer::start_with(config, dir, pg).await;
+    let got = r.wait_for("/late", 1, WAIT).await;
+    let log = s.settled(D, &id, 1).await;
+    assert_eq!(log[0]["status"], "delivered");
+    assert_eq!(got[0].json()["id"], log[0]["id"]);
+    let first = &log[0]["log"][0];
+    assert!(first["statusCode"].is_null() && first["error"].as_str().unwrap().contains("connection"), "{first}");
+}
+
+async fn hook_changes_affect_only_later_events(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")), "fields": ["Unique-ID"]})).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "first")).await;
+    let path = format!("/api/v2/hooks/{id}?domain={D}");
+    let (_, v) = s
+        .call("PUT", &path, Some(&s.root), Some(json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")), "fields": ["Caller-Caller-ID-Number"]})))
+        .await;
+    assert_eq!(v["data"]["n"], 1);
+    s.ingest(channel("CHANNEL_ANSWER", D, "second")).await;
+    let got = r.wait_for("/h", 2, WAIT).await;
+    let mut bodies: Vec<Value> = got.iter().map(|q| q.json()["data"].clone()).collect();
+    bodies.sort_by_key(|b| b.to_string());
+    assert_eq!(bodies, [json!({"Caller-Caller-ID-Number": "1000"}), json!({"Unique-ID": "first"})]);
+
+    s.call("PUT", &path, Some(&s.root), Some(json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")), "enable": false}))).await;
+    let data = s.ingest(channel("CHANNEL_ANSWER", D, "third")).await;
+    assert_eq!(data["deliveries"], 0);
+    s.call("PUT", &path, Some(&s.root), Some(json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")), "enable": true}))).await;
+    assert_eq!(s.ingest(channel("CHANNEL_ANSWER", D, "fourth")).await["deliveries"], 1);
+    r.wait_for("/h", 3, WAIT).await;
+    s.call("DELETE", &path, Some(&s.root), None).await;
+    assert_eq!(s.ingest(channel("CHANNEL_ANSWER", D, "fifth")).await["deliveries"], 0);
+}
+
+async fn signatures_verify_independently(b: Backend) {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/signed")), "secret": secret})).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/plain-secret")), "secret": "just a passphrase"})).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (path, key) in [("/signed", b64.decode(&secret[6..]).unwrap()), ("/plain-secret", b"just a passphrase".to_vec())] {
+        let got = &r.wait_for(path, 1, WAIT).await[0];
+        let (id, ts, sig) = (got.header("webhook-id").unwrap(), got.header("webhook-timestamp").unwrap(), got.header("webhook-signature").unwrap());
+        assert_eq!(id, got.json()["id"].as_str().unwrap());
+        let now = switchhook::auth::now_ms() / 1000;
+        assert!((now - ts.parse::<i64>().unwrap()).abs() < 60);
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{ts}.").as_bytes());
+        mac.update(&got.body);
+        let expected = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+        assert_eq!(sig, expected, "{path}");
+    }
+    // Unsigned hooks carry no signature headers.
+    let hooks = s.call("GET", &format!("/api/v2/hooks?domain={D}"), Some(&s.root), None).await.1;
+    assert!(hooks["data"].as_array().unwrap().iter().all(|h| h["secret"] == "********"));
+}
+
+async fn dry_run_renders_the_bytes_that_are_sent(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let raw = s
+        .create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/raw")), "customBody": true,
+            "rawBody": "{\"who\": \"${Caller-Caller-ID-Name}\", \"n\": ${Caller-Caller-ID-Number}}", "headers": {"X-Call": "${Unique-ID}"},
+            "filter": {"Call-Direction": {"operation": "==", "value": "inbound"}}}))
+        .await;
+    let default = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/default"))})).await;
+    let event = with(channel("CHANNEL_ANSWER", D, "u-9"), json!({"Caller-Caller-ID-Name": "Zoë \"Z\"\n"}));
+
+    let test = |id: &str, ev: Value| {
+        let path = format!("/api/v2/hooks/{id}/test?domain={D}");
+        let s = &s;
+        async move { s.call("POST", &path, Some(&s.root), Some(ev)).await }
+    };
+    let (status, dry) = test(&raw, event.clone()).await;
+    assert_eq!(status, 200, "{dry}");
+    let dry = &dry["data"];
+    assert_eq!(dry["matched"], true);
+    let (_, dry_default) = test(&default, event.clone()).await;
+    s.ingest(event.clone()).await;
+    let sent = &r.wait_for("/raw", 1, WAIT).await[0];
+    assert_eq!(dry["request"]["body"].as_str().unwrap().as_bytes(), &sent.body[..]);
+    assert_eq!(dry["request"]["url"], r.url("/raw"));
+    assert_eq!(dry["request"]["method"], "POST");
+    assert_eq!(dry["request"]["headers"], json!([["content-type", "application/json"], ["x-call", "u-9"]]));
+    assert_eq!(sent.header("x-call"), Some("u-9"));
+    // The default body differs only in its delivery id.
+    let sent_default = r.wait_for("/default", 1, WAIT).await[0].json();
+    let mut dry_body: Value = serde_json::from_str(dry_default["data"]["request"]["body"].as_str().unwrap()).unwrap();
+    dry_body["id"] = sent_default["id"].clone();
+    assert_eq!(dry_body, sent_default);
+
+    // Mismatches say why, and nothing is sent.
+    let (_, v) = test(&raw, with(event.clone(), json!({"Call-Direction": "outbound"}))).await;
+    assert_eq!(v["data"]["matched"], false);
+    assert_eq!(v["data"]["failedFilter"], json!({"header": "Call-Direction", "operation": "==", "value": "inbound", "actual": "outbound"}));
+    let (_, v) = test(&raw, with(event.clone(), json!({"variable_domain_name": "other.com"}))).await;
+    assert_eq!(v["data"]["reason"], "the event's domain is \"other.com\", the hook's is \"demo.example.com\"");
+    let (_, v) = test(&raw, with(event.clone(), json!({"Event-Name": "CHANNEL_CREATE"}))).await;
+    assert_eq!(v["data"]["reason"], "the event is \"CHANNEL_CREATE\", the hook listens to \"CHANNEL_ANSWER\"");
+    let (status, _) = test(&raw, json!([1])).await;
+    assert_eq!(status, 400);
+    let (status, _) = test("598035b7a7ec15000c40926e", event.clone()).await;
+    assert_eq!(status, 404);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.received().len(), 2);
+}
+
+async fn ingest_is_domain_scoped_and_all_or_nothing(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    let admin = s.token(Role::Admin, D).await;
+    let user = s.token(Role::User, D).await;
+    let post = |token: String, body: Value| {
+        let s = &s;
+        async move { s.call("POST", "/api/v2/events", Some(&token), Some(body)).await }
+    };
+    let own = channel("CHANNEL_ANSWER", D, "own");
+    let foreign = channel("CHANNEL_ANSWER", "other.com", "foreign");
+    let (status, v) = post(admin.clone(), json!([own.clone(), foreign.clone()])).await;
+    assert_eq!((status, &v["info"]), (403, &json!("Permission denied!")));
+    let (status, _) = post(admin.clone(), json!({"Event-Name": "CHANNEL_ANSWER"})).await;
+    assert_eq!(status, 403, "an event without a domain is not the token's domain");
+    let (status, _) = post(user, own.clone()).await;
+    assert_eq!(status, 403);
+    let (status, v) = post(admin.clone(), json!([own.clone(), 5])).await;
+    assert_eq!((status, &v["info"]), (400, &json!("Bad request: event 1 is not a JSON object")));
+    let (status, _) = post(admin.clone(), json!("CHANNEL_ANSWER")).await;
+    assert_eq!(status, 400);
+    let (status, _) = s.call_raw("POST", "/api/v2/events", &admin, b"{\"Event-Name\":".to_vec()).await;
+    assert_eq!(status, 400);
+    let (status, _) = s.call("POST", "/api/v2/events", None, Some(own.clone())).await;
+    assert_eq!(status, 401);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(s.deliveries(D, &id, "").await.is_empty(), "nothing partially stored");
+
+    let (status, v) = post(admin.clone(), json!([own.clone(), own.clone()])).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"accepted": 2, "deliveries": 2})));
+    let (status, v) = post(admin.clone(), json!([])).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"accepted": 0, "deliveries": 0})));
+    // A large batch within 10 MiB is fine.
+    let many: Vec<Value> = (0..2000).map(|i| channel("CHANNEL_ANSWER", D, &format!("c{i}"))).collect();
+    let (status, v) = post(admin, Value::Array(many)).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"accepted": 2000, "deliveries": 2000})));
+    r.wait_for("/h", 2002, Duration::from_secs(60)).await;
+}
+
+async fn delivery_log_is_domain_scoped(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/h", [Reply::status(500)]);
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let log = s.settled(D, &id, 1).await;
+    let delivery = log[0]["id"].as_str().unwrap().to_owned();
+    let other = s.token(Role::Admin, "other.com").await;
+    let (status, v) = s.call("GET", &format!("/api/v2/hooks/{id}/deliveries?domain={D}"), Some(&other), None).await;
+    assert_eq!((status, &v["data"]), (200, &json!([])));
+    let (status, _) = s.call("POST", &format!("/api/v2/deliveries/{delivery}/retry?domain={D}"), Some(&other), None).await;
+    assert_eq!(status, 404);
+    let user = s.token(Role::User, D).await;
+    let (status, _) = s.call("GET", &format!("/api/v2/hooks/{id}/deliveries"), Some(&user), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = s.call("POST", &format!("/api/v2/deliveries/{delivery}/retry"), Some(&user), None).await;
+    assert_eq!(status, 403);
+    let own = s.token(Role::Admin, D).await;
+    let (status, v) = s.call("GET", &format!("/api/v2/hooks/{id}/deliveries"), Some(&own), None).await;
+    assert_eq!((status, v["data"].as_array().unwrap().len()), (200, 1));
+}
+
+async fn retention_prunes_finished_deliveries(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    s.settled(D, &id, 1).await;
+    let (mut config, dir, pg) = s.stop().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    config.delivery.retention = Duration::from_millis(10);
+    let s = TestServer::start_with(config, dir, pg).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !s.deliveries(D, &id, "").await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never pruned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn metrics_count_events_and_deliveries(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    s.ingest(json!([channel("CHANNEL_ANSWER", D, "u-1"), {"Event-Name": "CHANNEL_ANSWER"}])).await;
+    s.settled(D, &id, 1).await;
+    let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for name in [
+        "switchhook_events_received_total",
+        "switchhook_events_matched_total",
+        "switchhook_events_dropped_total",
+        "switchhook_deliveries_total{outcome=\"delivered\"}",
+        "switchhook_attempt_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    assert!(!text.contains(D), "metrics must not name domains");
+}
