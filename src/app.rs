@@ -137,10 +137,10 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         concurrency: d.concurrency,
         per_hook: d.per_hook_concurrency,
         lease: d.lease,
-        owner: d
-            .node_id
-            .clone()
-            .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port())),
+        owner: match &d.node_id {
+            Some(id) => id.clone(),
+            None => node_id(&config.data_dir)?,
+        },
         batch: 256,
         poll: Duration::from_secs(1),
     };
@@ -166,14 +166,24 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     served
 }
 
-/// This machine's name, for the default node id.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This node's name in delivery leases, kept in `<data dir>/node.id` so it survives restarts
+/// (a restart then takes back the deliveries it was sending) and differs between nodes.
+fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node.id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_owned());
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "switchhook".to_owned())
+        .unwrap_or_else(|| "switchhook".to_owned());
+    let id = format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    std::fs::write(&path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 /// Makes ring the process's TLS crypto provider (reqwest and sqlx are built without one, to

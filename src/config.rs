@@ -52,7 +52,7 @@ pub struct DeliveryConfig {
     pub lease: Duration,
     /// How long delivered and failed deliveries stay in the log.
     pub retention: Duration,
-    /// This node's name in leases; default `<hostname>:<port>`.
+    /// This node's name in leases; default: generated once into `<data dir>/node.id`.
     pub node_id: Option<String>,
 }
 

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::client::{AttemptResult, Client};
 use super::retry::{self, Decision, Outcome, Policy};
@@ -68,9 +70,12 @@ impl Dispatcher {
             Err(e) => tracing::warn!(error = %e, "could not release old leases; they will expire"),
         }
         let (records, inbox) = mpsc::channel(RECORD_BATCH * 4);
-        let recorder = tokio::spawn(record(self.store.clone(), inbox));
+        // Owned here, so that dropping this future (a crash, in tests) stops everything with it.
+        let recorder = AbortOnDropHandle::new(tokio::spawn(record(self.store.clone(), inbox)));
+        let mut attempts = JoinSet::new();
         let permits = Arc::new(Semaphore::new(self.settings.concurrency));
         while !shutdown.is_cancelled() {
+            while attempts.try_join_next().is_some() {}
             let free = permits.available_permits();
             if free == 0 {
                 tokio::select! {
@@ -95,7 +100,7 @@ impl Dispatcher {
                             .expect("semaphore is never closed");
                         let this = self.clone();
                         let records = records.clone();
-                        tokio::spawn(async move {
+                        attempts.spawn(async move {
                             let record = this.attempt(row).await;
                             this.in_flight
                                 .lock()
@@ -117,7 +122,7 @@ impl Dispatcher {
             }
         }
         // Let attempts in flight finish (each is bounded by its timeout), then flush records.
-        let _ = permits.acquire_many(self.settings.concurrency as u32).await;
+        while attempts.join_next().await.is_some() {}
         drop(records);
         let _ = recorder.await;
     }

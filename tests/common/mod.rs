@@ -221,14 +221,23 @@ impl TestServer {
 
     /// Creates a hook in `domain` as root; returns its id.
     pub async fn create_hook(&self, domain: &str, body: Value) -> String {
-        let (status, v) = self.call("POST", &format!("/api/v2/hooks?domain={domain}"), Some(&self.root), Some(body)).await;
+        let (status, v) = self
+            .call(
+                "POST",
+                &format!("/api/v2/hooks?domain={domain}"),
+                Some(&self.root),
+                Some(body),
+            )
+            .await;
         assert_eq!(status, 200, "create hook: {v}");
         v["data"]["insertedIds"][0].as_str().unwrap().to_owned()
     }
 
     /// Ingests events as root; returns the answer's data.
     pub async fn ingest(&self, events: Value) -> Value {
-        let (status, v) = self.call("POST", "/api/v2/events", Some(&self.root), Some(events)).await;
+        let (status, v) = self
+            .call("POST", "/api/v2/events", Some(&self.root), Some(events))
+            .await;
         assert_eq!(status, 200, "ingest: {v}");
         v["data"].clone()
     }
@@ -249,9 +258,22 @@ impl TestServer {
             if log.len() >= n && log.iter().all(|d| d["status"] != "pending") {
                 return log;
             }
-            assert!(std::time::Instant::now() < deadline, "deliveries never settled: {log:#?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deliveries never settled: {log:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Kills the server the hard way: every task it runs is dropped mid-flight, as in a crash.
+    /// Returns what a restart needs.
+    pub async fn crash(mut self) -> (Config, tempfile::TempDir, Option<PgDatabase>) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        (self.config.clone(), self.dir, self.pg.take())
     }
 
     /// Stops and starts the server on the same folder and store.
