@@ -18,6 +18,8 @@ use crate::auth::{Claims, Role, TokenKeys, now_ms};
 use crate::config::Config;
 use crate::delivery::{self, worker, worker::Dispatcher};
 use crate::router::{HookIndex, Router};
+use crate::sources::Health;
+use crate::sources::amqp::AmqpSource;
 use crate::store::{self, Store, TokenRecord};
 use crate::telemetry;
 
@@ -43,17 +45,11 @@ impl Services {
             Some(secret) => secret.clone(),
             None => {
                 let candidate: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
-                store
-                    .token_secret(&candidate)
-                    .await
-                    .context("cannot read the token secret")?
+                store.token_secret(&candidate).await.context("cannot read the token secret")?
             }
         };
         let keys = TokenKeys::new(secret.as_bytes()).context("the token secret is empty")?;
-        Ok(Self {
-            store,
-            keys: Arc::new(keys),
-        })
+        Ok(Self { store, keys: Arc::new(keys) })
     }
 
     /// Issues a token and records it so it can be listed and revoked.
@@ -72,10 +68,7 @@ impl Services {
             expires_at_ms: now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64),
             revoked_at_ms: None,
         };
-        self.store
-            .insert_token(&record)
-            .await
-            .context("cannot record the token")?;
+        self.store.insert_token(&record).await.context("cannot record the token")?;
         let claims = Claims::new(record.id.clone(), record.expires_at_ms, role, record.domain.clone());
         Ok((record, self.keys.sign(&claims)))
     }
@@ -148,12 +141,13 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     tasks.spawn(Dispatcher::new(store.clone(), index, wake, settings).run(shutdown.clone()));
     tasks.spawn(delivery::maintain(store.clone(), d.retention, shutdown.clone()));
 
-    let state = ApiState {
-        store,
-        keys: services.keys.clone(),
-        limits: config.limits,
-        router,
-    };
+    let health = Health::default();
+    if let Some(settings) = config.amqp.clone() {
+        let source = AmqpSource { settings, router: router.clone(), store: store.clone(), health: health.clone() };
+        tasks.spawn(source.run(shutdown.clone()));
+    }
+
+    let state = ApiState { store, keys: services.keys.clone(), limits: config.limits, router, health };
     let api = api::service(state);
     tracing::info!(%addr, %config, "switchhook is serving");
     let served = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(api))

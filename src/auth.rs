@@ -115,11 +115,7 @@ impl Claims {
             Role::Root => None,
             _ => Some(self.d.clone().filter(|d| !d.is_empty()).ok_or(TokenError::Invalid)?),
         };
-        Ok(Principal {
-            token_id: self.id.clone(),
-            role,
-            domain,
-        })
+        Ok(Principal { token_id: self.id.clone(), role, domain })
     }
 }
 
@@ -167,9 +163,7 @@ impl TokenKeys {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
@@ -197,9 +191,7 @@ mod tests {
         let mut tampered = token.clone();
         tampered.push('x');
         assert_eq!(keys().verify(&tampered, 0), Err(TokenError::Invalid));
-        let foreign = TokenKeys::new(b"another secret, another service!")
-            .unwrap()
-            .sign(&claims);
+        let foreign = TokenKeys::new(b"another secret, another service!").unwrap().sign(&claims);
         assert_eq!(keys().verify(&foreign, 0), Err(TokenError::Invalid));
         assert_eq!(keys().verify("not.a.token", 0), Err(TokenError::Invalid));
     }
@@ -207,22 +199,12 @@ mod tests {
     #[test]
     fn principal_follows_type_and_role() {
         let p = |t: &str, r: Option<&str>, d: Option<&str>| {
-            Claims {
-                id: "i".into(),
-                exp: 1,
-                d: d.map(Into::into),
-                t: t.into(),
-                v: 2,
-                r: r.map(Into::into),
-            }
-            .principal()
-            .map(|p| (p.role, p.domain))
+            Claims { id: "i".into(), exp: 1, d: d.map(Into::into), t: t.into(), v: 2, r: r.map(Into::into) }
+                .principal()
+                .map(|p| (p.role, p.domain))
         };
         assert_eq!(p("root", None, None), Ok((Role::Root, None)));
-        assert_eq!(
-            p("domain", Some("admin"), Some("a")),
-            Ok((Role::Admin, Some("a".into())))
-        );
+        assert_eq!(p("domain", Some("admin"), Some("a")), Ok((Role::Admin, Some("a".into()))));
         assert_eq!(p("domain", None, Some("a")), Ok((Role::User, Some("a".into()))));
         assert_eq!(p("domain", Some("admin"), None), Err(TokenError::Invalid));
         assert_eq!(p("domain", Some("root"), Some("a")), Err(TokenError::Invalid));

@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::event::routing;
 use crate::hook::Limits;
+use crate::sources::amqp;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:10022";
 pub const DEFAULT_DATA_DIR: &str = "./switchhook-data";
 pub const DEFAULT_MAX_RETRIES: u32 = 100;
+pub const DEFAULT_EXCHANGE: &str = "TAP.Events";
+pub const DEFAULT_QUEUE: &str = "switchhook.events";
 
 /// The config file as written. Every key is optional; unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +30,28 @@ pub struct FileConfig {
     pub max_retries: Option<u32>,
     #[serde(default)]
     pub delivery: DeliveryFile,
+    #[serde(default)]
+    pub amqp: AmqpFile,
+}
+
+/// The `[amqp]` table: the RabbitMQ source (mod_amqp).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpFile {
+    pub url: Option<String>,
+    pub queue: Option<String>,
+    pub prefetch: Option<u32>,
+    pub exchanges: Option<Vec<ExchangeFile>>,
+}
+
+/// One `[[amqp.exchanges]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeFile {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub format_fields: Option<String>,
 }
 
 /// The `[delivery]` table.
@@ -78,6 +104,8 @@ pub struct Config {
     pub log: String,
     pub limits: Limits,
     pub delivery: DeliveryConfig,
+    /// The RabbitMQ source; off without a URL.
+    pub amqp: Option<amqp::Settings>,
 }
 
 impl fmt::Display for Config {
@@ -122,29 +150,15 @@ impl Config {
         overrides: &Overrides,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut l = Layers {
-            env: &env,
-            problems: Vec::new(),
-        };
+        let mut l = Layers { env: &env, problems: Vec::new() };
 
-        let listen_raw = overrides
-            .listen
-            .clone()
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen_raw = overrides.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
-            l.problem(
-                "listen",
-                format!("{listen_raw:?} is not an address like 127.0.0.1:10022"),
-            );
+            l.problem("listen", format!("{listen_raw:?} is not an address like 127.0.0.1:10022"));
             SocketAddr::from(([127, 0, 0, 1], 10022))
         });
 
-        let data_dir = overrides
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let data_dir = overrides.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         if data_dir.as_os_str().is_empty() {
             l.problem("data_dir", "must not be empty".into());
         }
@@ -155,15 +169,9 @@ impl Config {
             .or(file.database_url)
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| sqlite_url(&data_dir.join("switchhook.db")));
-        if !["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|p| database_url.starts_with(p))
-        {
+        if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| database_url.starts_with(p)) {
             let shown = redact_url(&database_url);
-            l.problem(
-                "database_url",
-                format!("{shown:?} must start with sqlite:, postgres:// or postgresql://"),
-            );
+            l.problem("database_url", format!("{shown:?} must start with sqlite:, postgres:// or postgresql://"));
         }
 
         let max_retries = l.get("max_retries", file.max_retries, DEFAULT_MAX_RETRIES, number);
@@ -182,29 +190,16 @@ impl Config {
             concurrency: l.get("delivery.concurrency", d.concurrency, 128, positive),
             per_hook_concurrency: l.get("delivery.per_hook_concurrency", d.per_hook_concurrency, 64, positive),
             lease: l.get("delivery.lease", d.lease, Duration::from_secs(300), duration),
-            retention: l.get(
-                "delivery.retention",
-                d.retention,
-                Duration::from_secs(7 * 86_400),
-                duration,
-            ),
-            node_id: l.get("delivery.node_id", d.node_id.map(Some), None, |s| {
-                Ok(Some(s.to_owned()))
-            }),
+            retention: l.get("delivery.retention", d.retention, Duration::from_secs(7 * 86_400), duration),
+            node_id: l.get("delivery.node_id", d.node_id.map(Some), None, |s| Ok(Some(s.to_owned()))),
         };
+
+        let amqp = l.amqp(file.amqp);
 
         if !l.problems.is_empty() {
             return Err(ConfigError(l.problems));
         }
-        Ok(Config {
-            listen,
-            data_dir,
-            database_url,
-            token_secret,
-            log,
-            limits: Limits { max_retries },
-            delivery,
-        })
+        Ok(Config { listen, data_dir, database_url, token_secret, log, limits: Limits { max_retries }, delivery, amqp })
     }
 }
 
@@ -217,10 +212,35 @@ struct Layers<'a> {
 
 impl Layers<'_> {
     fn problem(&mut self, key: &str, problem: String) {
-        self.problems.push(Problem {
-            key: key.into(),
-            problem,
+        self.problems.push(Problem { key: key.into(), problem });
+    }
+
+    fn amqp(&mut self, file: AmqpFile) -> Option<amqp::Settings> {
+        let url = self.get("amqp.url", file.url, String::new(), |s| match s {
+            "" => Ok(String::new()),
+            _ => amqp::parse_uri(s).map(|_| s.to_owned()).map_err(|e| format!("{:?}: {e}", redact_url(s))),
         });
+        let exchanges = file
+            .exchanges
+            .unwrap_or_else(|| vec![ExchangeFile { name: DEFAULT_EXCHANGE.into(), kind: None, format_fields: None }]);
+        let exchanges = exchanges
+            .into_iter()
+            .map(|e| {
+                let format = e.format_fields.unwrap_or_else(|| routing::DEFAULT_FORMAT.into());
+                if e.name.is_empty() || format.trim().is_empty() {
+                    self.problem("amqp.exchanges", "each exchange needs a name and non-empty format_fields".into());
+                }
+                let kind = e.kind.unwrap_or_else(|| "topic".into());
+                amqp::Exchange { name: e.name, kind, format_fields: routing::fields(&format) }
+            })
+            .collect();
+        let queue = self.get("amqp.queue", file.queue, DEFAULT_QUEUE.to_owned(), |s| {
+            if s.is_empty() { Err("must not be empty".into()) } else { Ok(s.to_owned()) }
+        });
+        let prefetch = self.get("amqp.prefetch", file.prefetch, 500, |s| {
+            number::<u16>(s).and_then(|n| if n == 0 { Err("must be from 1 to 65535".into()) } else { Ok(n) })
+        });
+        (!url.is_empty()).then_some(amqp::Settings { url, queue, prefetch, exchanges })
     }
 
     /// `key` `a.b_c` is read from `SWITCHHOOK_A_B_C`. A file value of type `F` is checked by
@@ -277,13 +297,7 @@ fn number<T: FromStr>(s: &str) -> Result<T, String> {
 }
 
 fn positive(s: &str) -> Result<usize, String> {
-    number::<usize>(s).and_then(|n| {
-        if n == 0 {
-            Err("must be at least 1".into())
-        } else {
-            Ok(n)
-        }
-    })
+    number::<usize>(s).and_then(|n| if n == 0 { Err("must be at least 1".into()) } else { Ok(n) })
 }
 
 /// A duration like `30s`, `5m`, `7d`.
@@ -292,12 +306,7 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let fail = |problem: String| {
-        ConfigError(vec![Problem {
-            key: "config".into(),
-            problem,
-        }])
-    };
+    let fail = |problem: String| ConfigError(vec![Problem { key: "config".into(), problem }]);
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| fail(format!("{}: {}", path.display(), e.to_string().trim_end())))
 }
@@ -324,9 +333,7 @@ mod tests {
 
     fn build(file: &str, overrides: Overrides, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(file).unwrap();
-        Config::build(file, &overrides, |k| {
-            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
-        })
+        Config::build(file, &overrides, |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
     }
 
     #[test]
@@ -341,10 +348,7 @@ mod tests {
     #[test]
     fn overrides_beat_the_file_and_env_beats_the_file() {
         let file = "listen = \"0.0.0.0:1\"\ndata_dir = \"/f\"\nmax_retries = 5\nlog = \"debug\"";
-        let o = Overrides {
-            listen: Some("127.0.0.1:2".into()),
-            ..Default::default()
-        };
+        let o = Overrides { listen: Some("127.0.0.1:2".into()), ..Default::default() };
         let c = build(file, o, &[("SWITCHHOOK_MAX_RETRIES", "7")]).unwrap();
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.data_dir, PathBuf::from("/f"));
@@ -359,16 +363,32 @@ mod tests {
         let err = build(file, Overrides::default(), &[("SWITCHHOOK_MAX_RETRIES", "-1")]).unwrap_err();
         let keys: Vec<_> = err.0.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["listen", "database_url", "max_retries"]);
-        assert!(
-            err.to_string().contains("listen: \"nowhere\" is not an address"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("listen: \"nowhere\" is not an address"), "{err}");
     }
 
     #[test]
     fn unknown_file_keys_are_rejected() {
         let err = toml::from_str::<FileConfig>("lsiten = \"x\"").unwrap_err();
         assert!(err.to_string().contains("unknown field `lsiten`"), "{err}");
+    }
+
+    #[test]
+    fn amqp_is_off_without_a_url_and_takes_exchanges_from_the_file() {
+        assert!(build("", Overrides::default(), &[]).unwrap().amqp.is_none());
+        let c = build("", Overrides::default(), &[("SWITCHHOOK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")])
+            .unwrap();
+        let a = c.amqp.unwrap();
+        assert_eq!((a.queue.as_str(), a.prefetch, a.exchanges.len()), ("switchhook.events", 500, 1));
+        assert_eq!(a.exchanges[0].name, "TAP.Events");
+        assert_eq!(a.exchanges[0].format_fields, routing::fields(routing::DEFAULT_FORMAT));
+        let file = "[amqp]\nurl = \"amqp://h\"\nprefetch = 10\n[[amqp.exchanges]]\nname = \"engine\"\nformat_fields = \"A,Event-Name\"\n";
+        let a = build(file, Overrides::default(), &[]).unwrap().amqp.unwrap();
+        assert_eq!(
+            (a.prefetch, a.exchanges[0].name.as_str(), a.exchanges[0].format_fields.clone()),
+            (10, "engine", vec!["A".to_owned(), "Event-Name".to_owned()])
+        );
+        let err = build("[amqp]\nurl = \"http://x\"\nprefetch = 0", Overrides::default(), &[]).unwrap_err();
+        assert_eq!(err.0.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), ["amqp.url", "amqp.prefetch"]);
     }
 
     #[test]

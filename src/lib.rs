@@ -24,5 +24,6 @@ pub mod delivery;
 pub mod event;
 pub mod hook;
 pub mod router;
+pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -73,18 +73,9 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { listen } => listen.clone(),
         _ => None,
     };
-    let overrides = Overrides {
-        config: cli.config,
-        listen,
-        data_dir: cli.data_dir,
-        database_url: cli.database_url,
-    };
+    let overrides = Overrides { config: cli.config, listen, data_dir: cli.data_dir, database_url: cli.database_url };
     let config = Config::load(&overrides)?;
-    let log = if matches!(cli.command, Command::Serve { .. }) {
-        config.log.as_str()
-    } else {
-        "warn"
-    };
+    let log = if matches!(cli.command, Command::Serve { .. }) { config.log.as_str() } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(log))
         .with_writer(std::io::stderr)
@@ -131,10 +122,7 @@ async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
         }
         TokenCommand::List => {
             let now = now_ms();
-            println!(
-                "{:<36}  {:<5}  {:<24}  {:<20}  STATUS",
-                "ID", "ROLE", "DOMAIN", "EXPIRES"
-            );
+            println!("{:<36}  {:<5}  {:<24}  {:<20}  STATUS", "ID", "ROLE", "DOMAIN", "EXPIRES");
             for t in services.store.tokens().await? {
                 let status = match t.revoked_at_ms {
                     Some(_) => "revoked",
@@ -142,12 +130,7 @@ async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
                     None => "active",
                 };
                 let domain = t.domain.as_deref().unwrap_or("*");
-                println!(
-                    "{:<36}  {:<5}  {domain:<24}  {:<20}  {status}",
-                    t.id,
-                    t.role.as_str(),
-                    time(t.expires_at_ms)
-                );
+                println!("{:<36}  {:<5}  {domain:<24}  {:<20}  {status}", t.id, t.role.as_str(), time(t.expires_at_ms));
             }
         }
         TokenCommand::Revoke { id } => {

@@ -73,13 +73,7 @@ impl HookIndex {
             }
         }
         let (version, _) = watch::channel(0);
-        (
-            Self {
-                index: RwLock::new(index),
-                version,
-            },
-            broken,
-        )
+        (Self { index: RwLock::new(index), version }, broken)
     }
 
     /// Adds or replaces a hook.
@@ -87,10 +81,7 @@ impl HookIndex {
         {
             let mut index = self.index.write().expect("hook index lock");
             index.remove(id);
-            index.insert(Arc::new(LiveHook {
-                id: id.to_owned(),
-                hook,
-            }));
+            index.insert(Arc::new(LiveHook { id: id.to_owned(), hook }));
         }
         self.version.send_modify(|v| *v += 1);
     }
@@ -107,22 +98,13 @@ impl HookIndex {
     /// Enabled hooks of `domain` listening to `event_name` (filters not yet applied).
     pub fn candidates(&self, domain: &str, event_name: &str) -> Vec<Arc<LiveHook>> {
         let index = self.index.read().expect("hook index lock");
-        index
-            .by_key
-            .get(domain)
-            .and_then(|events| events.get(event_name))
-            .cloned()
-            .unwrap_or_default()
+        index.by_key.get(domain).and_then(|events| events.get(event_name)).cloned().unwrap_or_default()
     }
 
     /// The event names enabled hooks listen to, across all domains.
     pub fn event_names(&self) -> BTreeSet<String> {
         let index = self.index.read().expect("hook index lock");
-        index
-            .by_key
-            .values()
-            .flat_map(|events| events.keys().cloned())
-            .collect()
+        index.by_key.values().flat_map(|events| events.keys().cloned()).collect()
     }
 
     /// Notified on every change.
@@ -173,16 +155,8 @@ impl Router {
                 request,
                 // Headers that use the auth pre-request's answer are rendered at send time,
                 // from this copy of the event.
-                event: live
-                    .hook
-                    .auth
-                    .is_some()
-                    .then(|| serde_json::to_string(&event.0).expect("JSON serializes")),
-                order_key: live
-                    .hook
-                    .ordered
-                    .then(|| event.text("Unique-ID").map(|u| u.into_owned()))
-                    .flatten(),
+                event: live.hook.auth.is_some().then(|| serde_json::to_string(&event.0).expect("JSON serializes")),
+                order_key: live.hook.ordered.then(|| event.text("Unique-ID").map(|u| u.into_owned())).flatten(),
                 id,
                 hook_id: live.id.clone(),
                 domain: domain.clone(),
@@ -210,9 +184,6 @@ impl Router {
             self.store.enqueue(&deliveries).await?;
             self.wake.notify_one();
         }
-        Ok(Accepted {
-            events: events.len(),
-            deliveries: deliveries.len(),
-        })
+        Ok(Accepted { events: events.len(), deliveries: deliveries.len() })
     }
 }

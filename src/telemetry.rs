@@ -56,3 +56,8 @@ pub fn attempt(outcome: &'static str, duration: Duration) {
 pub fn queue_depth(pending: u64) {
     gauge!("switchhook_queue_depth").set(pending as f64);
 }
+
+/// A message a source could not use (not an event), rejected without retry.
+pub fn source_rejected(source: &'static str) {
+    counter!("switchhook_source_rejected_total", "source" => source).increment(1);
+}

@@ -28,11 +28,7 @@ fn stdout(out: &Output) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Serve {
@@ -43,10 +39,8 @@ struct Serve {
 impl Serve {
     fn start(dir: &Path) -> Serve {
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut child = switchhook(dir, &["serve", "--listen", &addr])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
+        let mut child =
+            switchhook(dir, &["serve", "--listen", &addr]).stderr(Stdio::piped()).spawn().expect("spawn serve");
         let base = format!("http://{addr}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -79,18 +73,11 @@ fn get(base: &str, path: &str, token: Option<&str>) -> (u16, String) {
         return (0, String::new());
     };
     let auth = token.map(|t| format!("X-Access-Token: {t}\r\n")).unwrap_or_default();
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
     let mut resp = String::new();
     conn.read_to_string(&mut resp).unwrap();
     let status = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -110,38 +97,22 @@ fn first_start_writes_a_private_root_token_and_tokens_work_end_to_end() {
     assert_eq!(status, 200);
 
     // A token made by the CLI, with the secret the store generated, works against serve.
-    let admin = stdout(&run(
-        dir.path(),
-        &["token", "create", "--domain", "a.com", "--role", "admin", "--ttl", "1h"],
-    ));
+    let admin = stdout(&run(dir.path(), &["token", "create", "--domain", "a.com", "--role", "admin", "--ttl", "1h"]));
     assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&admin)).0, 200);
-    let user = stdout(&run(
-        dir.path(),
-        &["token", "create", "--domain", "a.com", "--role", "user"],
-    ));
+    let user = stdout(&run(dir.path(), &["token", "create", "--domain", "a.com", "--role", "user"]));
     assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&user)).0, 403);
 
     let list = stdout(&run(dir.path(), &["token", "list"]));
     let admin_line = list.lines().find(|l| l.contains("admin")).expect("admin token listed");
     assert!(admin_line.contains("a.com") && admin_line.ends_with("active"), "{list}");
-    assert!(
-        list.lines().any(|l| l.contains(" root ") && l.ends_with("active")),
-        "{list}"
-    );
+    assert!(list.lines().any(|l| l.contains(" root ") && l.ends_with("active")), "{list}");
     let id = admin_line.split_whitespace().next().unwrap();
 
     let out = run(dir.path(), &["token", "revoke", id]);
     assert!(out.status.success());
     let (status, body) = get(&serve.base, "/api/v2/hooks", Some(&admin));
-    assert_eq!(
-        (status, body.as_str()),
-        (401, r#"{"status":"error","info":"Invalid token","code":401}"#)
-    );
-    assert!(
-        stdout(&run(dir.path(), &["token", "list"]))
-            .lines()
-            .any(|l| l.starts_with(id) && l.ends_with("revoked"))
-    );
+    assert_eq!((status, body.as_str()), (401, r#"{"status":"error","info":"Invalid token","code":401}"#));
+    assert!(stdout(&run(dir.path(), &["token", "list"])).lines().any(|l| l.starts_with(id) && l.ends_with("revoked")));
     assert!(!run(dir.path(), &["token", "revoke", "no-such-id"]).status.success());
 
     let (status, log) = serve.terminate();
@@ -169,10 +140,7 @@ fn root_tokens_from_the_cli_need_a_domain_per_request() {
 #[test]
 fn bad_settings_stop_start_up_naming_each_key() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        dir.path(),
-        &["serve", "--listen", "nowhere", "--database-url", "mysql://x"],
-    );
+    let out = run(dir.path(), &["serve", "--listen", "nowhere", "--database-url", "mysql://x"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listen: \"nowhere\" is not an address"), "{err}");
@@ -185,10 +153,7 @@ fn bad_settings_stop_start_up_naming_each_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown field `lisen`"), "{err}");
 
-    let out = switchhook(dir.path(), &["serve"])
-        .env("SWITCHHOOK_MAX_RETRIES", "lots")
-        .output()
-        .unwrap();
+    let out = switchhook(dir.path(), &["serve"]).env("SWITCHHOOK_MAX_RETRIES", "lots").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_retries:"));
 }
 

@@ -41,71 +41,19 @@ async fn filters_decide_which_hooks_fire(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
     let cases = [
-        (
-            "eq",
-            json!({"Caller-Caller-ID-Number": {"operation": "==", "value": "1000"}}),
-            true,
-        ),
-        (
-            "eq-miss",
-            json!({"Caller-Caller-ID-Number": {"operation": "==", "value": "1001"}}),
-            false,
-        ),
-        (
-            "ne",
-            json!({"Call-Direction": {"operation": "!=", "value": "outbound"}}),
-            true,
-        ),
-        (
-            "absent",
-            json!({"variable_transfer_history": {"operation": "==", "value": "null"}}),
-            true,
-        ),
-        (
-            "present",
-            json!({"variable_transfer_history": {"operation": "!=", "value": "null"}}),
-            false,
-        ),
-        (
-            "num-gt",
-            json!({"variable_billsec": {"operation": ">", "value": "9"}}),
-            true,
-        ),
-        (
-            "num-le",
-            json!({"variable_billsec": {"operation": "<=", "value": "41"}}),
-            false,
-        ),
-        (
-            "str-lt",
-            json!({"Hangup-Cause": {"operation": "<", "value": "O"}}),
-            true,
-        ),
-        (
-            "str-ge",
-            json!({"Hangup-Cause": {"operation": ">=", "value": "P"}}),
-            false,
-        ),
-        (
-            "reg-i",
-            json!({"Channel-Name": {"operation": "reg", "value": "/^SOFIA\\/internal/i"}}),
-            true,
-        ),
-        (
-            "reg-case",
-            json!({"Channel-Name": {"operation": "reg", "value": "/^SOFIA\\/internal/"}}),
-            false,
-        ),
-        (
-            "reg-bare",
-            json!({"Caller-Destination-Number": {"operation": "reg", "value": "^2\\d{3}$"}}),
-            true,
-        ),
-        (
-            "reg-missing",
-            json!({"variable_nope": {"operation": "reg", "value": ".*"}}),
-            false,
-        ),
+        ("eq", json!({"Caller-Caller-ID-Number": {"operation": "==", "value": "1000"}}), true),
+        ("eq-miss", json!({"Caller-Caller-ID-Number": {"operation": "==", "value": "1001"}}), false),
+        ("ne", json!({"Call-Direction": {"operation": "!=", "value": "outbound"}}), true),
+        ("absent", json!({"variable_transfer_history": {"operation": "==", "value": "null"}}), true),
+        ("present", json!({"variable_transfer_history": {"operation": "!=", "value": "null"}}), false),
+        ("num-gt", json!({"variable_billsec": {"operation": ">", "value": "9"}}), true),
+        ("num-le", json!({"variable_billsec": {"operation": "<=", "value": "41"}}), false),
+        ("str-lt", json!({"Hangup-Cause": {"operation": "<", "value": "O"}}), true),
+        ("str-ge", json!({"Hangup-Cause": {"operation": ">=", "value": "P"}}), false),
+        ("reg-i", json!({"Channel-Name": {"operation": "reg", "value": "/^SOFIA\\/internal/i"}}), true),
+        ("reg-case", json!({"Channel-Name": {"operation": "reg", "value": "/^SOFIA\\/internal/"}}), false),
+        ("reg-bare", json!({"Caller-Destination-Number": {"operation": "reg", "value": "^2\\d{3}$"}}), true),
+        ("reg-missing", json!({"variable_nope": {"operation": "reg", "value": ".*"}}), false),
         (
             "all-must-pass",
             json!({"Call-Direction": {"operation": "==", "value": "inbound"},
@@ -139,24 +87,14 @@ async fn filters_decide_which_hooks_fire(b: Backend) {
             Some(json!({"event": "X", "action": web(&r.url("/x")), "filter": {"a": {"operation": "like", "value": "1"}}})))
         .await;
     assert_eq!(status, 400);
-    assert!(
-        v["info"]
-            .as_str()
-            .unwrap()
-            .contains("filter.a unknown operation \"like\""),
-        "{v}"
-    );
+    assert!(v["info"].as_str().unwrap().contains("filter.a unknown operation \"like\""), "{v}");
 }
 
 async fn domain_resolution_picks_the_hook_domain(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
     for domain in ["d.com", "w.com", "c.com", "p.com"] {
-        s.create_hook(
-            domain,
-            json!({"event": "CHANNEL_ANSWER", "action": web(&r.url(&format!("/{domain}")))}),
-        )
-        .await;
+        s.create_hook(domain, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url(&format!("/{domain}")))})).await;
     }
     let base = json!({"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": "d.com", "variable_w_domain": "w.com",
         "Channel-Presence-ID": "1000@c.com", "variable_presence_id": "1000@p.com"});
@@ -179,23 +117,14 @@ async fn domain_resolution_picks_the_hook_domain(b: Backend) {
 async fn default_body_fields_map_and_get_query(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
-    let whole = s
-        .create_hook(
-            D,
-            json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": web(&r.url("/whole"))}),
-        )
-        .await;
+    let whole = s.create_hook(D, json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": web(&r.url("/whole"))})).await;
     s.create_hook(D, json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": web(&r.url("/picked")),
         "fields": ["Unique-ID", "variable_billsec", "Hangup-Cause"], "map": {"Unique-ID": "call_id", "variable_billsec": "billsec"}}))
         .await;
     s.create_hook(D, json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": {"type": "web", "method": "GET", "url": r.url("/get?src=fs")},
         "fields": ["Unique-ID", "Caller-Caller-ID-Name"]}))
         .await;
-    s.create_hook(
-        D,
-        json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/engine"))}),
-    )
-    .await;
+    s.create_hook(D, json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/engine"))})).await;
     let event = channel("CHANNEL_HANGUP_COMPLETE", D, "call-7");
     s.ingest(json!([event.clone(), dialer_member_end(D)])).await;
 
@@ -209,10 +138,7 @@ async fn default_body_fields_map_and_get_query(b: Backend) {
     assert_eq!(body["id"], log[0]["id"]);
 
     let picked = r.wait_for("/picked", 1, WAIT).await[0].json();
-    assert_eq!(
-        picked["data"],
-        json!({"call_id": "call-7", "billsec": "42", "Hangup-Cause": "NORMAL_CLEARING"})
-    );
+    assert_eq!(picked["data"], json!({"call_id": "call-7", "billsec": "42", "Hangup-Cause": "NORMAL_CLEARING"}));
 
     let get = &r.wait_for("/get", 1, WAIT).await[0];
     assert_eq!(get.method, "GET");
@@ -239,10 +165,7 @@ async fn seed_raw_body_stays_valid_json_with_quotes_and_newlines(b: Backend) {
 
     let tricky = "O'Brien \"The Boss\"\nLine 2 \\ end";
     let member = with(dialer_member_end(D), json!({"endCause": tricky}));
-    let answer = with(
-        channel("CHANNEL_ANSWER", D, "u-1"),
-        json!({"Caller-Caller-ID-Name": tricky}),
-    );
+    let answer = with(channel("CHANNEL_ANSWER", D, "u-1"), json!({"Caller-Caller-ID-Name": tricky}));
     s.ingest(json!([member, answer])).await;
 
     let seed_got = &r.wait_for("/seed", 1, WAIT).await[0];
@@ -282,11 +205,7 @@ async fn header_templates_and_auth_pre_request_with_cookie(b: Backend) {
 
     let plain = &r.wait_for("/plain", 1, WAIT).await[0];
     assert_eq!(
-        (
-            plain.header("x-call"),
-            plain.header("x-domain"),
-            plain.header("x-static")
-        ),
+        (plain.header("x-call"), plain.header("x-domain"), plain.header("x-static")),
         (Some("u-42"), Some(D), Some("v1"))
     );
     let secured = &r.wait_for("/secured", 1, WAIT).await[0];
@@ -312,28 +231,17 @@ async fn header_templates_and_auth_pre_request_with_cookie(b: Backend) {
 }
 
 async fn secured_hook(s: &TestServer) -> String {
-    let (_, v) = s
-        .call("GET", &format!("/api/v2/hooks?domain={D}"), Some(&s.root), None)
-        .await;
+    let (_, v) = s.call("GET", &format!("/api/v2/hooks?domain={D}"), Some(&s.root), None).await;
     let hooks = v["data"].as_array().unwrap();
-    hooks.iter().find(|h| h["auth"]["enabled"] == true).unwrap()["_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    hooks.iter().find(|h| h["auth"]["enabled"] == true).unwrap()["_id"].as_str().unwrap().to_owned()
 }
 
 async fn retries_until_success_with_the_same_id(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
-    r.script(
-        "/flaky",
-        [Reply::status(500).body("boom"), Reply::status(500), Reply::status(200)],
-    );
+    r.script("/flaky", [Reply::status(500).body("boom"), Reply::status(500), Reply::status(200)]);
     let id = s
-        .create_hook(
-            D,
-            json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/flaky")), "retries": 3, "delay": 1}),
-        )
+        .create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/flaky")), "retries": 3, "delay": 1}))
         .await;
     s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
     let got = r.wait_for("/flaky", 3, WAIT).await;
@@ -341,21 +249,13 @@ async fn retries_until_success_with_the_same_id(b: Backend) {
     assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
     for pair in got.windows(2) {
         let gap = pair[1].at - pair[0].at;
-        assert!(
-            gap >= Duration::from_millis(950) && gap < Duration::from_secs(4),
-            "gap {gap:?}"
-        );
+        assert!(gap >= Duration::from_millis(950) && gap < Duration::from_secs(4), "gap {gap:?}");
     }
     let log = s.settled(D, &id, 1).await;
     assert_eq!(log[0]["status"], "delivered");
     assert_eq!(log[0]["attempts"], 3);
     assert_eq!(log[0]["id"], ids[0]);
-    let codes: Vec<Value> = log[0]["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["statusCode"].clone())
-        .collect();
+    let codes: Vec<Value> = log[0]["log"].as_array().unwrap().iter().map(|a| a["statusCode"].clone()).collect();
     assert_eq!(codes, [json!(500), json!(500), json!(200)]);
     assert_eq!(log[0]["log"][0]["response"], "boom");
     assert_eq!(log[0]["log"][0]["error"], "answered 500");
@@ -368,84 +268,41 @@ async fn exhausted_retries_fail_and_manual_retry_requeues(b: Backend) {
     let r = Receiver::start().await;
     r.script("/down", [Reply::status(503), Reply::status(502).body("bad gateway")]);
     let id = s
-        .create_hook(
-            D,
-            json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/down")), "retries": 1, "delay": 1}),
-        )
+        .create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/down")), "retries": 1, "delay": 1}))
         .await;
     s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
     let log = s.settled(D, &id, 1).await;
     let d = &log[0];
-    assert_eq!(
-        (&d["status"], &d["attempts"], &d["nextAttemptAt"]),
-        (&json!("failed"), &json!(2), &Value::Null)
-    );
+    assert_eq!((&d["status"], &d["attempts"], &d["nextAttemptAt"]), (&json!("failed"), &json!(2), &Value::Null));
     let attempts = d["log"].as_array().unwrap();
     assert_eq!(attempts.len(), 2);
-    assert_eq!(
-        (&attempts[1]["statusCode"], &attempts[1]["response"]),
-        (&json!(502), &json!("bad gateway"))
-    );
+    assert_eq!((&attempts[1]["statusCode"], &attempts[1]["response"]), (&json!(502), &json!("bad gateway")));
     assert!(attempts[0]["durationMs"].is_u64() && attempts[0]["at"].is_i64());
     assert_eq!(s.deliveries(D, &id, "status=failed").await.len(), 1);
     assert_eq!(s.deliveries(D, &id, "status=delivered").await.len(), 0);
-    let (status, _) = s
-        .call(
-            "GET",
-            &format!("/api/v2/hooks/{id}/deliveries?domain={D}&status=lost"),
-            Some(&s.root),
-            None,
-        )
-        .await;
+    let (status, _) =
+        s.call("GET", &format!("/api/v2/hooks/{id}/deliveries?domain={D}&status=lost"), Some(&s.root), None).await;
     assert_eq!(status, 400);
 
     // Manual retry: queued now, and the receiver (answering 200 by now) gets it.
     let delivery = d["id"].as_str().unwrap();
     let path = format!("/api/v2/deliveries/{delivery}/retry?domain={D}");
     let (status, v) = s.call("POST", &path, Some(&s.root), None).await;
-    assert_eq!(
-        (status, &v["data"]),
-        (200, &json!({"id": delivery, "status": "pending"}))
-    );
+    assert_eq!((status, &v["data"]), (200, &json!({"id": delivery, "status": "pending"})));
     r.wait_for("/down", 3, WAIT).await;
     let log = s.settled(D, &id, 1).await;
-    assert_eq!(
-        (&log[0]["status"], &log[0]["attempts"]),
-        (&json!("delivered"), &json!(3))
-    );
+    assert_eq!((&log[0]["status"], &log[0]["attempts"]), (&json!("delivered"), &json!(3)));
     let (status, v) = s.call("POST", &path, Some(&s.root), None).await;
-    assert_eq!(
-        (status, &v["info"]),
-        (
-            409,
-            &json!("Only failed deliveries can be retried; this one is delivered")
-        )
-    );
-    let (status, _) = s
-        .call(
-            "POST",
-            "/api/v2/deliveries/not-a-uuid/retry?domain=x",
-            Some(&s.root),
-            None,
-        )
-        .await;
+    assert_eq!((status, &v["info"]), (409, &json!("Only failed deliveries can be retried; this one is delivered")));
+    let (status, _) = s.call("POST", "/api/v2/deliveries/not-a-uuid/retry?domain=x", Some(&s.root), None).await;
     assert_eq!(status, 400);
 }
 
 async fn receiver_down_then_restart_still_delivers(b: Backend) {
     let s = TestServer::start(b).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/late");
-    let id = s
-        .create_hook(
-            D,
-            json!({"event": "CHANNEL_ANSWER", "action": web(&url), "retries": 5, "delay": 1}),
-        )
-        .await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&url), "retries": 5, "delay": 1})).await;
     let accepted = s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
     assert_eq!(accepted["deliveries"], 1);
     // The first attempt fails (nothing listens); stop the server while it waits to retry.
@@ -462,19 +319,14 @@ async fn receiver_down_then_restart_still_delivers(b: Backend) {
     assert_eq!(log[0]["status"], "delivered");
     assert_eq!(got[0].json()["id"], log[0]["id"]);
     let first = &log[0]["log"][0];
-    assert!(
-        first["statusCode"].is_null() && first["error"].as_str().unwrap().contains("connection"),
-        "{first}"
-    );
+    assert!(first["statusCode"].is_null() && first["error"].as_str().unwrap().contains("connection"), "{first}");
 }
 
 async fn deliveries_in_flight_at_a_crash_are_sent_after_restart(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
     r.script("/slow", [Reply::status(200).delay(Duration::from_secs(5))]);
-    let id = s
-        .create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/slow"))}))
-        .await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/slow"))})).await;
     s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
     r.wait_for("/slow", 1, WAIT).await;
     let (config, dir, pg) = s.crash().await;
@@ -482,20 +334,14 @@ async fn deliveries_in_flight_at_a_crash_are_sent_after_restart(b: Backend) {
     let got = r.wait_for("/slow", 2, WAIT).await;
     assert_eq!(got[0].json()["id"], got[1].json()["id"]);
     let log = s.settled(D, &id, 1).await;
-    assert_eq!(
-        (&log[0]["status"], &log[0]["attempts"]),
-        (&json!("delivered"), &json!(1))
-    );
+    assert_eq!((&log[0]["status"], &log[0]["attempts"]), (&json!("delivered"), &json!(1)));
 }
 
 async fn hook_changes_affect_only_later_events(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
     let id = s
-        .create_hook(
-            D,
-            json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")), "fields": ["Unique-ID"]}),
-        )
+        .create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")), "fields": ["Unique-ID"]}))
         .await;
     s.ingest(channel("CHANNEL_ANSWER", D, "first")).await;
     let path = format!("/api/v2/hooks/{id}?domain={D}");
@@ -514,13 +360,7 @@ async fn hook_changes_affect_only_later_events(b: Backend) {
     let got = r.wait_for("/h", 2, WAIT).await;
     let mut bodies: Vec<Value> = got.iter().map(|q| q.json()["data"].clone()).collect();
     bodies.sort_by_key(|b| b.to_string());
-    assert_eq!(
-        bodies,
-        [
-            json!({"Caller-Caller-ID-Number": "1000"}),
-            json!({"Unique-ID": "first"})
-        ]
-    );
+    assert_eq!(bodies, [json!({"Caller-Caller-ID-Number": "1000"}), json!({"Unique-ID": "first"})]);
 
     s.call(
         "PUT",
@@ -550,11 +390,7 @@ async fn signatures_verify_independently(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    s.create_hook(
-        D,
-        json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/signed")), "secret": secret}),
-    )
-    .await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/signed")), "secret": secret})).await;
     s.create_hook(
         D,
         json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/plain-secret")), "secret": "just a passphrase"}),
@@ -562,10 +398,9 @@ async fn signatures_verify_independently(b: Backend) {
     .await;
     s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
     let b64 = base64::engine::general_purpose::STANDARD;
-    for (path, key) in [
-        ("/signed", b64.decode(&secret[6..]).unwrap()),
-        ("/plain-secret", b"just a passphrase".to_vec()),
-    ] {
+    for (path, key) in
+        [("/signed", b64.decode(&secret[6..]).unwrap()), ("/plain-secret", b"just a passphrase".to_vec())]
+    {
         let got = &r.wait_for(path, 1, WAIT).await[0];
         let (id, ts, sig) = (
             got.header("webhook-id").unwrap(),
@@ -582,17 +417,8 @@ async fn signatures_verify_independently(b: Backend) {
         assert_eq!(sig, expected, "{path}");
     }
     // Unsigned hooks carry no signature headers.
-    let hooks = s
-        .call("GET", &format!("/api/v2/hooks?domain={D}"), Some(&s.root), None)
-        .await
-        .1;
-    assert!(
-        hooks["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|h| h["secret"] == "********")
-    );
+    let hooks = s.call("GET", &format!("/api/v2/hooks?domain={D}"), Some(&s.root), None).await.1;
+    assert!(hooks["data"].as_array().unwrap().iter().all(|h| h["secret"] == "********"));
 }
 
 async fn dry_run_renders_the_bytes_that_are_sent(b: Backend) {
@@ -603,13 +429,8 @@ async fn dry_run_renders_the_bytes_that_are_sent(b: Backend) {
             "rawBody": "{\"who\": \"${Caller-Caller-ID-Name}\", \"n\": ${Caller-Caller-ID-Number}}", "headers": {"X-Call": "${Unique-ID}"},
             "filter": {"Call-Direction": {"operation": "==", "value": "inbound"}}}))
         .await;
-    let default = s
-        .create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/default"))}))
-        .await;
-    let event = with(
-        channel("CHANNEL_ANSWER", D, "u-9"),
-        json!({"Caller-Caller-ID-Name": "Zoë \"Z\"\n"}),
-    );
+    let default = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/default"))})).await;
+    let event = with(channel("CHANNEL_ANSWER", D, "u-9"), json!({"Caller-Caller-ID-Name": "Zoë \"Z\"\n"}));
 
     let test = |id: &str, ev: Value| {
         let path = format!("/api/v2/hooks/{id}/test?domain={D}");
@@ -626,10 +447,7 @@ async fn dry_run_renders_the_bytes_that_are_sent(b: Backend) {
     assert_eq!(dry["request"]["body"].as_str().unwrap().as_bytes(), &sent.body[..]);
     assert_eq!(dry["request"]["url"], r.url("/raw"));
     assert_eq!(dry["request"]["method"], "POST");
-    assert_eq!(
-        dry["request"]["headers"],
-        json!([["content-type", "application/json"], ["x-call", "u-9"]])
-    );
+    assert_eq!(dry["request"]["headers"], json!([["content-type", "application/json"], ["x-call", "u-9"]]));
     assert_eq!(sent.header("x-call"), Some("u-9"));
     // The default body differs only in its delivery id.
     let sent_default = r.wait_for("/default", 1, WAIT).await[0].json();
@@ -645,15 +463,9 @@ async fn dry_run_renders_the_bytes_that_are_sent(b: Backend) {
         json!({"header": "Call-Direction", "operation": "==", "value": "inbound", "actual": "outbound"})
     );
     let (_, v) = test(&raw, with(event.clone(), json!({"variable_domain_name": "other.com"}))).await;
-    assert_eq!(
-        v["data"]["reason"],
-        "the event's domain is \"other.com\", the hook's is \"demo.example.com\""
-    );
+    assert_eq!(v["data"]["reason"], "the event's domain is \"other.com\", the hook's is \"demo.example.com\"");
     let (_, v) = test(&raw, with(event.clone(), json!({"Event-Name": "CHANNEL_CREATE"}))).await;
-    assert_eq!(
-        v["data"]["reason"],
-        "the event is \"CHANNEL_CREATE\", the hook listens to \"CHANNEL_ANSWER\""
-    );
+    assert_eq!(v["data"]["reason"], "the event is \"CHANNEL_CREATE\", the hook listens to \"CHANNEL_ANSWER\"");
     let (status, _) = test(&raw, json!([1])).await;
     assert_eq!(status, 400);
     let (status, _) = test("598035b7a7ec15000c40926e", event.clone()).await;
@@ -665,9 +477,7 @@ async fn dry_run_renders_the_bytes_that_are_sent(b: Backend) {
 async fn ingest_is_domain_scoped_and_all_or_nothing(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
-    let id = s
-        .create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))}))
-        .await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
     let admin = s.token(Role::Admin, D).await;
     let user = s.token(Role::User, D).await;
     let post = |token: String, body: Value| {
@@ -683,15 +493,10 @@ async fn ingest_is_domain_scoped_and_all_or_nothing(b: Backend) {
     let (status, _) = post(user, own.clone()).await;
     assert_eq!(status, 403);
     let (status, v) = post(admin.clone(), json!([own.clone(), 5])).await;
-    assert_eq!(
-        (status, &v["info"]),
-        (400, &json!("Bad request: event 1 is not a JSON object"))
-    );
+    assert_eq!((status, &v["info"]), (400, &json!("Bad request: event 1 is not a JSON object")));
     let (status, _) = post(admin.clone(), json!("CHANNEL_ANSWER")).await;
     assert_eq!(status, 400);
-    let (status, _) = s
-        .call_raw("POST", "/api/v2/events", &admin, b"{\"Event-Name\":".to_vec())
-        .await;
+    let (status, _) = s.call_raw("POST", "/api/v2/events", &admin, b"{\"Event-Name\":".to_vec()).await;
     assert_eq!(status, 400);
     let (status, _) = s.call("POST", "/api/v2/events", None, Some(own.clone())).await;
     assert_eq!(status, 401);
@@ -703,14 +508,9 @@ async fn ingest_is_domain_scoped_and_all_or_nothing(b: Backend) {
     let (status, v) = post(admin.clone(), json!([])).await;
     assert_eq!((status, &v["data"]), (200, &json!({"accepted": 0, "deliveries": 0})));
     // A large batch within 10 MiB is fine.
-    let many: Vec<Value> = (0..2000)
-        .map(|i| channel("CHANNEL_ANSWER", D, &format!("c{i}")))
-        .collect();
+    let many: Vec<Value> = (0..2000).map(|i| channel("CHANNEL_ANSWER", D, &format!("c{i}"))).collect();
     let (status, v) = post(admin, Value::Array(many)).await;
-    assert_eq!(
-        (status, &v["data"]),
-        (200, &json!({"accepted": 2000, "deliveries": 2000}))
-    );
+    assert_eq!((status, &v["data"]), (200, &json!({"accepted": 2000, "deliveries": 2000})));
     r.wait_for("/h", 2002, Duration::from_secs(60)).await;
 }
 
@@ -718,58 +518,30 @@ async fn delivery_log_is_domain_scoped(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
     r.script("/h", [Reply::status(500)]);
-    let id = s
-        .create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))}))
-        .await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
     s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
     let log = s.settled(D, &id, 1).await;
     let delivery = log[0]["id"].as_str().unwrap().to_owned();
     let other = s.token(Role::Admin, "other.com").await;
-    let (status, v) = s
-        .call(
-            "GET",
-            &format!("/api/v2/hooks/{id}/deliveries?domain={D}"),
-            Some(&other),
-            None,
-        )
-        .await;
+    let (status, v) = s.call("GET", &format!("/api/v2/hooks/{id}/deliveries?domain={D}"), Some(&other), None).await;
     assert_eq!((status, &v["data"]), (200, &json!([])));
-    let (status, _) = s
-        .call(
-            "POST",
-            &format!("/api/v2/deliveries/{delivery}/retry?domain={D}"),
-            Some(&other),
-            None,
-        )
-        .await;
+    let (status, _) =
+        s.call("POST", &format!("/api/v2/deliveries/{delivery}/retry?domain={D}"), Some(&other), None).await;
     assert_eq!(status, 404);
     let user = s.token(Role::User, D).await;
-    let (status, _) = s
-        .call("GET", &format!("/api/v2/hooks/{id}/deliveries"), Some(&user), None)
-        .await;
+    let (status, _) = s.call("GET", &format!("/api/v2/hooks/{id}/deliveries"), Some(&user), None).await;
     assert_eq!(status, 403);
-    let (status, _) = s
-        .call(
-            "POST",
-            &format!("/api/v2/deliveries/{delivery}/retry"),
-            Some(&user),
-            None,
-        )
-        .await;
+    let (status, _) = s.call("POST", &format!("/api/v2/deliveries/{delivery}/retry"), Some(&user), None).await;
     assert_eq!(status, 403);
     let own = s.token(Role::Admin, D).await;
-    let (status, v) = s
-        .call("GET", &format!("/api/v2/hooks/{id}/deliveries"), Some(&own), None)
-        .await;
+    let (status, v) = s.call("GET", &format!("/api/v2/hooks/{id}/deliveries"), Some(&own), None).await;
     assert_eq!((status, v["data"].as_array().unwrap().len()), (200, 1));
 }
 
 async fn retention_prunes_finished_deliveries(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
-    let id = s
-        .create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))}))
-        .await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
     s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
     s.settled(D, &id, 1).await;
     let (mut config, dir, pg) = s.stop().await;
@@ -786,21 +558,10 @@ async fn retention_prunes_finished_deliveries(b: Backend) {
 async fn metrics_count_events_and_deliveries(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
-    let id = s
-        .create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))}))
-        .await;
-    s.ingest(json!([channel("CHANNEL_ANSWER", D, "u-1"), {"Event-Name": "CHANNEL_ANSWER"}]))
-        .await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    s.ingest(json!([channel("CHANNEL_ANSWER", D, "u-1"), {"Event-Name": "CHANNEL_ANSWER"}])).await;
     s.settled(D, &id, 1).await;
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for name in [
         "switchhook_events_received_total",
         "switchhook_events_matched_total",

@@ -18,10 +18,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, info: impl Into<String>) -> Self {
-        Self {
-            status,
-            info: info.into(),
-        }
+        Self { status, info: info.into() }
     }
 
     pub fn bad_request(info: impl Into<String>) -> Self {

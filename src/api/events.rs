@@ -25,9 +25,7 @@ pub async fn ingest(State(state): State<ApiState>, caller: Caller, body: Body) -
         }
     }
     let accepted = state.router.accept(&events).await?;
-    Ok(ok(
-        json!({"accepted": accepted.events, "deliveries": accepted.deliveries}),
-    ))
+    Ok(ok(json!({"accepted": accepted.events, "deliveries": accepted.deliveries})))
 }
 
 /// One event object, or an array of them.
@@ -36,9 +34,7 @@ fn events_of(body: Value) -> Result<Vec<Event>, ApiError> {
         Value::Object(map) => return Ok(vec![Event::new(map)]),
         Value::Array(items) => items,
         _ => {
-            return Err(ApiError::bad_request(
-                "Bad request: body must be an event object or an array of them",
-            ));
+            return Err(ApiError::bad_request("Bad request: body must be an event object or an array of them"));
         }
     };
     items
@@ -46,9 +42,7 @@ fn events_of(body: Value) -> Result<Vec<Event>, ApiError> {
         .enumerate()
         .map(|(i, item)| match item {
             Value::Object(map) => Ok(Event::new(map)),
-            _ => Err(ApiError::bad_request(format!(
-                "Bad request: event {i} is not a JSON object"
-            ))),
+            _ => Err(ApiError::bad_request(format!("Bad request: event {i} is not a JSON object"))),
         })
         .collect()
 }

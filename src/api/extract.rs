@@ -90,11 +90,7 @@ impl Caller {
     pub fn scope(&self, perm: Perm, params: &Params) -> Result<String, ApiError> {
         match self.own_domain(perm)? {
             Some(own) => Ok(own.to_owned()),
-            None => params
-                .domain
-                .clone()
-                .filter(|d| !d.trim().is_empty())
-                .ok_or_else(ApiError::domain_required),
+            None => params.domain.clone().filter(|d| !d.trim().is_empty()).ok_or_else(ApiError::domain_required),
         }
     }
 }

@@ -79,10 +79,7 @@ pub async fn update(
     let body = body.json()?;
     let n = match state.store.hook(&domain, &id).await? {
         Some(stored) => {
-            let hook = StoredHook {
-                doc: stored.doc.merged(&body, state.limits)?,
-                id,
-            };
+            let hook = StoredHook { doc: stored.doc.merged(&body, state.limits)?, id };
             let compiled = hook.doc.compile()?;
             let updated = state.store.update_hook(&hook, now_ms()).await?;
             if updated {
@@ -126,15 +123,10 @@ pub async fn test(
     let domain = caller.scope(Perm::Read, &params)?;
     let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
     let Value::Object(headers) = body.json()? else {
-        return Err(ApiError::bad_request(
-            "Bad request: body must be an event (a JSON object)",
-        ));
+        return Err(ApiError::bad_request("Bad request: body must be an event (a JSON object)"));
     };
-    let stored = state
-        .store
-        .hook(&domain, &id)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Hook not found"))?;
+    let stored =
+        state.store.hook(&domain, &id).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Hook not found"))?;
     let hook = stored.doc.compile()?;
     Ok(ok(dry_run(&hook, &Event::new(headers))))
 }
@@ -152,19 +144,11 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Value {
             None => "the event has no domain (variable_domain_name, variable_w_domain, Channel-Presence-ID, variable_presence_id)".to_owned(),
         })
     } else if name.as_deref() != Some(hook.event.as_str()) {
-        Some(format!(
-            "the event is {:?}, the hook listens to {:?}",
-            name.as_deref().unwrap_or(""),
-            hook.event
-        ))
+        Some(format!("the event is {:?}, the hook listens to {:?}", name.as_deref().unwrap_or(""), hook.event))
     } else {
         failed.map(|f| format!("filter on {:?} failed", f.header()))
     };
-    let request = hook.render(
-        event,
-        name.as_deref().unwrap_or(&hook.event),
-        &uuid::Uuid::new_v4().to_string(),
-    );
+    let request = hook.render(event, name.as_deref().unwrap_or(&hook.event), &uuid::Uuid::new_v4().to_string());
     let mut notes = Vec::new();
     if hook.signing_key.is_some() {
         notes.push("webhook-id, webhook-timestamp and webhook-signature are added when it is sent");
@@ -190,11 +174,7 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Value {
 
 /// `columns=_id,action.type,` as dotted paths; empty entries dropped.
 fn columns(raw: &str) -> Vec<Vec<&str>> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(|c| c.split('.').collect())
-        .collect()
+    raw.split(',').map(str::trim).filter(|c| !c.is_empty()).map(|c| c.split('.').collect()).collect()
 }
 
 /// A MongoDB inclusion projection: `_id` always, then the listed paths, in document order.
@@ -215,11 +195,8 @@ fn project_paths(value: &Value, paths: &[Vec<&str>]) -> Value {
     };
     let mut out = Map::new();
     for (key, child) in map {
-        let below: Vec<Vec<&str>> = paths
-            .iter()
-            .filter(|p| p.first() == Some(&key.as_str()))
-            .map(|p| p[1..].to_vec())
-            .collect();
+        let below: Vec<Vec<&str>> =
+            paths.iter().filter(|p| p.first() == Some(&key.as_str())).map(|p| p[1..].to_vec()).collect();
         if below.is_empty() {
             continue;
         }

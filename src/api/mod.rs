@@ -22,6 +22,7 @@ pub use error::ApiError;
 use crate::auth::TokenKeys;
 use crate::hook::Limits;
 use crate::router::Router as EventRouter;
+use crate::sources::Health;
 use crate::store::Store;
 
 /// Largest request body the hook routes accept.
@@ -35,23 +36,19 @@ pub struct ApiState {
     pub limits: Limits,
     /// Hook changes go to its index; ingested events go through it.
     pub router: Arc<EventRouter>,
+    /// Source connection states, for `/health`.
+    pub health: Health,
 }
 
 /// The API as a service: trailing slashes trimmed before routing, so `/api/v2/hooks/` works.
 pub fn service(state: ApiState) -> NormalizePath<Router> {
     let router = Router::new()
         .route("/api/v2/hooks", get(hooks::list).post(hooks::create))
-        .route(
-            "/api/v2/hooks/{id}",
-            get(hooks::item).put(hooks::update).delete(hooks::delete),
-        )
+        .route("/api/v2/hooks/{id}", get(hooks::item).put(hooks::update).delete(hooks::delete))
         .route("/api/v2/hooks/{id}/test", post(hooks::test))
         .route("/api/v2/hooks/{id}/deliveries", get(deliveries::list))
         .route("/api/v2/deliveries/{id}/retry", post(deliveries::retry))
-        .route(
-            "/api/v2/events",
-            post(events::ingest).layer(DefaultBodyLimit::max(events::BODY_LIMIT)),
-        )
+        .route("/api/v2/events", post(events::ingest).layer(DefaultBodyLimit::max(events::BODY_LIMIT)))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -66,7 +63,7 @@ pub fn service(state: ApiState) -> NormalizePath<Router> {
 
 async fn health(State(state): State<ApiState>) -> Response {
     match state.store.ping().await {
-        Ok(()) => error::ok(serde_json::json!({"store": state.store.backend()})),
+        Ok(()) => error::ok(serde_json::json!({"store": state.store.backend(), "sources": state.health.snapshot()})),
         Err(e) => {
             tracing::warn!(error = %e, "health check: store unreachable");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Store unavailable").into_response()
@@ -84,8 +81,5 @@ async fn not_found(uri: Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("Method {method} is not allowed on {}.", uri.path()),
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("Method {method} is not allowed on {}.", uri.path()))
 }

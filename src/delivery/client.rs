@@ -35,10 +35,7 @@ impl AttemptResult {
     }
 
     pub fn failed(error: impl Into<String>) -> Self {
-        AttemptResult {
-            error: Some(error.into()),
-            ..Default::default()
-        }
+        AttemptResult { error: Some(error.into()), ..Default::default() }
     }
 }
 
@@ -89,10 +86,7 @@ impl Client {
                 if let Some(cookie) = &answer.cookie {
                     headers.insert(http::header::COOKIE, header_value(cookie)?);
                 }
-                rendered = hook.render_headers(&WithAuth {
-                    vars: &answer.vars,
-                    event: &event,
-                });
+                rendered = hook.render_headers(&WithAuth { vars: &answer.vars, event: &event });
                 &rendered
             }
             _ => &d.request.headers,
@@ -107,16 +101,11 @@ impl Client {
             let signature = sign::signature(key, &d.id, now_secs, d.request.body.as_bytes());
             headers.insert("webhook-signature", header_value(&signature)?);
         }
-        let mut builder = self
-            .http
-            .request(d.request.method.clone(), &d.request.url)
-            .headers(headers);
+        let mut builder = self.http.request(d.request.method.clone(), &d.request.url).headers(headers);
         if !d.request.body.is_empty() {
             builder = builder.body(d.request.body.clone());
         }
-        builder
-            .build()
-            .map_err(|e| format!("cannot build the request: {}", e.without_url()))
+        builder.build().map_err(|e| format!("cannot build the request: {}", e.without_url()))
     }
 
     async fn send(&self, request: reqwest::Request, timeout_ms: u32) -> AttemptResult {
@@ -147,11 +136,8 @@ impl Client {
 
     /// Runs the auth pre-request and collects its variables.
     async fn authenticate(&self, auth: &CompiledAuth, event: &Event, timeout_ms: u32) -> Result<AuthAnswer, String> {
-        let params: serde_json::Map<String, Value> = auth
-            .map
-            .iter()
-            .map(|(k, t)| (k.clone(), Value::String(t.render(event))))
-            .collect();
+        let params: serde_json::Map<String, Value> =
+            auth.map.iter().map(|(k, t)| (k.clone(), Value::String(t.render(event)))).collect();
         let mut url = auth.url.clone();
         if auth.method == http::Method::GET && !params.is_empty() {
             let mut query = url.query_pairs_mut();
@@ -167,11 +153,8 @@ impl Client {
             builder = builder.json(&params);
         }
         let timeout = Duration::from_millis(u64::from(timeout_ms));
-        let response = builder
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| format!("auth request failed: {}", describe(&e)))?;
+        let response =
+            builder.timeout(timeout).send().await.map_err(|e| format!("auth request failed: {}", describe(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("auth request answered {}", status.as_u16()));
@@ -183,9 +166,8 @@ impl Client {
             }
         }
         let cookie = auth.cookie.then(|| cookie_header(response.headers())).flatten();
-        let body = read_limited(response, RESPONSE_READ_LIMIT)
-            .await
-            .map_err(|e| format!("auth answer: {}", describe(&e)))?;
+        let body =
+            read_limited(response, RESPONSE_READ_LIMIT).await.map_err(|e| format!("auth answer: {}", describe(&e)))?;
         if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) {
             for (key, value) in fields {
                 let text = match value {
@@ -220,11 +202,7 @@ struct WithAuth<'a> {
 impl Lookup for WithAuth<'_> {
     fn resolve(&self, name: &str, path: &[String]) -> Option<Value> {
         if let Some(header) = name.strip_prefix("auth:header:") {
-            return self
-                .vars
-                .get(&format!("auth:header:{}", header.to_ascii_lowercase()))
-                .cloned()
-                .map(Value::String);
+            return self.vars.get(&format!("auth:header:{}", header.to_ascii_lowercase())).cloned().map(Value::String);
         }
         if name.starts_with("auth:") {
             return self.vars.get(name).cloned().map(Value::String);
@@ -257,10 +235,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
@@ -314,10 +289,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(
-            http::header::RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
@@ -326,10 +298,7 @@ mod tests {
     #[test]
     fn cookies_become_one_cookie_header() {
         let mut h = HeaderMap::new();
-        h.append(
-            http::header::SET_COOKIE,
-            HeaderValue::from_static("sid=abc; Path=/; HttpOnly"),
-        );
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("sid=abc; Path=/; HttpOnly"));
         h.append(http::header::SET_COOKIE, HeaderValue::from_static("lang=en"));
         assert_eq!(cookie_header(&h).as_deref(), Some("sid=abc; lang=en"));
         assert_eq!(cookie_header(&HeaderMap::new()), None);
@@ -339,11 +308,7 @@ mod tests {
     fn excerpts_stop_at_1_kib_on_a_char_boundary() {
         let body = "é".repeat(600);
         let e = excerpt(body.as_bytes());
-        assert!(
-            e.len() <= RESPONSE_EXCERPT && e.chars().all(|c| c == 'é'),
-            "{}",
-            e.len()
-        );
+        assert!(e.len() <= RESPONSE_EXCERPT && e.chars().all(|c| c == 'é'), "{}", e.len());
         assert_eq!(excerpt(b"short"), "short");
     }
 }

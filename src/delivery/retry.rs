@@ -67,25 +67,15 @@ pub fn decide(policy: &Policy, attempt: u32, outcome: Outcome, jitter: f64) -> D
 mod tests {
     use super::*;
 
-    const FAIL: Outcome = Outcome::Failure {
-        retry_after: None,
-        gone: false,
-    };
+    const FAIL: Outcome = Outcome::Failure { retry_after: None, gone: false };
 
     fn policy(retries: u32, backoff: Backoff) -> Policy {
-        Policy {
-            retries,
-            delay: Duration::from_secs(10),
-            backoff,
-        }
+        Policy { retries, delay: Duration::from_secs(10), backoff }
     }
 
     #[test]
     fn success_is_delivered_whatever_the_count() {
-        assert_eq!(
-            decide(&policy(0, Backoff::Fixed), 7, Outcome::Success, 0.0),
-            Decision::Delivered
-        );
+        assert_eq!(decide(&policy(0, Backoff::Fixed), 7, Outcome::Success, 0.0), Decision::Delivered);
     }
 
     #[test]
@@ -109,27 +99,10 @@ mod tests {
     #[test]
     fn retry_after_wins_and_410_gives_up() {
         let p = policy(3, Backoff::Fixed);
-        let after = Outcome::Failure {
-            retry_after: Some(Duration::from_secs(2)),
-            gone: false,
-        };
+        let after = Outcome::Failure { retry_after: Some(Duration::from_secs(2)), gone: false };
         assert_eq!(decide(&p, 1, after, 0.0), Decision::RetryIn(Duration::from_secs(2)));
-        let huge = Outcome::Failure {
-            retry_after: Some(Duration::from_secs(10_000_000)),
-            gone: false,
-        };
+        let huge = Outcome::Failure { retry_after: Some(Duration::from_secs(10_000_000)), gone: false };
         assert_eq!(decide(&p, 1, huge, 0.0), Decision::RetryIn(MAX_RETRY_AFTER));
-        assert_eq!(
-            decide(
-                &p,
-                1,
-                Outcome::Failure {
-                    retry_after: None,
-                    gone: true
-                },
-                0.0
-            ),
-            Decision::GiveUp
-        );
+        assert_eq!(decide(&p, 1, Outcome::Failure { retry_after: None, gone: true }, 0.0), Decision::GiveUp);
     }
 }

@@ -93,19 +93,12 @@ impl Dispatcher {
                         if !self.in_flight.lock().expect("in-flight lock").insert(row.id.clone()) {
                             continue;
                         }
-                        let permit = permits
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("semaphore is never closed");
+                        let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
                         let this = self.clone();
                         let records = records.clone();
                         attempts.spawn(async move {
                             let record = this.attempt(row).await;
-                            this.in_flight
-                                .lock()
-                                .expect("in-flight lock")
-                                .remove(&record.delivery_id);
+                            this.in_flight.lock().expect("in-flight lock").remove(&record.delivery_id);
                             let _ = records.send(record).await;
                             drop(permit);
                         });
@@ -146,9 +139,7 @@ impl Dispatcher {
 
     fn hook_permits(&self, hook_id: &str) -> Arc<Semaphore> {
         let mut map = self.per_hook.lock().expect("per-hook lock");
-        map.entry(hook_id.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_hook)))
-            .clone()
+        map.entry(hook_id.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_hook))).clone()
     }
 
     /// One attempt and the record of it.
@@ -156,13 +147,7 @@ impl Dispatcher {
         let n = row.attempts + 1;
         let Some(live) = self.index.get(&row.hook_id) else {
             telemetry::attempt("failed", Duration::ZERO);
-            return record_of(
-                &row,
-                n,
-                AttemptResult::failed("the hook was deleted"),
-                Status::Failed,
-                now_ms(),
-            );
+            return record_of(&row, n, AttemptResult::failed("the hook was deleted"), Status::Failed, now_ms());
         };
         let hook = &live.hook;
         let result = {
@@ -173,10 +158,7 @@ impl Dispatcher {
         let outcome = if result.success() {
             Outcome::Success
         } else {
-            Outcome::Failure {
-                retry_after: result.retry_after,
-                gone: result.status == Some(410),
-            }
+            Outcome::Failure { retry_after: result.retry_after, gone: result.status == Some(410) }
         };
         let policy = Policy {
             retries: hook.retries,

@@ -3,6 +3,8 @@
 //!
 //! Pure code: no I/O.
 
+pub mod routing;
+
 use serde_json::{Map, Value};
 
 use crate::hook::template::{Lookup, walk};
@@ -13,12 +15,8 @@ use crate::hook::template::{Lookup, walk};
 pub struct Event(pub Map<String, Value>);
 
 /// Where an event's domain is read from, first present and non-empty wins.
-pub const DOMAIN_HEADERS: [&str; 4] = [
-    "variable_domain_name",
-    "variable_w_domain",
-    "Channel-Presence-ID",
-    "variable_presence_id",
-];
+pub const DOMAIN_HEADERS: [&str; 4] =
+    ["variable_domain_name", "variable_w_domain", "Channel-Presence-ID", "variable_presence_id"];
 
 impl Event {
     pub fn new(headers: Map<String, Value>) -> Self {
@@ -112,17 +110,9 @@ mod tests {
 
     #[test]
     fn event_name_appends_the_subclass() {
-        assert_eq!(
-            event(json!({"Event-Name": "CHANNEL_ANSWER"}))
-                .hook_event_name()
-                .as_deref(),
-            Some("CHANNEL_ANSWER")
-        );
+        assert_eq!(event(json!({"Event-Name": "CHANNEL_ANSWER"})).hook_event_name().as_deref(), Some("CHANNEL_ANSWER"));
         let custom = event(json!({"Event-Name": "CUSTOM", "Event-Subclass": "engine::dialer_member_end"}));
-        assert_eq!(
-            custom.hook_event_name().as_deref(),
-            Some("CUSTOM->engine::dialer_member_end")
-        );
+        assert_eq!(custom.hook_event_name().as_deref(), Some("CUSTOM->engine::dialer_member_end"));
         assert_eq!(event(json!({"Event-Subclass": "x"})).hook_event_name(), None);
     }
 

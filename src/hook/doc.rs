@@ -36,10 +36,7 @@ pub enum DocError {
 }
 
 fn bad(field: impl Into<String>, problem: impl Into<String>) -> DocError {
-    DocError::Field {
-        field: field.into(),
-        problem: problem.into(),
-    }
+    DocError::Field { field: field.into(), problem: problem.into() }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,16 +197,9 @@ fn check_required(map: &Map<String, Value>) -> Result<(), DocError> {
         Some(Value::String(s)) if s.trim().is_empty() => return Err(DocError::EventRequired),
         _ => {}
     }
-    let has = |key: &str| {
-        map.get("action")
-            .and_then(|a| a.get(key))
-            .is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
-    };
-    if ["type", "method", "url"].iter().all(|k| has(k)) {
-        Ok(())
-    } else {
-        Err(DocError::ActionRequired)
-    }
+    let has =
+        |key: &str| map.get("action").and_then(|a| a.get(key)).is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
+    if ["type", "method", "url"].iter().all(|k| has(k)) { Ok(()) } else { Err(DocError::ActionRequired) }
 }
 
 fn present<'m>(map: &'m Map<String, Value>, key: &str) -> Option<&'m Value> {
@@ -238,9 +228,9 @@ fn integer(map: &Map<String, Value>, key: &str, min: u32, max: u32) -> Result<Op
         return Ok(None);
     };
     let n = match value {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => {
+            n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+        }
         Value::String(s) => s.trim().parse::<u64>().ok(),
         _ => None,
     };
@@ -301,11 +291,7 @@ fn action(map: &Map<String, Value>) -> Result<Action, DocError> {
     }
     let url = field("url")?;
     http_url(&url, "action.url")?;
-    Ok(Action {
-        kind,
-        method: method(&field("method")?, "action.method")?,
-        url,
-    })
+    Ok(Action { kind, method: method(&field("method")?, "action.method")?, url })
 }
 
 fn fields(map: &Map<String, Value>) -> Result<Vec<String>, DocError> {
@@ -329,9 +315,7 @@ fn filters(map: &Map<String, Value>) -> Result<IndexMap<String, FilterSpec>, Doc
     obj.iter()
         .map(|(header, spec)| {
             let field = format!("filter.{header}");
-            let spec = spec
-                .as_object()
-                .ok_or_else(|| bad(&field, "must be an object with operation and value"))?;
+            let spec = spec.as_object().ok_or_else(|| bad(&field, "must be an object with operation and value"))?;
             let operation = match spec.get("operation") {
                 Some(Value::String(op)) => op.clone(),
                 _ => return Err(bad(format!("{field}.operation"), "is required")),
@@ -406,10 +390,7 @@ pub(crate) fn template(src: &str, syntax: Syntax, field: &str) -> Result<Templat
     if syntax == Syntax::Json {
         let sample = t.render(&super::template::Empty);
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&sample) {
-            return Err(bad(
-                field,
-                format!("must be a JSON template when customBody is true: {e}"),
-            ));
+            return Err(bad(field, format!("must be a JSON template when customBody is true: {e}")));
         }
     }
     Ok(t)

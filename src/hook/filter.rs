@@ -72,38 +72,16 @@ impl Filter {
             _ => return Err(FilterError::BadValue),
         };
         let cond = match operation {
-            "==" | "!=" if text == "null" => Cond::Absent {
-                negate: operation == "!=",
-            },
-            "==" | "!=" => Cond::Equal {
-                value: Scalar::new(text),
-                negate: operation == "!=",
-            },
-            "<" => Cond::Order {
-                value: Scalar::new(text),
-                accept: Ordering::is_lt,
-            },
-            ">" => Cond::Order {
-                value: Scalar::new(text),
-                accept: Ordering::is_gt,
-            },
-            "<=" => Cond::Order {
-                value: Scalar::new(text),
-                accept: Ordering::is_le,
-            },
-            ">=" => Cond::Order {
-                value: Scalar::new(text),
-                accept: Ordering::is_ge,
-            },
+            "==" | "!=" if text == "null" => Cond::Absent { negate: operation == "!=" },
+            "==" | "!=" => Cond::Equal { value: Scalar::new(text), negate: operation == "!=" },
+            "<" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_lt },
+            ">" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_gt },
+            "<=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_le },
+            ">=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_ge },
             "reg" => Cond::Regex(compile_regex(&text)?),
             other => return Err(FilterError::UnknownOperation(other.to_owned())),
         };
-        Ok(Self {
-            header: header.to_owned(),
-            operation: operation.to_owned(),
-            value: value.clone(),
-            cond,
-        })
+        Ok(Self { header: header.to_owned(), operation: operation.to_owned(), value: value.clone(), cond })
     }
 
     pub fn header(&self) -> &str {
@@ -176,10 +154,7 @@ fn split_regex_literal(src: &str) -> Option<(&str, &str)> {
     let body = src.strip_prefix('/')?;
     let end = body.rfind('/')?;
     let flags = &body[end + 1..];
-    flags
-        .chars()
-        .all(|c| "gimsuy".contains(c))
-        .then_some((&body[..end], flags))
+    flags.chars().all(|c| "gimsuy".contains(c)).then_some((&body[..end], flags))
 }
 
 #[cfg(test)]
@@ -242,13 +217,7 @@ mod tests {
     fn rejects_unknown_operations_bad_regexes_and_values() {
         let err = Filter::compile("h", "~=", &json!("x")).unwrap_err();
         assert_eq!(err, FilterError::UnknownOperation("~=".into()));
-        assert!(matches!(
-            Filter::compile("h", "reg", &json!("/(a/")),
-            Err(FilterError::BadRegex(_))
-        ));
-        assert_eq!(
-            Filter::compile("h", "==", &json!({"a": 1})).unwrap_err(),
-            FilterError::BadValue
-        );
+        assert!(matches!(Filter::compile("h", "reg", &json!("/(a/")), Err(FilterError::BadRegex(_))));
+        assert_eq!(Filter::compile("h", "==", &json!({"a": 1})).unwrap_err(), FilterError::BadValue);
     }
 }

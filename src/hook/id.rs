@@ -39,10 +39,7 @@ mod tests {
 
     #[test]
     fn parse_id_accepts_only_24_hex_digits() {
-        assert_eq!(
-            parse_id("598035B7A7EC15000C40926E").as_deref(),
-            Some("598035b7a7ec15000c40926e")
-        );
+        assert_eq!(parse_id("598035B7A7EC15000C40926E").as_deref(), Some("598035b7a7ec15000c40926e"));
         assert_eq!(parse_id("598035b7a7ec15000c40926"), None);
         assert_eq!(parse_id("598035b7a7ec15000c40926g"), None);
         assert_eq!(parse_id("x"), None);

@@ -67,10 +67,8 @@ impl CompiledHook {
             .filter
             .iter()
             .map(|(header, spec)| {
-                Filter::compile(header, &spec.operation, &spec.value).map_err(|e| DocError::Field {
-                    field: format!("filter.{header}"),
-                    problem: e.to_string(),
-                })
+                Filter::compile(header, &spec.operation, &spec.value)
+                    .map_err(|e| DocError::Field { field: format!("filter.{header}"), problem: e.to_string() })
             })
             .collect::<Result<_, _>>()?;
         let body = if doc.custom_body {
@@ -117,10 +115,7 @@ impl CompiledHook {
                 .as_deref()
                 .map(signing_key)
                 .transpose()
-                .map_err(|problem| DocError::Field {
-                    field: "secret".into(),
-                    problem,
-                })?,
+                .map_err(|problem| DocError::Field { field: "secret".into(), problem })?,
         })
     }
 }

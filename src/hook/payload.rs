@@ -44,24 +44,12 @@ impl CompiledHook {
                 if self.method == Method::GET {
                     (with_query(&self.url, &data), String::new())
                 } else {
-                    let body = DefaultBody {
-                        id,
-                        action: event_name,
-                        data: &data,
-                    };
-                    (
-                        self.url.to_string(),
-                        serde_json::to_string(&body).expect("JSON values serialize"),
-                    )
+                    let body = DefaultBody { id, action: event_name, data: &data };
+                    (self.url.to_string(), serde_json::to_string(&body).expect("JSON values serialize"))
                 }
             }
         };
-        Request {
-            method: self.method.clone(),
-            url,
-            headers: self.render_headers(event),
-            body,
-        }
+        Request { method: self.method.clone(), url, headers: self.render_headers(event), body }
     }
 
     /// The hook's headers rendered over `vars`, after a JSON content type when the request
@@ -87,10 +75,7 @@ impl CompiledHook {
         let picked: Map<String, Value> = if self.fields.is_empty() {
             event.0.clone()
         } else {
-            self.fields
-                .iter()
-                .filter_map(|f| Some((f.clone(), event.get(f)?.clone())))
-                .collect()
+            self.fields.iter().filter_map(|f| Some((f.clone(), event.get(f)?.clone()))).collect()
         };
         Cow::Owned(
             picked
@@ -124,10 +109,7 @@ fn with_query(url: &url::Url, data: &Map<String, Value>) -> String {
 /// able to inject a header, so those become spaces.
 fn header_safe(value: String) -> String {
     if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
-        value
-            .chars()
-            .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
-            .collect()
+        value.chars().map(|c| if c.is_control() && c != '\t' { ' ' } else { c }).collect()
     } else {
         value
     }
@@ -144,10 +126,7 @@ mod tests {
         for (k, v) in patch.as_object().unwrap() {
             body[k] = v.clone();
         }
-        HookDoc::from_body(&body, "d.com", Limits { max_retries: 10 })
-            .unwrap()
-            .compile()
-            .unwrap()
+        HookDoc::from_body(&body, "d.com", Limits { max_retries: 10 }).unwrap().compile().unwrap()
     }
 
     fn event() -> Event {
@@ -167,10 +146,7 @@ mod tests {
         assert_eq!(body["id"], "id-1");
         assert_eq!(body["action"], "CHANNEL_ANSWER");
         assert_eq!(body["data"], Value::Object(event().0));
-        assert!(
-            r.body
-                .starts_with(r#"{"id":"id-1","action":"CHANNEL_ANSWER","data":{"Event-Name""#)
-        );
+        assert!(r.body.starts_with(r#"{"id":"id-1","action":"CHANNEL_ANSWER","data":{"Event-Name""#));
         assert_eq!(r.headers, [("content-type".to_owned(), "application/json".to_owned())]);
         assert_eq!(r.url, "http://r.example/h?k=1");
     }
@@ -188,10 +164,8 @@ mod tests {
 
     #[test]
     fn get_puts_data_in_the_query() {
-        let hook = compile(
-            json!({"action": {"type": "web", "method": "get", "url": "http://r.example/h?k=1"},
-            "fields": ["Unique-ID", "currentProbe"]}),
-        );
+        let hook = compile(json!({"action": {"type": "web", "method": "get", "url": "http://r.example/h?k=1"},
+            "fields": ["Unique-ID", "currentProbe"]}));
         let r = hook.render(&event(), "CHANNEL_ANSWER", "i");
         assert_eq!(
             (r.method, r.url.as_str(), r.body.as_str()),

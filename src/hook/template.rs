@@ -220,11 +220,8 @@ mod tests {
 
     #[test]
     fn json_escapes_values_inside_strings() {
-        let out = render(
-            r#"{"name": "${name}", "n": ${n}}"#,
-            Syntax::Json,
-            json!({"name": "Jo \"JJ\"\nSmith", "n": "12"}),
-        );
+        let out =
+            render(r#"{"name": "${name}", "n": ${n}}"#, Syntax::Json, json!({"name": "Jo \"JJ\"\nSmith", "n": "12"}));
         assert_eq!(out, r#"{"name": "Jo \"JJ\"\nSmith", "n": 12}"#);
         let parsed: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed["name"], "Jo \"JJ\"\nSmith");
@@ -232,11 +229,7 @@ mod tests {
 
     #[test]
     fn json_quotes_text_and_nulls_missing_outside_strings() {
-        let out = render(
-            r#"{"a": ${a}, "b": ${b}, "c": ${c}}"#,
-            Syntax::Json,
-            json!({"a": "x y", "c": true}),
-        );
+        let out = render(r#"{"a": ${a}, "b": ${b}, "c": ${c}}"#, Syntax::Json, json!({"a": "x y", "c": true}));
         assert_eq!(out, r#"{"a": "x y", "b": null, "c": true}"#);
     }
 
@@ -255,14 +248,8 @@ mod tests {
 
     #[test]
     fn reports_unclosed_and_empty_placeholders() {
-        assert_eq!(
-            Template::parse("ab${x", Syntax::Text),
-            Err(TemplateError::Unclosed { offset: 2 })
-        );
-        assert_eq!(
-            Template::parse("${a}${ }", Syntax::Text),
-            Err(TemplateError::Empty { offset: 4 })
-        );
+        assert_eq!(Template::parse("ab${x", Syntax::Text), Err(TemplateError::Unclosed { offset: 2 }));
+        assert_eq!(Template::parse("${a}${ }", Syntax::Text), Err(TemplateError::Empty { offset: 4 }));
     }
 
     #[test]

@@ -193,6 +193,10 @@ pub trait Store: Send + Sync + 'static {
     /// stored one is returned (so concurrent first starts agree).
     async fn token_secret(&self, candidate: &str) -> Result<String>;
 
+    /// A setting the service keeps for itself.
+    async fn meta(&self, key: &str) -> Result<Option<String>>;
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+
     async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Marks a token revoked; false when no such token exists.

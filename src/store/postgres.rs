@@ -25,11 +25,8 @@ impl Dialect for Postgres {
 
 pub async fn open(url: &str) -> Result<SqlStore<Postgres>> {
     let options = PgConnectOptions::from_str(url)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await?;
+    let pool =
+        PgPoolOptions::new().max_connections(10).acquire_timeout(Duration::from_secs(5)).connect_with(options).await?;
     let store = SqlStore { pool };
     store.migrate().await?;
     Ok(store)

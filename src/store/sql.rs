@@ -57,13 +57,7 @@ where
             .iter()
             .enumerate()
             .map(|(i, (name, sql))| {
-                Migration::new(
-                    i as i64 + 1,
-                    (*name).into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
+                Migration::new(i as i64 + 1, (*name).into(), MigrationType::Simple, sql.into_sql_str(), false)
             })
             .collect();
         Migrator::with_migrations(migrations).run(&self.pool).await?;
@@ -72,10 +66,7 @@ where
 }
 
 fn role_of(id: &str, role: String) -> Result<Role> {
-    Role::parse(&role).ok_or_else(|| StoreError::CorruptToken {
-        id: id.to_owned(),
-        role,
-    })
+    Role::parse(&role).ok_or_else(|| StoreError::CorruptToken { id: id.to_owned(), role })
 }
 
 fn hook_of(id: String, doc: &str) -> Result<StoredHook> {
@@ -86,10 +77,7 @@ fn hook_of(id: String, doc: &str) -> Result<StoredHook> {
 }
 
 fn corrupt(id: &str, problem: impl ToString) -> StoreError {
-    StoreError::CorruptDelivery {
-        id: id.to_owned(),
-        problem: problem.to_string(),
-    }
+    StoreError::CorruptDelivery { id: id.to_owned(), problem: problem.to_string() }
 }
 
 fn count(n: i64) -> u32 {
@@ -136,10 +124,25 @@ where
             .bind(candidate.to_owned())
             .execute(&self.pool)
             .await?;
-        let row = sqlx::query("SELECT value FROM meta WHERE key = 'token_secret'")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'token_secret'").fetch_one(&self.pool).await?;
         Ok(row.try_get(0)?)
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
+            .bind(key.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
+            .bind(key.to_owned())
+            .bind(value.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
@@ -207,9 +210,7 @@ where
                 .bind(i64::try_from(offset).unwrap_or(i64::MAX))
                 .fetch_all(&self.pool)
                 .await?;
-        rows.into_iter()
-            .map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?))
-            .collect()
+        rows.into_iter().map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?)).collect()
     }
 
     async fn hook(&self, domain: &str, id: &str) -> Result<Option<StoredHook>> {
@@ -218,8 +219,7 @@ where
             .bind(id.to_owned())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?))
-            .transpose()
+        row.map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?)).transpose()
     }
 
     async fn insert_hook(&self, hook: &StoredHook, now_ms: i64) -> Result<()> {
@@ -264,12 +264,8 @@ where
     }
 
     async fn all_hooks(&self) -> Result<Vec<StoredHook>> {
-        let rows = sqlx::query("SELECT id, doc FROM hooks ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter()
-            .map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?))
-            .collect()
+        let rows = sqlx::query("SELECT id, doc FROM hooks ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        rows.into_iter().map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?)).collect()
     }
 
     async fn enqueue(&self, deliveries: &[NewDelivery]) -> Result<()> {
@@ -389,9 +385,7 @@ where
     }
 
     async fn pending_count(&self) -> Result<u64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").fetch_one(&self.pool).await?;
         Ok(row.try_get::<i64, _>(0)?.max(0) as u64)
     }
 

@@ -72,11 +72,7 @@ impl PgDatabase {
             .expect("create test database");
         let mut url = url::Url::parse(admin_url).expect("SWITCHHOOK_TEST_POSTGRES_URL is a URL");
         url.set_path(&format!("/{name}"));
-        PgDatabase {
-            admin_url: admin_url.to_owned(),
-            name,
-            url: url.to_string(),
-        }
+        PgDatabase { admin_url: admin_url.to_owned(), name, url: url.to_string() }
     }
 
     /// Drops the database now, even with the server still connected.
@@ -101,10 +97,7 @@ impl Drop for PgDatabase {
     fn drop(&mut self) {
         let (admin, name) = (self.admin_url.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(PgDatabase::drop_now(&admin, &name));
         })
         .join();
@@ -144,13 +137,19 @@ pub fn config_for(dir: &std::path::Path, database_url: Option<String>) -> Config
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        Self::start_configured(backend, |_| {}).await
+    }
+
+    /// Starts a server on a fresh store, with `configure` applied to its configuration.
+    pub async fn start_configured(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestServer {
         switchhook::app::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let pg = match &backend {
             Backend::Sqlite => None,
             Backend::Postgres(admin) => Some(PgDatabase::create(admin).await),
         };
-        let config = config_for(dir.path(), pg.as_ref().map(|p| p.url.clone()));
+        let mut config = config_for(dir.path(), pg.as_ref().map(|p| p.url.clone()));
+        configure(&mut config);
         Self::start_with(config, dir, pg).await
     }
 
@@ -162,24 +161,10 @@ impl TestServer {
         let task = tokio::spawn(switchhook::app::serve(config.clone(), listener, shutdown.clone()));
         let http = reqwest::Client::new();
         wait_healthy(&http, &base).await;
-        let root = std::fs::read_to_string(dir.path().join("root.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
+        let root = std::fs::read_to_string(dir.path().join("root.token")).unwrap().trim().to_owned();
         let services = Services::open(&config).await.expect("open services");
         let _stop_on_drop = shutdown.clone().drop_guard();
-        TestServer {
-            base,
-            http,
-            config,
-            services,
-            root,
-            shutdown,
-            _stop_on_drop,
-            task: Some(task),
-            pg,
-            dir,
-        }
+        TestServer { base, http, config, services, root, shutdown, _stop_on_drop, task: Some(task), pg, dir }
     }
 
     /// Stops the server and hands back its folder and database for a restart.
@@ -192,11 +177,7 @@ impl TestServer {
     }
 
     pub async fn token(&self, role: Role, domain: &str) -> String {
-        self.services
-            .issue_token(role, Some(domain.into()), Duration::from_secs(3600))
-            .await
-            .unwrap()
-            .1
+        self.services.issue_token(role, Some(domain.into()), Duration::from_secs(3600)).await.unwrap().1
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -221,23 +202,15 @@ impl TestServer {
 
     /// Creates a hook in `domain` as root; returns its id.
     pub async fn create_hook(&self, domain: &str, body: Value) -> String {
-        let (status, v) = self
-            .call(
-                "POST",
-                &format!("/api/v2/hooks?domain={domain}"),
-                Some(&self.root),
-                Some(body),
-            )
-            .await;
+        let (status, v) =
+            self.call("POST", &format!("/api/v2/hooks?domain={domain}"), Some(&self.root), Some(body)).await;
         assert_eq!(status, 200, "create hook: {v}");
         v["data"]["insertedIds"][0].as_str().unwrap().to_owned()
     }
 
     /// Ingests events as root; returns the answer's data.
     pub async fn ingest(&self, events: Value) -> Value {
-        let (status, v) = self
-            .call("POST", "/api/v2/events", Some(&self.root), Some(events))
-            .await;
+        let (status, v) = self.call("POST", "/api/v2/events", Some(&self.root), Some(events)).await;
         assert_eq!(status, 200, "ingest: {v}");
         v["data"].clone()
     }
@@ -258,10 +231,7 @@ impl TestServer {
             if log.len() >= n && log.iter().all(|d| d["status"] != "pending") {
                 return log;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "deliveries never settled: {log:#?}"
-            );
+            assert!(std::time::Instant::now() < deadline, "deliveries never settled: {log:#?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -295,10 +265,7 @@ impl TestServer {
             .expect("request sent");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")),
-        )
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
     }
 }
 

@@ -46,12 +46,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply {
-            status,
-            headers: Vec::new(),
-            body: String::new(),
-            delay: Duration::ZERO,
-        }
+        Reply { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Reply {
@@ -94,9 +89,7 @@ impl Receiver {
     }
 
     pub async fn start_on(port: u16) -> Receiver {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
         let state = shared.clone();
@@ -116,13 +109,7 @@ impl Receiver {
 
     /// Queues answers for requests to `path`, used in order.
     pub fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
-        self.shared
-            .script
-            .lock()
-            .unwrap()
-            .entry(path.to_owned())
-            .or_default()
-            .extend(replies);
+        self.shared.script.lock().unwrap().entry(path.to_owned()).or_default().extend(replies);
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -153,19 +140,8 @@ impl Receiver {
 async fn answer(state: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let target = uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let path = uri.path().to_owned();
-    state.log.lock().unwrap().push(Received {
-        method,
-        target,
-        headers,
-        body,
-        at: Instant::now(),
-    });
-    let reply = state
-        .script
-        .lock()
-        .unwrap()
-        .get_mut(&path)
-        .and_then(VecDeque::pop_front);
+    state.log.lock().unwrap().push(Received { method, target, headers, body, at: Instant::now() });
+    let reply = state.script.lock().unwrap().get_mut(&path).and_then(VecDeque::pop_front);
     let reply = reply.unwrap_or_else(|| Reply::status(200).body("ok"));
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

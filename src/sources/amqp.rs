@@ -1,0 +1,306 @@
+//! RabbitMQ source: consumes FreeSWITCH mod_amqp events (and the contact-center engine's own)
+//! from a durable queue bound with one key per hook event, and acknowledges a message only
+//! after its deliveries are committed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqprs::channel::{
+    BasicAckArguments, BasicConsumeArguments, BasicQosArguments, BasicRejectArguments, Channel,
+    ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments, QueueUnbindArguments,
+};
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use tokio_util::sync::CancellationToken;
+
+use super::Health;
+use crate::event::{Event, routing};
+use crate::router::Router;
+use crate::store::Store;
+use crate::telemetry;
+
+/// Messages committed together, at most.
+const BATCH: usize = 512;
+const NAME: &str = "amqp";
+
+/// One exchange to consume from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub name: String,
+    /// Exchange type, declared if the exchange does not exist yet (`topic`).
+    pub kind: String,
+    /// How publishers build routing keys on this exchange (mod_amqp `format_fields`).
+    pub format_fields: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub url: String,
+    /// The durable queue all nodes consume from.
+    pub queue: String,
+    /// Unacknowledged messages the broker may send ahead.
+    pub prefetch: u16,
+    pub exchanges: Vec<Exchange>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AmqpError {
+    #[error("{context}: {source}")]
+    Broker {
+        context: &'static str,
+        #[source]
+        source: amqprs::error::Error,
+    },
+    #[error("the broker closed the connection")]
+    Closed,
+    #[error("{0}")]
+    Url(String),
+}
+
+trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, AmqpError>;
+}
+
+impl<T> Context<T> for Result<T, amqprs::error::Error> {
+    fn context(self, context: &'static str) -> Result<T, AmqpError> {
+        self.map_err(|source| AmqpError::Broker { context, source })
+    }
+}
+
+pub struct AmqpSource {
+    pub settings: Settings,
+    pub router: Arc<Router>,
+    pub store: Arc<dyn Store>,
+    pub health: Health,
+}
+
+impl AmqpSource {
+    /// Consumes until `shutdown`, reconnecting with backoff (capped at 30 s) when the broker
+    /// goes away.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.session(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "RabbitMQ source: reconnecting in {}s", backoff.as_secs());
+                    self.health.down(NAME, e.to_string());
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn session(&self, shutdown: &CancellationToken) -> Result<(), AmqpError> {
+        let args = connection_args(&self.settings.url).map_err(AmqpError::Url)?;
+        let conn = Connection::open(&args).await.context("cannot connect")?;
+        for exchange in &self.settings.exchanges {
+            ensure_exchange(&conn, exchange).await?;
+        }
+        let channel = conn.open_channel(None).await.context("cannot open a channel")?;
+        channel
+            .queue_declare(QueueDeclareArguments::durable_client_named(&self.settings.queue))
+            .await
+            .context("cannot declare the queue")?;
+        channel
+            .basic_qos(BasicQosArguments::new(0, self.settings.prefetch, false))
+            .await
+            .context("cannot set prefetch")?;
+        let mut hooks_changed = self.router.index.subscribe();
+        self.rebind(&channel).await?;
+        let consume = BasicConsumeArguments::new(&self.settings.queue, "").manual_ack(true).finish();
+        let (_tag, mut inbox) = channel.basic_consume_rx(consume).await.context("cannot consume")?;
+        self.health.up(NAME);
+        tracing::info!(queue = %self.settings.queue, "RabbitMQ source consuming");
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                n = inbox.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return Err(AmqpError::Closed);
+                    }
+                    if !self.handle(&channel, &mut batch, shutdown).await? {
+                        return Ok(());
+                    }
+                }
+                changed = hooks_changed.changed() => {
+                    if changed.is_ok() {
+                        self.rebind(&channel).await?;
+                    }
+                }
+                _ = conn.listen_network_io_failure() => return Err(AmqpError::Closed),
+                () = shutdown.cancelled() => {
+                    // Unacknowledged messages go back to the queue when the connection closes.
+                    let _ = conn.close().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Commits a batch of messages, then acknowledges it. Bodies that are not JSON objects are
+    /// rejected (not requeued). Returns false when shutdown interrupted the commit.
+    async fn handle(
+        &self,
+        channel: &Channel,
+        batch: &mut Vec<amqprs::channel::ConsumerMessage>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, AmqpError> {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut last_tag = None;
+        for message in batch.drain(..) {
+            let Some(tag) = message.deliver.as_ref().map(|d| d.delivery_tag()) else {
+                continue;
+            };
+            match Event::from_json(message.content.as_deref().unwrap_or_default()) {
+                Ok(event) => {
+                    events.push(event);
+                    last_tag = Some(tag);
+                }
+                Err(e) => {
+                    telemetry::source_rejected(NAME);
+                    tracing::warn!(error = %e, "RabbitMQ source: rejected a message that is not a JSON object event");
+                    channel.basic_reject(BasicRejectArguments::new(tag, false)).await.context("cannot reject")?;
+                }
+            }
+        }
+        let Some(last_tag) = last_tag else {
+            return Ok(true);
+        };
+        let mut wait = Duration::from_millis(100);
+        while let Err(e) = self.router.accept(&events).await {
+            tracing::warn!(error = %e, "RabbitMQ source: cannot commit events; holding them unacknowledged");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => return Ok(false),
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        channel.basic_ack(BasicAckArguments::new(last_tag, true)).await.context("cannot acknowledge")?;
+        Ok(true)
+    }
+
+    /// Binds the queue to exactly the keys enabled hooks need, on every exchange, and unbinds
+    /// the rest. The bound set is kept in the store, so keys of hooks deleted while this node
+    /// was down are removed too.
+    async fn rebind(&self, channel: &Channel) -> Result<(), AmqpError> {
+        let names = self.router.index.event_names();
+        let wanted: BTreeSet<(String, String)> = self
+            .settings
+            .exchanges
+            .iter()
+            .flat_map(|ex| names.iter().map(|n| (ex.name.clone(), routing::binding_key(n, &ex.format_fields))))
+            .collect();
+        let meta_key = format!("amqp_bindings:{}", self.settings.queue);
+        let stored = self.store.meta(&meta_key).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the recorded AMQP bindings");
+            None
+        });
+        let bound: BTreeSet<(String, String)> = stored.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+        for (exchange, key) in wanted.difference(&bound) {
+            let args = QueueBindArguments::new(&self.settings.queue, exchange, key);
+            channel.queue_bind(args).await.context("cannot bind the queue")?;
+            tracing::info!(%exchange, %key, "bound");
+        }
+        for (exchange, key) in bound.difference(&wanted) {
+            let args = QueueUnbindArguments::new(&self.settings.queue, exchange, key);
+            channel.queue_unbind(args).await.context("cannot unbind the queue")?;
+            tracing::info!(%exchange, %key, "unbound");
+        }
+        if wanted != bound {
+            let text = serde_json::to_string(&wanted).expect("pairs of strings serialize");
+            if let Err(e) = self.store.set_meta(&meta_key, &text).await {
+                tracing::warn!(error = %e, "cannot record the AMQP bindings");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The parts of an AMQP URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub vhost: String,
+}
+
+/// Parses `amqp://user:pass@host:port/vhost`: the parts percent-decoded (`%2f` is `/`), no
+/// path meaning vhost `/`, no credentials meaning guest.
+pub fn parse_uri(uri: &str) -> Result<Uri, String> {
+    let url = url::Url::parse(uri).map_err(|e| format!("not a URL: {e}"))?;
+    if url.scheme() != "amqp" {
+        return Err(format!("scheme {}:// is not supported; use amqp://", url.scheme()));
+    }
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or("the URL has no host")?;
+    Ok(Uri {
+        host: host.to_owned(),
+        port: url.port().unwrap_or(5672),
+        user: match url.username() {
+            "" => "guest".to_owned(),
+            u => percent_decode(u),
+        },
+        password: url.password().map_or_else(|| "guest".to_owned(), percent_decode),
+        vhost: match url.path().strip_prefix('/').unwrap_or_default() {
+            "" => "/".to_owned(),
+            v => percent_decode(v),
+        },
+    })
+}
+
+/// Connection settings for an AMQP URI (see [`parse_uri`]).
+pub fn connection_args(uri: &str) -> Result<OpenConnectionArguments, String> {
+    let u = parse_uri(uri)?;
+    let mut args = OpenConnectionArguments::new(&u.host, u.port, &u.user, &u.password);
+    args.virtual_host(&u.vhost).heartbeat(30);
+    Ok(args)
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Declares the exchange only if it does not exist, so an exchange FreeSWITCH declared with
+/// its own flags is never redeclared (which the broker would refuse).
+async fn ensure_exchange(conn: &Connection, exchange: &Exchange) -> Result<(), AmqpError> {
+    let probe = conn.open_channel(None).await.context("cannot open a channel")?;
+    let passive = ExchangeDeclareArguments::new(&exchange.name, &exchange.kind).passive(true).finish();
+    if probe.exchange_declare(passive).await.is_ok() {
+        let _ = probe.close().await;
+        return Ok(());
+    }
+    // A failed passive declare closed the probe channel.
+    let channel = conn.open_channel(None).await.context("cannot open a channel")?;
+    let declare = ExchangeDeclareArguments::new(&exchange.name, &exchange.kind).durable(true).finish();
+    channel.exchange_declare(declare).await.context("cannot declare the exchange")?;
+    let _ = channel.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_decode_the_vhost_and_default_to_guest() {
+        let u = parse_uri("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.vhost.as_str()), ("127.0.0.1", 5672, "/"));
+        let u = parse_uri("amqp://u%40x:p%2Fw+@h:5673/my%2Fvhost").unwrap();
+        let want =
+            Uri { host: "h".into(), port: 5673, user: "u@x".into(), password: "p/w+".into(), vhost: "my/vhost".into() };
+        assert_eq!(u, want);
+        let u = parse_uri("amqp://h").unwrap();
+        assert_eq!((u.user.as_str(), u.password.as_str(), u.vhost.as_str()), ("guest", "guest", "/"));
+        assert_eq!(parse_uri("amqps://h").unwrap_err(), "scheme amqps:// is not supported; use amqp://");
+        assert!(parse_uri("nonsense").is_err());
+    }
+}

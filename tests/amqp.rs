@@ -1,0 +1,203 @@
+//! The RabbitMQ source against the machine's broker (`SWITCHHOOK_TEST_AMQP_URL`): mod_amqp
+//! shaped messages in, webhooks out; bad messages rejected; nothing lost across restarts.
+
+mod common;
+
+use std::time::Duration;
+
+use amqprs::BasicProperties;
+use amqprs::channel::{BasicPublishArguments, Channel, ExchangeDeleteArguments, QueueDeleteArguments};
+use amqprs::connection::Connection;
+use common::events::{channel, dialer_member_end};
+use common::receiver::Receiver;
+use common::{Backend, TestServer};
+use serde_json::{Value, json};
+use switchhook::event::{Event, routing};
+use switchhook::sources::amqp::{Exchange, Settings};
+
+const D: &str = "amqp.example.com";
+const WEBITEL: &str = "#FreeSWITCH-Hostname,Event-Name,Event-Subclass,Channel-Presence-ID,Channel-Presence-Data";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The broker URL, or `None` (and one line saying so) when the variable is unset.
+fn broker() -> Option<String> {
+    match std::env::var("SWITCHHOOK_TEST_AMQP_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            println!("skipped: SWITCHHOOK_TEST_AMQP_URL is not set");
+            None
+        }
+    }
+}
+
+/// Exchanges and a queue of the test's own, so tests can run side by side.
+struct Topology {
+    url: String,
+    tag: String,
+    conn: Connection,
+    channel: Channel,
+}
+
+impl Topology {
+    async fn new(url: String) -> Topology {
+        let args = switchhook::sources::amqp::connection_args(&url).unwrap();
+        let conn =
+            Connection::open(&args).await.expect("SWITCHHOOK_TEST_AMQP_URL is set but RabbitMQ cannot be reached");
+        let channel = conn.open_channel(None).await.unwrap();
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        Topology { url, tag, conn, channel }
+    }
+
+    fn fs_exchange(&self) -> String {
+        format!("TAP.Events.{}", self.tag)
+    }
+
+    fn engine_exchange(&self) -> String {
+        format!("engine.{}", self.tag)
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            url: self.url.clone(),
+            queue: format!("switchhook.test.{}", self.tag),
+            prefetch: 100,
+            exchanges: vec![
+                Exchange {
+                    name: self.fs_exchange(),
+                    kind: "topic".into(),
+                    format_fields: routing::fields(routing::DEFAULT_FORMAT),
+                },
+                Exchange {
+                    name: self.engine_exchange(),
+                    kind: "topic".into(),
+                    format_fields: routing::fields(WEBITEL),
+                },
+            ],
+        }
+    }
+
+    /// Publishes like mod_amqp: the event as JSON, the key from format_fields.
+    async fn publish_fs(&self, event: &Value) {
+        let key = routing::routing_key(
+            &Event::new(event.as_object().unwrap().clone()),
+            &routing::fields(routing::DEFAULT_FORMAT),
+        );
+        self.publish(&self.fs_exchange(), &key, event.to_string().into_bytes()).await;
+    }
+
+    async fn publish(&self, exchange: &str, key: &str, body: Vec<u8>) {
+        let props = BasicProperties::default().with_content_type("application/json").finish();
+        self.channel.basic_publish(props, body, BasicPublishArguments::new(exchange, key)).await.unwrap();
+    }
+
+    async fn cleanup(self) {
+        let queue = self.settings().queue;
+        let _ = self.channel.queue_delete(QueueDeleteArguments::new(&queue)).await;
+        for ex in [self.fs_exchange(), self.engine_exchange()] {
+            let _ = self.channel.exchange_delete(ExchangeDeleteArguments::new(&ex)).await;
+        }
+        let _ = self.conn.close().await;
+    }
+}
+
+/// Waits until the source is connected (it binds before it consumes).
+async fn wait_connected(s: &TestServer) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, v) = s.call("GET", "/health", None, None).await;
+        if v["data"]["sources"]["amqp"]["connected"] == true {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "amqp never connected: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn web(url: &str) -> Value {
+    json!({"type": "web", "method": "POST", "url": url})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
+    s.create_hook(D, json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/member"))})).await;
+    wait_connected(&s).await;
+    // Give the source a moment to apply the bindings of hooks created after it connected.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    t.publish_fs(&channel("CHANNEL_ANSWER", D, "a-1")).await;
+    t.publish(&t.fs_exchange(), "FreeSWITCH.fs1.CHANNEL_ANSWER..bad", b"this is not json".to_vec()).await;
+    t.publish(&t.fs_exchange(), "FreeSWITCH.fs1.CHANNEL_ANSWER..arr", b"[1,2]".to_vec()).await;
+    t.publish_fs(&channel("CHANNEL_ANSWER", D, "a-2")).await;
+    t.publish_fs(&channel("CHANNEL_HANGUP", D, "not-bound")).await;
+    let member = dialer_member_end(D);
+    t.publish(&t.engine_exchange(), ".CUSTOM.engine%3A%3Adialer_member_end..", member.to_string().into_bytes()).await;
+
+    let got = r.wait_for("/answer", 2, WAIT).await;
+    let mut ids: Vec<String> = got.iter().map(|q| q.json()["data"]["Unique-ID"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, ["a-1", "a-2"]);
+    let m = r.wait_for("/member", 1, WAIT).await[0].json();
+    assert_eq!(m["data"]["currentProbe"], 2);
+    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchhook_source_rejected_total{source=\"amqp\"} 2"), "{metrics}");
+
+    // A hook added while running adds its binding, and its events start to arrive.
+    s.create_hook(D, json!({"event": "CHANNEL_HANGUP", "action": web(&r.url("/hangup"))})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    t.publish_fs(&channel("CHANNEL_HANGUP", D, "h-1")).await;
+    let got = r.wait_for("/hangup", 1, WAIT).await;
+    assert_eq!(got[0].json()["data"]["Unique-ID"], "h-1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.at("/hangup").len(), 1, "the event published before its binding existed is not delivered");
+
+    s.stop().await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_published_while_stopped_or_unacked_at_a_crash_arrive_after_restart() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    wait_connected(&s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Stopped: messages wait in the durable queue.
+    let (config, dir, pg) = s.stop().await;
+    for i in 0..50 {
+        t.publish_fs(&channel("CHANNEL_ANSWER", D, &format!("stopped-{i}"))).await;
+    }
+    let s = TestServer::start_with(config, dir, pg).await;
+    r.wait_for("/h", 50, WAIT).await;
+
+    // Crash while consuming a burst: whatever was not acknowledged comes back.
+    for i in 0..3000 {
+        t.publish_fs(&channel("CHANNEL_ANSWER", D, &format!("burst-{i}"))).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (config, dir, pg) = s.crash().await;
+    let s = TestServer::start_with(config, dir, pg).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut ids: Vec<String> =
+            r.at("/h").iter().map(|q| q.json()["data"]["Unique-ID"].as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() == 3050 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {} of 3050 distinct events arrived", ids.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.stop().await;
+    t.cleanup().await;
+}
