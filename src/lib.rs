@@ -22,4 +22,5 @@ pub mod auth;
 pub mod config;
 pub mod event;
 pub mod hook;
+pub mod simulate;
 pub mod store;
