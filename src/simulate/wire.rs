@@ -5,6 +5,9 @@
 //! - `switch_url_encode_opt` (src/switch_utils.c) with `SWITCH_URL_UNSAFE` (switch_utils.h):
 //!   a byte is escaped as `%XX` (upper-case hex) when it is below `' '`, above `'~'`, or one of
 //!   `\r\n #%&+:;<=>?@[\]^`{|}"`; everything else, including `! $ ' ( ) * , - . / _ ~`, is kept.
+//!   Since 1.4.16 `switch_url_encode` (what events use) also keeps a `%` followed by two
+//!   upper-case hex digits, taking it for an escape already made (signalwire/freeswitch#85):
+//!   `50%41` goes out as `50%41` and decodes to `50A`. Lossy, but it is what is on the wire.
 //! - `switch_event_serialize` (src/switch_event.c): `Name: <encoded value>\n` per header, an
 //!   empty value written as `_undef_`, then either `\n` or, when the event has a body,
 //!   `Content-Length: <n>\n\n<body>`.
@@ -85,7 +88,7 @@ pub fn plain_body(event: &Event) -> String {
     out
 }
 
-/// `switch_url_encode`: see the module docs for the exact set of kept bytes.
+/// `switch_url_encode`: see the module docs for the exact set of kept bytes and the `%XX` quirk.
 pub fn url_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     push_url_encoded(&mut out, value);
@@ -94,8 +97,14 @@ pub fn url_encode(value: &str) -> String {
 
 fn push_url_encoded(out: &mut String, value: &str) {
     const UNSAFE: &[u8] = b"\r\n #%&+:;<=>?@[\\]^`{|}\"";
-    for &b in value.as_bytes() {
-        if !(b' '..=b'~').contains(&b) || UNSAFE.contains(&b) {
+    const UPPER_HEX: &[u8] = b"0123456789ABCDEF";
+    let bytes = value.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let looks_escaped = b == b'%'
+            && bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|pair| pair.iter().all(|d| UPPER_HEX.contains(d)));
+        if !looks_escaped && (!(b' '..=b'~').contains(&b) || UNSAFE.contains(&b)) {
             push_hex(out, b);
         } else {
             out.push(b as char);
@@ -159,6 +168,8 @@ fn reply_frame(content_type: &str, body: &[u8]) -> Vec<u8> {
 /// mod_amqp itself writes the separating `.` only once the key is non-empty, so missing
 /// *leading* headers vanish there instead of leaving empty words; this follows the spec, which
 /// is also what the engine's hand-written keys (`.CUSTOM.engine%3A%3Adialer_member_end..`) do.
+/// mod_amqp also cuts keys at 255 bytes and, with `enable_fallback_format_fields`, reads
+/// `A|B` as "header A, else B"; neither is reproduced here.
 pub fn routing_key(event: &Event, format_fields: &[&str]) -> String {
     let mut key = String::with_capacity(96);
     for (i, field) in format_fields.iter().enumerate() {
@@ -178,6 +189,10 @@ pub fn routing_key(event: &Event, format_fields: &[&str]) -> String {
 }
 
 /// `amqp_util_encode`: `[A-Za-z0-9-~_]` kept, `.` → `%2E`, space → `+`, any other byte `%XX`.
+///
+/// mod_amqp differs in two corners, where this follows SPEC §6: a value that is exactly `#` or
+/// `*` goes out unencoded, and where `char` is signed (x86) bytes ≥ 0x80 get garbled hex
+/// (`é` → `%,3%*9` instead of `%C3%A9`).
 pub fn amqp_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     push_amqp_encoded(&mut out, value);

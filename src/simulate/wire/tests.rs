@@ -40,6 +40,18 @@ fn url_encode_keeps_only_switch_url_safe_bytes() {
     assert_eq!(url_encode("Олена"), "%D0%9E%D0%BB%D0%B5%D0%BD%D0%B0");
 }
 
+/// signalwire/freeswitch#85: `%` + two upper-case hex digits is taken for an existing escape.
+#[test]
+fn url_encode_keeps_what_looks_like_an_escape_as_freeswitch_does() {
+    assert_eq!(url_encode("sip:%2B380@h"), "sip%3A%2B380%40h");
+    assert_eq!(url_encode("50%41"), "50%41");
+    assert_eq!(url_encode("%4a %4G"), "%254a%20%254G");
+    assert_eq!(url_encode("100%"), "100%25");
+    assert_eq!(url_encode("x%A"), "x%25A");
+    assert_eq!(url_encode("%AB"), "%AB");
+    assert_eq!(url_encode("100% Support"), "100%25%20Support");
+}
+
 #[test]
 fn event_plain_is_the_exact_freeswitch_frame() {
     let body = "Event-Name: CUSTOM\n\
