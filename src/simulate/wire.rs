@@ -95,20 +95,41 @@ pub fn url_encode(value: &str) -> String {
     out
 }
 
-fn push_url_encoded(out: &mut String, value: &str) {
+/// Bytes `switch_url_encode` writes as they are: printable ASCII except `SWITCH_URL_UNSAFE`.
+const URL_KEPT: [bool; 256] = {
     const UNSAFE: &[u8] = b"\r\n #%&+:;<=>?@[\\]^`{|}\"";
-    const UPPER_HEX: &[u8] = b"0123456789ABCDEF";
+    let mut kept = [false; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        kept[b as usize] = true;
+        b += 1;
+    }
+    let mut i = 0;
+    while i < UNSAFE.len() {
+        kept[UNSAFE[i] as usize] = false;
+        i += 1;
+    }
+    kept
+};
+
+fn push_url_encoded(out: &mut String, value: &str) {
     let bytes = value.as_bytes();
+    let upper_hex = |d: &u8| d.is_ascii_digit() || (b'A'..=b'F').contains(d);
+    // Kept bytes are copied in runs. A run only holds printable ASCII, so both of its ends are
+    // char boundaries.
+    let mut run = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let looks_escaped = b == b'%'
-            && bytes
-                .get(i + 1..i + 3)
-                .is_some_and(|pair| pair.iter().all(|d| UPPER_HEX.contains(d)));
-        if !looks_escaped && (!(b' '..=b'~').contains(&b) || UNSAFE.contains(&b)) {
+        let looks_escaped = b == b'%' && bytes.get(i + 1..i + 3).is_some_and(|pair| pair.iter().all(upper_hex));
+        if !looks_escaped && !URL_KEPT[usize::from(b)] {
+            if run < i {
+                out.push_str(&value[run..i]);
+            }
             push_hex(out, b);
-        } else {
-            out.push(b as char);
+            run = i + 1;
         }
+    }
+    if run < bytes.len() {
+        out.push_str(&value[run..]);
     }
 }
 

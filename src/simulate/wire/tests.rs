@@ -191,3 +191,21 @@ fn every_simulated_event_encodes_to_a_consistent_frame() {
         assert_eq!(plain.lines().filter(|l| !l.is_empty()).count(), e.0.len());
     }
 }
+
+/// `cargo test --release --lib simulate::wire::tests::encoding_rate -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run in release mode"]
+fn encoding_rate() {
+    use std::time::Instant;
+    let events = Switch::new(1, crate::simulate::calls::domain_names(10)).calls(2000);
+    for (name, encode) in [("plain", event_plain as fn(&Event) -> Vec<u8>), ("json", event_json)] {
+        let started = Instant::now();
+        let bytes: usize = events.iter().map(|e| encode(e).len()).sum();
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "event_{name}: {:.0} events/s, {:.0} bytes/event",
+            events.len() as f64 / secs,
+            bytes as f64 / events.len() as f64
+        );
+    }
+}
