@@ -14,6 +14,7 @@
 //! - [`store`]: the one place with SQL; SQLite and PostgreSQL.
 //! - [`api`]: the REST API and its envelope.
 //! - [`auth`]: tokens, roles and permissions.
+//! - [`simulate`]: a fake FreeSWITCH (call flows, ESL frames, mod_amqp keys) for demos, tests and benches.
 //! - [`config`], [`app`]: configuration and wiring.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod delivery;
 pub mod event;
 pub mod hook;
 pub mod router;
+pub mod simulate;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
