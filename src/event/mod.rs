@@ -3,6 +3,8 @@
 //!
 //! Pure code: no I/O.
 
+pub mod esl;
+
 use serde_json::{Map, Value};
 
 use crate::hook::template::{Lookup, walk};
