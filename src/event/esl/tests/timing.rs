@@ -1,6 +1,8 @@
 //! Parse time per event, in release: `cargo test --release --lib event::esl -- --ignored
 //! --nocapture`.
 
+use serde_json::Value;
+
 use super::*;
 
 /// CPU time of this thread, which a busy 2-core box does not inflate the way it does wall time.
@@ -14,6 +16,8 @@ fn thread_cpu() -> Option<std::time::Duration> {
 #[ignore = "timing; run in release"]
 fn measure_parse_time_per_event() {
     const N: usize = 50_000;
+    // In the same test, not a second one: the harness would run them side by side.
+    measure_event_map_floor();
     for (what, fixture) in [
         ("event-plain", CHANNEL_ANSWER_PLAIN),
         ("event-json", HANGUP_COMPLETE_JSON),
@@ -62,4 +66,36 @@ fn measure_parse_time_per_event() {
             per(reads_wall),
         );
     }
+}
+
+/// What any parser producing an [`Event`] pays for the fixture's headers: two strings and a map
+/// insert each, with the text already split. Tells the parser's own cost from the map's.
+fn measure_event_map_floor() {
+    const N: usize = 50_000;
+    let Frame::Event(event) = only_frame(CHANNEL_ANSWER_PLAIN) else {
+        panic!()
+    };
+    let pairs: Vec<(String, String)> = event
+        .0
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let (wall, cpu) = (std::time::Instant::now(), thread_cpu());
+    for _ in 0..N {
+        let mut map = serde_json::Map::with_capacity(pairs.len());
+        for (name, value) in &pairs {
+            map.insert(name.as_str().to_owned(), Value::String(value.as_str().to_owned()));
+        }
+        std::hint::black_box(Event(map));
+    }
+    let cpu = thread_cpu().zip(cpu).map(|(b, a)| b - a);
+    println!(
+        "map floor for {} headers: {:.2} µs/event wall, {} CPU",
+        pairs.len(),
+        wall.elapsed().as_secs_f64() * 1e6 / N as f64,
+        cpu.map_or("n/a".into(), |d| format!(
+            "{:.2} µs/event",
+            d.as_secs_f64() * 1e6 / N as f64
+        )),
+    );
 }
