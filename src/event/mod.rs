@@ -3,6 +3,7 @@
 //!
 //! Pure code: no I/O.
 
+pub mod esl;
 pub mod routing;
 
 use serde_json::{Map, Value};

@@ -1,0 +1,330 @@
+//! ESL frame parsing: bytes read from FreeSWITCH's event socket in, [`Frame`]s out.
+//!
+//! Pure and incremental: no I/O, no runtime. Reads may split a frame anywhere or carry several
+//! frames; state between calls remembers how far the header scan got, so each byte is looked at a
+//! bounded number of times however the stream is chopped.
+//!
+//! Wire format (mod_event_socket): header lines `Name: value` up to a blank line, then exactly
+//! `Content-Length` bytes of body when that header is present. Outer header values are sent raw.
+//! A `text/event-plain` body is itself a header block (values percent-encoded by
+//! `switch_url_encode`), optionally followed by its own `Content-Length` and the event body.
+
+mod json;
+mod plain;
+#[cfg(test)]
+mod tests;
+
+use memchr::memchr;
+
+use super::Event;
+
+/// A frame (headers and body) larger than this is refused: FreeSWITCH never sends one, so it
+/// means a corrupt stream or the wrong peer, and we must not buffer without bound.
+pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// The greeting: the server wants `auth <password>`.
+    AuthRequest,
+    /// `Reply-Text` of a command's answer: `+OK accepted`, `-ERR invalid`, ...
+    CommandReply {
+        reply: String,
+    },
+    ApiResponse {
+        body: String,
+    },
+    /// `text/event-json` or `text/event-plain`.
+    Event(Event),
+    /// The server is closing the connection; the body says why.
+    DisconnectNotice {
+        body: String,
+    },
+    /// `log/data`, `text/rude-rejection` and anything newer: surfaced so the caller can count
+    /// or log it, body dropped.
+    Other {
+        content_type: String,
+    },
+}
+
+/// Framing errors ([`EslError::is_fatal`]) leave no way to find the next frame: the caller
+/// reconnects. An event body that does not parse costs only its own frame: the decoder steps
+/// over it and the stream goes on, which matters because FreeSWITCH does not replay the events
+/// sent while a client reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum EslError {
+    #[error("ESL frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")]
+    FrameTooLarge { size: u64 },
+    #[error("ESL header line without ':': {line:?}")]
+    BadHeaderLine { line: String },
+    #[error("ESL Content-Length is not a byte count: {value:?}")]
+    BadContentLength { value: String },
+    #[error("text/event-json body is not a JSON object")]
+    BadEventJson(#[source] serde_json::Error),
+    #[error("text/event-plain inner Content-Length is not a byte count: {value:?}")]
+    BadEventContentLength { value: String },
+    #[error("text/event-plain inner Content-Length is {declared} but only {available} bytes follow")]
+    EventBodyTruncated { declared: usize, available: usize },
+}
+
+impl EslError {
+    /// Whether the stream is lost (true) or only the frame with the bad event body (false).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::FrameTooLarge { .. } | Self::BadHeaderLine { .. } | Self::BadContentLength { .. }
+        )
+    }
+}
+
+/// Finds frames at the front of a buffer the caller owns (a `Vec`, a `BytesMut`): the form a
+/// tokio-util `Decoder` wants, with no second copy of the stream.
+///
+/// Contract between calls: `buf` starts where the previous frame ended, i.e. after `Some((_,
+/// used))` the caller drops exactly `used` bytes from the front, and otherwise it only appends.
+/// Breaking it gives wrong frames or errors, never a panic.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    /// Bytes of frames whose event body was rejected, still at the front of the caller's buffer:
+    /// stepped over, and counted into the next frame's `used`.
+    skip: usize,
+    /// Start of the current frame's first header line, past any blank lines before it (seen
+    /// between frames in the wild, and harmless).
+    head_start: usize,
+    /// Start of the header line being scanned.
+    line_start: usize,
+    /// Bytes already searched for `\n`, so a line split across reads is not searched again.
+    scanned: usize,
+    /// Set once the blank line is seen: the headers are parsed once, then we wait for the body.
+    head: Option<Head>,
+}
+
+#[derive(Debug)]
+struct Head {
+    kind: Kind,
+    body_start: usize,
+    body_len: usize,
+}
+
+#[derive(Debug)]
+enum Kind {
+    AuthRequest,
+    CommandReply(String),
+    ApiResponse,
+    EventJson,
+    EventPlain,
+    DisconnectNotice,
+    Other(String),
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next complete frame at the front of `buf` and how many bytes it took, or `None` until
+    /// more bytes arrive. After an error that is not [fatal](EslError::is_fatal), call again.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Frame, usize)>, EslError> {
+        if self.skip + self.scanned > buf.len() {
+            // The caller broke the contract (the buffer shrank): start over rather than slice
+            // out of bounds.
+            *self = Self::default();
+        }
+        let skip = self.skip;
+        let buf = &buf[skip..];
+        let head = match self.head.take() {
+            Some(head) => head,
+            None => match self.scan_head(buf)? {
+                Some(head) => head,
+                None => return Ok(None),
+            },
+        };
+        let end = head.body_start + head.body_len;
+        let Some(body) = buf.get(head.body_start..end) else {
+            self.head = Some(head);
+            return Ok(None);
+        };
+        let built = build(head.kind, body);
+        *self = Self::default();
+        match built {
+            Ok(frame) => Ok(Some((frame, skip + end))),
+            Err(err) => {
+                self.skip = skip + end;
+                Err(err)
+            }
+        }
+    }
+
+    /// Looks for the blank line ending the header block, resuming where the last call stopped;
+    /// parses the block once found.
+    fn scan_head(&mut self, buf: &[u8]) -> Result<Option<Head>, EslError> {
+        // Never search past the limit: garbage without newlines fails at MAX_FRAME bytes instead
+        // of being buffered forever.
+        let limit = buf.len().min(MAX_FRAME);
+        while let Some(i) = memchr(b'\n', &buf[self.scanned..limit]) {
+            let nl = self.scanned + i;
+            self.scanned = nl + 1;
+            let line = &buf[self.line_start..nl];
+            if !line.is_empty() && line != b"\r" {
+                self.line_start = nl + 1;
+            } else if self.line_start == self.head_start {
+                self.head_start = nl + 1;
+                self.line_start = nl + 1;
+            } else {
+                return parse_head(&buf[self.head_start..self.line_start], nl + 1).map(Some);
+            }
+        }
+        self.scanned = limit;
+        if buf.len() > MAX_FRAME {
+            return Err(EslError::FrameTooLarge { size: buf.len() as u64 });
+        }
+        Ok(None)
+    }
+}
+
+/// Owns the buffer as well as the decoder: push what the socket gave, then take frames until
+/// `None`.
+#[derive(Debug, Default)]
+pub struct Parser {
+    buf: Vec<u8>,
+    /// Bytes before this are consumed; dropped lazily so taking a frame never moves the rest.
+    start: usize,
+    decoder: FrameDecoder,
+}
+
+impl Parser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        // Compact only when the consumed prefix is at least as long as what remains, so each
+        // byte is moved at most once on average: no O(n²) on a busy socket.
+        if self.start > 0 && self.start >= self.buf.len() - self.start {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next frame, or `None` until more bytes are pushed. After an error that is not
+    /// [fatal](EslError::is_fatal), call again: the bad frame is gone.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, EslError> {
+        let decoded = self.decoder.decode(&self.buf[self.start..]);
+        // Our buffer, so a rejected frame's bytes can go now rather than with the next frame.
+        let used = match &decoded {
+            Ok(Some((_, used))) => *used,
+            Ok(None) => 0,
+            Err(_) => std::mem::take(&mut self.decoder.skip),
+        };
+        self.start += used;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        decoded.map(|found| found.map(|(frame, _)| frame))
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+/// Parses the outer header block (`block` ends with its last line's `\n`; `body_start` is just
+/// past the blank line).
+fn parse_head(block: &[u8], body_start: usize) -> Result<Head, EslError> {
+    let mut content_type: &[u8] = b"";
+    let mut content_length = None;
+    let mut reply_text: &[u8] = b"";
+    for line in block.split(|&b| b == b'\n') {
+        let line = strip_cr(line);
+        if line.is_empty() {
+            continue;
+        }
+        let (name, value) = split_header(line).ok_or_else(|| bad_line(line))?;
+        // Header names are case-insensitive in FreeSWITCH's own client; the first of a repeated
+        // header wins, as there.
+        if name.eq_ignore_ascii_case(b"Content-Type") && content_type.is_empty() {
+            content_type = value.trim_ascii_end();
+        } else if name.eq_ignore_ascii_case(b"Content-Length") && content_length.is_none() {
+            let length = parse_length(value).ok_or_else(|| EslError::BadContentLength { value: text(value) })?;
+            content_length = Some(length);
+        } else if name.eq_ignore_ascii_case(b"Reply-Text") && reply_text.is_empty() {
+            reply_text = value;
+        }
+    }
+    let body_len = content_length.unwrap_or(0);
+    let size = (body_start as u64).saturating_add(body_len);
+    if size > MAX_FRAME as u64 {
+        return Err(EslError::FrameTooLarge { size });
+    }
+    let kind = match content_type.to_ascii_lowercase().as_slice() {
+        b"auth/request" => Kind::AuthRequest,
+        b"command/reply" => Kind::CommandReply(text(reply_text)),
+        b"api/response" => Kind::ApiResponse,
+        b"text/event-json" => Kind::EventJson,
+        b"text/event-plain" => Kind::EventPlain,
+        b"text/disconnect-notice" => Kind::DisconnectNotice,
+        _ => Kind::Other(text(content_type)),
+    };
+    Ok(Head {
+        kind,
+        body_start,
+        body_len: body_len as usize,
+    })
+}
+
+fn build(kind: Kind, body: &[u8]) -> Result<Frame, EslError> {
+    Ok(match kind {
+        Kind::AuthRequest => Frame::AuthRequest,
+        Kind::CommandReply(reply) => Frame::CommandReply { reply },
+        Kind::ApiResponse => Frame::ApiResponse { body: text(body) },
+        Kind::EventJson => Frame::Event(json::parse(body)?),
+        Kind::EventPlain => Frame::Event(plain::parse(body)?),
+        Kind::DisconnectNotice => Frame::DisconnectNotice { body: text(body) },
+        Kind::Other(content_type) => Frame::Other { content_type },
+    })
+}
+
+/// `Name: value` → (name, value without the spaces after the colon).
+fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = memchr(b':', line)?;
+    let value = &line[colon + 1..];
+    let skip = value.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    Some((&line[..colon], &value[skip..]))
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Digits only (FreeSWITCH writes `%d`); saturates instead of overflowing so a huge number
+/// reports as too large, not as garbage.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))),
+    )
+}
+
+fn bad_line(line: &[u8]) -> EslError {
+    const SHOWN: usize = 120;
+    EslError::BadHeaderLine {
+        line: text(&line[..line.len().min(SHOWN)]),
+    }
+}
+
+/// Text from the wire; invalid UTF-8 is replaced, not refused: a Latin-1 byte in a caller name
+/// must not cost the connection.
+fn text(bytes: &[u8]) -> String {
+    // `from_utf8` first: it is many times faster than `from_utf8_lossy` on valid input.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
