@@ -20,6 +20,7 @@ use crate::delivery::{self, worker, worker::Dispatcher};
 use crate::router::{HookIndex, Router};
 use crate::sources::Health;
 use crate::sources::amqp::AmqpSource;
+use crate::sources::esl::EslSource;
 use crate::store::{self, Store, TokenRecord};
 use crate::telemetry;
 
@@ -144,6 +145,10 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let health = Health::default();
     if let Some(settings) = config.amqp.clone() {
         let source = AmqpSource { settings, router: router.clone(), store: store.clone(), health: health.clone() };
+        tasks.spawn(source.run(shutdown.clone()));
+    }
+    for server in &config.esl {
+        let source = EslSource { server: server.clone(), router: router.clone(), health: health.clone() };
         tasks.spawn(source.run(shutdown.clone()));
     }
 

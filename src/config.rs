@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::event::routing;
 use crate::hook::Limits;
-use crate::sources::amqp;
+use crate::sources::{amqp, esl};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:10022";
 pub const DEFAULT_DATA_DIR: &str = "./switchhook-data";
@@ -32,6 +32,24 @@ pub struct FileConfig {
     pub delivery: DeliveryFile,
     #[serde(default)]
     pub amqp: AmqpFile,
+    #[serde(default)]
+    pub esl: EslFile,
+}
+
+/// The `[esl]` table: FreeSWITCH event sockets to read from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EslFile {
+    #[serde(default)]
+    pub servers: Vec<EslServerFile>,
+}
+
+/// One `[[esl.servers]]` entry; both keys have FreeSWITCH's defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EslServerFile {
+    pub address: Option<String>,
+    pub password: Option<String>,
 }
 
 /// The `[amqp]` table: the RabbitMQ source (mod_amqp).
@@ -90,6 +108,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    /// `password@host:port`, comma-separated.
+    pub esl: Option<String>,
 }
 
 /// The validated configuration.
@@ -106,6 +126,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// The RabbitMQ source; off without a URL.
     pub amqp: Option<amqp::Settings>,
+    /// FreeSWITCH event sockets; none means the ESL source is off.
+    pub esl: Vec<esl::Server>,
 }
 
 impl fmt::Display for Config {
@@ -195,11 +217,39 @@ impl Config {
         };
 
         let amqp = l.amqp(file.amqp);
+        let esl = match &overrides.esl {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .filter_map(|spec| esl::Server::parse(spec).map_err(|e| l.problem("esl", e)).ok())
+                .collect(),
+            None => file
+                .esl
+                .servers
+                .into_iter()
+                .filter_map(|s| {
+                    let address = s.address.unwrap_or_else(|| esl::DEFAULT_ADDR.into());
+                    let password = s.password.unwrap_or_else(|| esl::DEFAULT_PASSWORD.into());
+                    esl::Server::parse(&format!("{password}@{address}")).map_err(|e| l.problem("esl.servers", e)).ok()
+                })
+                .collect(),
+        };
 
         if !l.problems.is_empty() {
             return Err(ConfigError(l.problems));
         }
-        Ok(Config { listen, data_dir, database_url, token_secret, log, limits: Limits { max_retries }, delivery, amqp })
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            token_secret,
+            log,
+            limits: Limits { max_retries },
+            delivery,
+            amqp,
+            esl,
+        })
     }
 }
 
@@ -389,6 +439,22 @@ mod tests {
         );
         let err = build("[amqp]\nurl = \"http://x\"\nprefetch = 0", Overrides::default(), &[]).unwrap_err();
         assert_eq!(err.0.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), ["amqp.url", "amqp.prefetch"]);
+    }
+
+    #[test]
+    fn esl_servers_come_from_the_flag_or_the_file() {
+        assert!(build("", Overrides::default(), &[]).unwrap().esl.is_empty());
+        let o = Overrides { esl: Some("pw@fs1:8021, fs2:8022".into()), ..Default::default() };
+        let c = build("[[esl.servers]]\naddress = \"ignored:1\"", o, &[]).unwrap();
+        let got: Vec<(String, String)> = c.esl.into_iter().map(|s| (s.addr, s.password)).collect();
+        assert_eq!(got, [("fs1:8021".into(), "pw".into()), ("fs2:8022".into(), "ClueCon".into())]);
+        let c =
+            build("[[esl.servers]]\n[[esl.servers]]\naddress = \"fs9:9\"\npassword = \"x\"", Overrides::default(), &[])
+                .unwrap();
+        let got: Vec<(String, String)> = c.esl.into_iter().map(|s| (s.addr, s.password)).collect();
+        assert_eq!(got, [("127.0.0.1:8021".into(), "ClueCon".into()), ("fs9:9".into(), "x".into())]);
+        let err = build("", Overrides { esl: Some("nope".into()), ..Default::default() }, &[]).unwrap_err();
+        assert_eq!(err.0[0].key, "esl");
     }
 
     #[test]

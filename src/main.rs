@@ -33,6 +33,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "SWITCHHOOK_LISTEN")]
         listen: Option<String>,
+        /// FreeSWITCH event sockets to read, comma-separated `password@host:port`.
+        #[arg(long, env = "SWITCHHOOK_ESL")]
+        esl: Option<String>,
     },
     /// Issue, list and revoke access tokens.
     #[command(subcommand)]
@@ -69,11 +72,12 @@ struct CreateToken {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let listen = match &cli.command {
-        Command::Serve { listen } => listen.clone(),
-        _ => None,
+    let (listen, esl) = match &cli.command {
+        Command::Serve { listen, esl } => (listen.clone(), esl.clone()),
+        _ => (None, None),
     };
-    let overrides = Overrides { config: cli.config, listen, data_dir: cli.data_dir, database_url: cli.database_url };
+    let overrides =
+        Overrides { config: cli.config, listen, data_dir: cli.data_dir, database_url: cli.database_url, esl };
     let config = Config::load(&overrides)?;
     let log = if matches!(cli.command, Command::Serve { .. }) { config.log.as_str() } else { "warn" };
     tracing_subscriber::fmt()

@@ -69,10 +69,7 @@ pub enum EslError {
 impl EslError {
     /// Whether the stream is lost (true) or only the frame with the bad event body (false).
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            Self::FrameTooLarge { .. } | Self::BadHeaderLine { .. } | Self::BadContentLength { .. }
-        )
+        matches!(self, Self::FrameTooLarge { .. } | Self::BadHeaderLine { .. } | Self::BadContentLength { .. })
     }
 }
 
@@ -267,11 +264,7 @@ fn parse_head(block: &[u8], body_start: usize) -> Result<Head, EslError> {
         b"text/disconnect-notice" => Kind::DisconnectNotice,
         _ => Kind::Other(text(content_type)),
     };
-    Ok(Head {
-        kind,
-        body_start,
-        body_len: body_len as usize,
-    })
+    Ok(Head { kind, body_start, body_len: body_len as usize })
 }
 
 fn build(kind: Kind, body: &[u8]) -> Result<Frame, EslError> {
@@ -305,18 +298,12 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        digits
-            .iter()
-            .fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))),
-    )
+    Some(digits.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
 }
 
 fn bad_line(line: &[u8]) -> EslError {
     const SHOWN: usize = 120;
-    EslError::BadHeaderLine {
-        line: text(&line[..line.len().min(SHOWN)]),
-    }
+    EslError::BadHeaderLine { line: text(&line[..line.len().min(SHOWN)]) }
 }
 
 /// Text from the wire; invalid UTF-8 is replaced, not refused: a Latin-1 byte in a caller name

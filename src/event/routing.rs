@@ -12,6 +12,11 @@ use super::Event;
 /// mod_amqp's default `format_fields`.
 pub const DEFAULT_FORMAT: &str = "#FreeSWITCH,FreeSWITCH-Hostname,Event-Name,Event-Subclass,Unique-ID";
 
+/// Webitel's `format_fields` (its engine's `FS_ROUTING`): the event name is the second word. The
+/// engine publishes its own events with this shape: `.CUSTOM.engine%3A%3Adialer_member_end..`.
+pub const WEBITEL_FORMAT: &str =
+    "FreeSWITCH-Hostname,Event-Name,Event-Subclass,Channel-Presence-ID,Channel-Presence-Data";
+
 /// The fields of a `format_fields` setting.
 pub fn fields(format: &str) -> Vec<String> {
     format.split(',').map(|f| f.trim().to_owned()).collect()
@@ -33,12 +38,12 @@ pub fn encode_word(value: &str) -> String {
 }
 
 /// The routing key mod_amqp gives `event` under `fields`.
-pub fn routing_key(event: &Event, fields: &[String]) -> String {
+pub fn routing_key(event: &Event, fields: &[impl AsRef<str>]) -> String {
     let words: Vec<String> = fields
         .iter()
-        .map(|field| match field.strip_prefix('#') {
+        .map(|field| match field.as_ref().strip_prefix('#') {
             Some(literal) => literal.to_owned(),
-            None => event.text(field).map(|v| encode_word(&v)).unwrap_or_default(),
+            None => event.text(field.as_ref()).map(|v| encode_word(&v)).unwrap_or_default(),
         })
         .collect();
     words.join(".")

@@ -30,69 +30,19 @@ pub const CALL_EVENTS: [&str; 7] = [
 ];
 
 const PHASES: [(Phase, Origin); 7] = [
-    (
-        Phase::Create,
-        origin(
-            "CHANNEL_CREATE",
-            "switch_core_state_machine.c",
-            "switch_core_session_run",
-            626,
-        ),
-    ),
+    (Phase::Create, origin("CHANNEL_CREATE", "switch_core_state_machine.c", "switch_core_session_run", 626)),
     (
         Phase::Progress,
-        origin(
-            "CHANNEL_PROGRESS",
-            "switch_channel.c",
-            "switch_channel_perform_mark_ring_ready_value",
-            3708,
-        ),
+        origin("CHANNEL_PROGRESS", "switch_channel.c", "switch_channel_perform_mark_ring_ready_value", 3708),
     ),
-    (
-        Phase::Answer,
-        origin(
-            "CHANNEL_ANSWER",
-            "switch_channel.c",
-            "switch_channel_perform_mark_answered",
-            3939,
-        ),
-    ),
-    (
-        Phase::Bridge,
-        origin(
-            "CHANNEL_BRIDGE",
-            "switch_ivr_bridge.c",
-            "switch_ivr_multi_threaded_bridge",
-            1674,
-        ),
-    ),
-    (
-        Phase::Hangup,
-        origin(
-            "CHANNEL_HANGUP",
-            "switch_channel.c",
-            "switch_channel_perform_hangup",
-            3497,
-        ),
-    ),
+    (Phase::Answer, origin("CHANNEL_ANSWER", "switch_channel.c", "switch_channel_perform_mark_answered", 3939)),
+    (Phase::Bridge, origin("CHANNEL_BRIDGE", "switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", 1674)),
+    (Phase::Hangup, origin("CHANNEL_HANGUP", "switch_channel.c", "switch_channel_perform_hangup", 3497)),
     (
         Phase::Complete,
-        origin(
-            "CHANNEL_HANGUP_COMPLETE",
-            "switch_core_state_machine.c",
-            "switch_core_session_reporting_state",
-            951,
-        ),
+        origin("CHANNEL_HANGUP_COMPLETE", "switch_core_state_machine.c", "switch_core_session_reporting_state", 951),
     ),
-    (
-        Phase::Destroy,
-        origin(
-            "CHANNEL_DESTROY",
-            "switch_core_session.c",
-            "switch_core_session_perform_destroy",
-            1741,
-        ),
-    ),
+    (Phase::Destroy, origin("CHANNEL_DESTROY", "switch_core_session.c", "switch_core_session_perform_destroy", 1741)),
 ];
 
 /// `domain-1.example.com` … `domain-<n>.example.com`.
@@ -216,17 +166,11 @@ impl Switch {
 
     fn token(&mut self, len: usize) -> String {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        (0..len)
-            .map(|_| ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char)
-            .collect()
+        (0..len).map(|_| ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char).collect()
     }
 
     fn lan_ip(&mut self) -> String {
-        format!(
-            "192.168.{}.{}",
-            self.rng.random_range(0..=20u8),
-            self.rng.random_range(2..=254u8)
-        )
+        format!("192.168.{}.{}", self.rng.random_range(0..=20u8), self.rng.random_range(2..=254u8))
     }
 
     fn extension(&mut self) -> String {
@@ -243,16 +187,8 @@ impl Switch {
         let number = if registered { self.extension() } else { self.phone() };
         Party {
             name: self.pick(&CALLER_NAMES).to_owned(),
-            ip: if registered {
-                self.lan_ip()
-            } else {
-                format!("203.0.113.{}", self.rng.random_range(2..=254u8))
-            },
-            port: if registered {
-                self.rng.random_range(5060..5100)
-            } else {
-                5060
-            },
+            ip: if registered { self.lan_ip() } else { format!("203.0.113.{}", self.rng.random_range(2..=254u8)) },
+            port: if registered { self.rng.random_range(5060..5100) } else { 5060 },
             user_agent: self.pick(&USER_AGENTS),
             registered,
             number,
@@ -284,13 +220,7 @@ impl Switch {
         let answered = progress + self.rng.random_range(2_000_000..15_000_000);
         let bridged = answered + self.rng.random_range(15_000..25_000);
         let hangup = answered + self.rng.random_range(5_000_000..600_000_000);
-        Times {
-            created,
-            progress,
-            answered,
-            bridged,
-            hangup,
-        }
+        Times { created, progress, answered, bridged, hangup }
     }
 
     fn plan(&mut self, domain: String, caller: Party, dest: String, target: Target, times: Times) -> Call {
@@ -304,11 +234,7 @@ impl Switch {
             bridged: 0,
             hangup: 0,
         };
-        let lost_packets = if self.rng.random_bool(0.8) {
-            0
-        } else {
-            self.rng.random_range(1..200)
-        };
+        let lost_packets = if self.rng.random_bool(0.8) { 0 } else { self.rng.random_range(1..200) };
         let sip_call_id = format!("{}@{}", self.token(24), caller.ip);
         Call {
             domain,
@@ -347,15 +273,7 @@ fn call_events(info: &SwitchInfo, call: &Call) -> Vec<(i64, Event)> {
     let leg = inbound_leg(call);
     let t = &call.times;
     let complete = t.hangup + 12_000;
-    let at = [
-        t.created,
-        t.progress,
-        t.answered,
-        t.bridged,
-        t.hangup,
-        complete,
-        complete + 4_000,
-    ];
+    let at = [t.created, t.progress, t.answered, t.bridged, t.hangup, complete, complete + 4_000];
     PHASES
         .iter()
         .zip(at)
@@ -380,10 +298,7 @@ fn call_events(info: &SwitchInfo, call: &Call) -> Vec<(i64, Event)> {
 fn uuid_v4(rng: &mut impl Rng) -> String {
     let mut bytes = [0u8; 16];
     rng.fill_bytes(&mut bytes);
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
+    uuid::Builder::from_random_bytes(bytes).into_uuid().hyphenated().to_string()
 }
 
 #[cfg(test)]

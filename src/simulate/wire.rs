@@ -32,24 +32,6 @@ pub const REPLY_INVALID: &str = "-ERR invalid";
 /// What mod_event_socket says when it closes an inbound connection after `exit`.
 pub const GOODBYE: &str = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
 
-/// mod_amqp's default `format_fields`.
-pub const DEFAULT_FORMAT_FIELDS: [&str; 5] = [
-    "#FreeSWITCH",
-    "FreeSWITCH-Hostname",
-    "Event-Name",
-    "Event-Subclass",
-    "Unique-ID",
-];
-
-/// Webitel's `format_fields` (its engine's `FS_ROUTING`): the event name is the second word.
-pub const WEBITEL_FORMAT_FIELDS: [&str; 5] = [
-    "FreeSWITCH-Hostname",
-    "Event-Name",
-    "Event-Subclass",
-    "Channel-Presence-ID",
-    "Channel-Presence-Data",
-];
-
 /// The header that stands for the event body (FreeSWITCH's JSON serialization uses it too).
 const BODY: &str = "_body";
 
@@ -180,54 +162,6 @@ fn event_frame(format: &str, body: &[u8]) -> Vec<u8> {
 fn reply_frame(content_type: &str, body: &[u8]) -> Vec<u8> {
     let head = format!("Content-Type: {content_type}\nContent-Length: {}\n\n", body.len());
     [head.as_bytes(), body].concat()
-}
-
-/// The routing key mod_amqp publishes `event` with: `format_fields` joined by `.`; `#text` is
-/// the literal text; a header's value is encoded with [`amqp_encode`]; a missing header gives an
-/// empty word (SPEC §6).
-///
-/// mod_amqp itself writes the separating `.` only once the key is non-empty, so missing
-/// *leading* headers vanish there instead of leaving empty words; this follows the spec, which
-/// is also what the engine's hand-written keys (`.CUSTOM.engine%3A%3Adialer_member_end..`) do.
-/// mod_amqp also cuts keys at 255 bytes and, with `enable_fallback_format_fields`, reads
-/// `A|B` as "header A, else B"; neither is reproduced here.
-pub fn routing_key(event: &Event, format_fields: &[&str]) -> String {
-    let mut key = String::with_capacity(96);
-    for (i, field) in format_fields.iter().enumerate() {
-        if i > 0 {
-            key.push('.');
-        }
-        match field.strip_prefix('#') {
-            Some(literal) => key.push_str(literal),
-            None => {
-                if let Some(value) = event.get(field) {
-                    push_amqp_encoded(&mut key, &text(value));
-                }
-            }
-        }
-    }
-    key
-}
-
-/// `amqp_util_encode`: `[A-Za-z0-9-~_]` kept, `.` → `%2E`, space → `+`, any other byte `%XX`.
-///
-/// mod_amqp differs in two corners, where this follows SPEC §6: a value that is exactly `#` or
-/// `*` goes out unencoded, and where `char` is signed (x86) bytes ≥ 0x80 get garbled hex
-/// (`é` → `%,3%*9` instead of `%C3%A9`).
-pub fn amqp_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    push_amqp_encoded(&mut out, value);
-    out
-}
-
-fn push_amqp_encoded(out: &mut String, value: &str) {
-    for &b in value.as_bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'~' | b'_' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => push_hex(out, b),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the router. They never touch delivery or the API.
 
 pub mod amqp;
+pub mod esl;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

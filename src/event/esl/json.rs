@@ -12,9 +12,7 @@ pub(super) fn parse(body: &[u8]) -> Result<Event, EslError> {
         // cJSON passes a caller name's bytes through unchecked, so invalid UTF-8 is replaced
         // rather than refused. Only tried on failure, which keeps the common path to one pass.
         Err(err) if std::str::from_utf8(body).is_ok() => Err(EslError::BadEventJson(err)),
-        Err(_) => object(String::from_utf8_lossy(body).as_bytes())
-            .map(Event)
-            .map_err(EslError::BadEventJson),
+        Err(_) => object(String::from_utf8_lossy(body).as_bytes()).map(Event).map_err(EslError::BadEventJson),
     }
 }
 

@@ -46,9 +46,8 @@ pub(super) fn parse(raw: &[u8]) -> Result<Event, EslError> {
         };
         let (name, raw_value) = (&line[..colon], line[colon + 1..].trim_start_matches([' ', '\t']));
         if inner_len.is_none() && name.eq_ignore_ascii_case("Content-Length") {
-            let length = parse_length(raw_value.as_bytes()).ok_or_else(|| EslError::BadEventContentLength {
-                value: raw_value.to_owned(),
-            })?;
+            let length = parse_length(raw_value.as_bytes())
+                .ok_or_else(|| EslError::BadEventContentLength { value: raw_value.to_owned() })?;
             inner_len = Some(length);
         }
         map.insert(name.to_owned(), value(raw_value));
@@ -62,10 +61,7 @@ pub(super) fn parse(raw: &[u8]) -> Result<Event, EslError> {
             Cow::Owned(_) => after_lines(raw, lines),
         };
         let declared = usize::try_from(declared).unwrap_or(usize::MAX);
-        let body = rest.get(..declared).ok_or(EslError::EventBodyTruncated {
-            declared,
-            available: rest.len(),
-        })?;
+        let body = rest.get(..declared).ok_or(EslError::EventBodyTruncated { declared, available: rest.len() })?;
         map.insert("_body".to_owned(), Value::String(super::text(body)));
     }
     Ok(Event(map))

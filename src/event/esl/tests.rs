@@ -134,9 +134,7 @@ fn auth_request_and_command_replies() {
 
 #[test]
 fn api_response_body_is_exactly_content_length_bytes() {
-    let Frame::ApiResponse { body } = only_frame(API_STATUS) else {
-        panic!()
-    };
+    let Frame::ApiResponse { body } = only_frame(API_STATUS) else { panic!() };
     assert!(body.starts_with("UP 0 years, 0 days, 2 hours"), "{body}");
     assert!(body.ends_with("Current Stack Size/Max 240K/8192K\n"), "{body}");
     assert_eq!(body.len(), 338);
@@ -147,32 +145,14 @@ fn disconnect_notice_body_follows_its_content_length_and_the_next_frame_still_pa
     let mut stream = DISCONNECT.to_vec();
     stream.extend_from_slice(AUTH_REQUEST);
     let body = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
-    assert_eq!(
-        frames_of(&stream),
-        [Frame::DisconnectNotice { body: body.into() }, Frame::AuthRequest]
-    );
+    assert_eq!(frames_of(&stream), [Frame::DisconnectNotice { body: body.into() }, Frame::AuthRequest]);
 }
 
 #[test]
 fn log_data_and_unknown_content_types_are_other() {
-    assert_eq!(
-        only_frame(LOG_DATA),
-        Frame::Other {
-            content_type: "log/data".into()
-        }
-    );
-    assert_eq!(
-        only_frame(RUDE_REJECTION),
-        Frame::Other {
-            content_type: "text/rude-rejection".into()
-        }
-    );
-    assert_eq!(
-        only_frame(b"X-Foo: bar\n\n"),
-        Frame::Other {
-            content_type: String::new()
-        }
-    );
+    assert_eq!(only_frame(LOG_DATA), Frame::Other { content_type: "log/data".into() });
+    assert_eq!(only_frame(RUDE_REJECTION), Frame::Other { content_type: "text/rude-rejection".into() });
+    assert_eq!(only_frame(b"X-Foo: bar\n\n"), Frame::Other { content_type: String::new() });
 }
 
 #[test]
@@ -191,10 +171,7 @@ fn event_plain_channel_answer_decodes_values_in_wire_order() {
         ("Event-Date-GMT", json!("Mon, 30 Nov 2026 06:19:19 GMT")),
         ("Caller-Caller-ID-Name", json!("José García")),
         ("variable_sip_from_uri", json!("1000@demo.example.com")),
-        (
-            "variable_sip_full_from",
-            json!("\"José García\" <sip:1000@demo.example.com>;tag=a83bc1f2"),
-        ),
+        ("variable_sip_full_from", json!("\"José García\" <sip:1000@demo.example.com>;tag=a83bc1f2")),
         ("variable_sip_h_X-Ticket", json!("a+b=c; d&e?")),
         ("variable_cc_queue_names", json!(["support", "sales"])),
     ];
@@ -202,10 +179,7 @@ fn event_plain_channel_answer_decodes_values_in_wire_order() {
         assert_eq!(event.get(name), Some(&value), "{name}");
     }
     let sdp = event.text("variable_switch_r_sdp").unwrap();
-    assert!(
-        sdp.starts_with("v=0\r\no=Yealink 1234 1234 IN IP4 192.0.2.10\r\n"),
-        "{sdp:?}"
-    );
+    assert!(sdp.starts_with("v=0\r\no=Yealink 1234 1234 IN IP4 192.0.2.10\r\n"), "{sdp:?}");
     assert_eq!(event.hook_event_name().as_deref(), Some("CHANNEL_ANSWER"));
     assert_eq!(event.domain().as_deref(), Some("demo.example.com"));
 }
@@ -215,10 +189,7 @@ fn event_json_hangup_complete_keeps_order_and_types() {
     let event = only_event(HANGUP_COMPLETE_JSON);
     assert_eq!(event.0.len(), 130);
     assert_eq!(event.0.keys().next().map(String::as_str), Some("Event-Name"));
-    assert_eq!(
-        event.0.keys().next_back().map(String::as_str),
-        Some("variable_last_arg")
-    );
+    assert_eq!(event.0.keys().next_back().map(String::as_str), Some("variable_last_arg"));
     assert_eq!(event.get("Event-Name"), Some(&json!("CHANNEL_HANGUP_COMPLETE")));
     assert_eq!(event.get("Hangup-Cause"), Some(&json!("NORMAL_CLEARING")));
     assert_eq!(event.get("variable_billsec"), Some(&json!("148")));
@@ -226,28 +197,16 @@ fn event_json_hangup_complete_keeps_order_and_types() {
     assert_eq!(event.get("variable_cc_queue_names"), Some(&json!(["support", "sales"])));
     assert!(event.text("variable_switch_r_sdp").unwrap().contains("a=ptime:20\r\n"));
 
-    let typed = only_event(&frame(
-        "text/event-json",
-        br#"{"n":7,"ok":true,"none":null,"o":{"a":[1]}}"#,
-    ));
-    assert_eq!(
-        Value::Object(typed.0),
-        json!({"n": 7, "ok": true, "none": null, "o": {"a": [1]}})
-    );
+    let typed = only_event(&frame("text/event-json", br#"{"n":7,"ok":true,"none":null,"o":{"a":[1]}}"#));
+    assert_eq!(Value::Object(typed.0), json!({"n": 7, "ok": true, "none": null, "o": {"a": [1]}}));
 }
 
 #[test]
 fn event_plain_inner_content_length_becomes_body() {
     let event = only_event(CUSTOM_WITH_BODY);
-    assert_eq!(
-        event.hook_event_name().as_deref(),
-        Some("CUSTOM->engine::dialer_member_end")
-    );
+    assert_eq!(event.hook_event_name().as_deref(), Some("CUSTOM->engine::dialer_member_end"));
     assert_eq!(event.get("Content-Length"), Some(&json!("49")));
-    assert_eq!(
-        event.get("_body"),
-        Some(&json!("{\"member_id\":81,\"result\":\"success\",\n\"attempts\":2}"))
-    );
+    assert_eq!(event.get("_body"), Some(&json!("{\"member_id\":81,\"result\":\"success\",\n\"attempts\":2}")));
     assert_eq!(event.0.keys().next_back().map(String::as_str), Some("_body"));
 }
 
@@ -289,42 +248,24 @@ fn event_json_with_invalid_utf8_is_replaced_not_refused() {
 
 #[test]
 fn event_plain_with_invalid_utf8_keeps_its_body_by_byte_count() {
-    let event = only_event(&frame(
-        "text/event-plain",
-        b"Event-Name: CUSTOM\nX-Bad\xff: 1\nContent-Length: 4\n\nJos\xe9",
-    ));
+    let event =
+        only_event(&frame("text/event-plain", b"Event-Name: CUSTOM\nX-Bad\xff: 1\nContent-Length: 4\n\nJos\xe9"));
     assert_eq!(event.get("X-Bad\u{FFFD}"), Some(&json!("1")));
     assert_eq!(event.get("_body"), Some(&json!("Jos\u{FFFD}")));
-    let event = only_event(&frame(
-        "text/event-plain",
-        b"Event-Name: CUSTOM\nContent-Length: 2\n\n\xe9\xe9",
-    ));
+    let event = only_event(&frame("text/event-plain", b"Event-Name: CUSTOM\nContent-Length: 2\n\n\xe9\xe9"));
     assert_eq!(event.get("_body"), Some(&json!("\u{FFFD}\u{FFFD}")));
 }
 
 #[test]
 fn tolerates_crlf_leading_blank_lines_and_header_case() {
-    let reply = Frame::CommandReply {
-        reply: "+OK accepted".into(),
-    };
-    assert_eq!(
-        only_frame(b"Content-Type: command/reply\r\nReply-Text: +OK accepted\r\n\r\n"),
-        reply
-    );
-    assert_eq!(
-        frames_of(b"\n\r\n\nContent-Type: auth/request\n\n"),
-        [Frame::AuthRequest]
-    );
+    let reply = Frame::CommandReply { reply: "+OK accepted".into() };
+    assert_eq!(only_frame(b"Content-Type: command/reply\r\nReply-Text: +OK accepted\r\n\r\n"), reply);
+    assert_eq!(frames_of(b"\n\r\n\nContent-Type: auth/request\n\n"), [Frame::AuthRequest]);
     let event = only_event(b"content-type: TEXT/EVENT-JSON\ncontent-length:  2 \n\n{}");
     assert!(event.0.is_empty());
-    let event = only_event(&frame(
-        "text/event-plain",
-        b"Event-Name: HEARTBEAT\r\nno colon here\r\nUp-Time: 0%20years\r\n\r\n",
-    ));
-    assert_eq!(
-        Value::Object(event.0),
-        json!({"Event-Name": "HEARTBEAT", "Up-Time": "0 years"})
-    );
+    let event =
+        only_event(&frame("text/event-plain", b"Event-Name: HEARTBEAT\r\nno colon here\r\nUp-Time: 0%20years\r\n\r\n"));
+    assert_eq!(Value::Object(event.0), json!({"Event-Name": "HEARTBEAT", "Up-Time": "0 years"}));
 }
 
 #[test]
@@ -358,10 +299,7 @@ fn assert_chopping_is_invisible(stream: &[u8]) {
 fn content_length_over_the_limit_fails_before_the_body_arrives() {
     let head = b"Content-Length: 99999999999\nContent-Type: text/event-plain\n\n";
     let err = error_of(head);
-    assert!(
-        matches!(err, EslError::FrameTooLarge { size } if size == 99_999_999_999 + head.len() as u64),
-        "{err:?}"
-    );
+    assert!(matches!(err, EslError::FrameTooLarge { size } if size == 99_999_999_999 + head.len() as u64), "{err:?}");
     let huge = error_of(b"Content-Length: 123456789012345678901234567890\n\n");
     assert!(matches!(huge, EslError::FrameTooLarge { size: u64::MAX }), "{huge:?}");
 }
@@ -372,44 +310,27 @@ fn a_frame_of_exactly_max_frame_bytes_is_accepted() {
     let n = MAX_FRAME - head(1_000_000).len();
     let mut stream = head(n);
     stream.resize(MAX_FRAME, b'x');
-    let Frame::ApiResponse { body } = only_frame(&stream) else {
-        panic!()
-    };
+    let Frame::ApiResponse { body } = only_frame(&stream) else { panic!() };
     assert_eq!(body.len(), n);
     let err = error_of(&head(n + 1));
-    assert!(
-        matches!(err, EslError::FrameTooLarge { size } if size == MAX_FRAME as u64 + 1),
-        "{err:?}"
-    );
+    assert!(matches!(err, EslError::FrameTooLarge { size } if size == MAX_FRAME as u64 + 1), "{err:?}");
 }
 
 #[test]
 fn bad_content_length_is_named() {
     for value in ["abc", "-5", "0x10", "12abc", ""] {
         let err = error_of(format!("Content-Type: api/response\nContent-Length: {value}\n\n").as_bytes());
-        assert!(
-            matches!(&err, EslError::BadContentLength { value: v } if v == value),
-            "{err:?}"
-        );
+        assert!(matches!(&err, EslError::BadContentLength { value: v } if v == value), "{err:?}");
         assert!(err.to_string().contains("Content-Length"), "{err}");
     }
-    let inner = error_of(&frame(
-        "text/event-plain",
-        b"Event-Name: CUSTOM\nContent-Length: many\n\n",
-    ));
-    assert!(
-        matches!(&inner, EslError::BadEventContentLength { value } if value == "many"),
-        "{inner:?}"
-    );
+    let inner = error_of(&frame("text/event-plain", b"Event-Name: CUSTOM\nContent-Length: many\n\n"));
+    assert!(matches!(&inner, EslError::BadEventContentLength { value } if value == "many"), "{inner:?}");
 }
 
 #[test]
 fn header_line_without_colon_is_an_error() {
     let err = error_of(b"Content-Type command/reply\n\n");
-    assert!(
-        matches!(&err, EslError::BadHeaderLine { line } if line == "Content-Type command/reply"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, EslError::BadHeaderLine { line } if line == "Content-Type command/reply"), "{err:?}");
 }
 
 #[test]
@@ -427,20 +348,8 @@ fn headers_that_never_end_fail_at_max_frame() {
 
 #[test]
 fn event_bodies_that_do_not_fit_are_errors() {
-    let short = error_of(&frame(
-        "text/event-plain",
-        b"Event-Name: CUSTOM\nContent-Length: 50\n\nshort",
-    ));
-    assert!(
-        matches!(
-            short,
-            EslError::EventBodyTruncated {
-                declared: 50,
-                available: 5
-            }
-        ),
-        "{short:?}"
-    );
+    let short = error_of(&frame("text/event-plain", b"Event-Name: CUSTOM\nContent-Length: 50\n\nshort"));
+    assert!(matches!(short, EslError::EventBodyTruncated { declared: 50, available: 5 }), "{short:?}");
     for body in [&b"[1,2]"[..], b"{", b"", b"\"text\""] {
         let err = error_of(&frame("text/event-json", body));
         assert!(matches!(err, EslError::BadEventJson(_)), "{err:?}");
@@ -458,10 +367,7 @@ fn a_bad_event_body_costs_only_its_own_frame() {
         assert!(matches!(err, EslError::BadEventJson(_)) && !err.is_fatal(), "{err:?}");
         assert_eq!(parser.next_frame().unwrap(), Some(only_frame(AUTH_ACCEPTED)));
         let err = parser.next_frame().unwrap_err();
-        assert!(
-            matches!(err, EslError::EventBodyTruncated { .. }) && !err.is_fatal(),
-            "{err:?}"
-        );
+        assert!(matches!(err, EslError::EventBodyTruncated { .. }) && !err.is_fatal(), "{err:?}");
         assert_eq!(parser.next_frame().unwrap(), Some(only_frame(DISCONNECT)));
         assert_eq!(parser.next_frame().unwrap(), None);
         assert_eq!(parser.buffered(), 0);
@@ -475,16 +381,10 @@ fn a_bad_event_body_costs_only_its_own_frame() {
     let mut buf = stream[AUTH_REQUEST.len()..].to_vec();
     assert!(decoder.decode(&buf).is_err());
     let (reply, used) = decoder.decode(&buf).unwrap().unwrap();
-    assert_eq!(
-        (reply, used),
-        (only_frame(AUTH_ACCEPTED), bad_json.len() + AUTH_ACCEPTED.len())
-    );
+    assert_eq!((reply, used), (only_frame(AUTH_ACCEPTED), bad_json.len() + AUTH_ACCEPTED.len()));
     buf.drain(..used);
     assert!(decoder.decode(&buf).is_err());
-    assert_eq!(
-        decoder.decode(&buf).unwrap().map(|(f, _)| f),
-        Some(only_frame(DISCONNECT))
-    );
+    assert_eq!(decoder.decode(&buf).unwrap().map(|(f, _)| f), Some(only_frame(DISCONNECT)));
 }
 
 #[test]
@@ -529,9 +429,5 @@ fn consumed_bytes_are_reclaimed_so_the_buffer_stays_small() {
         }
     }
     assert_eq!(parser.buffered(), 0);
-    assert!(
-        parser.buf.capacity() < 4 * CHANNEL_ANSWER_PLAIN.len(),
-        "{}",
-        parser.buf.capacity()
-    );
+    assert!(parser.buf.capacity() < 4 * CHANNEL_ANSWER_PLAIN.len(), "{}", parser.buf.capacity());
 }

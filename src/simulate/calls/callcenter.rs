@@ -13,13 +13,7 @@ use crate::event::Event;
 const CALLCENTER: &str = "callcenter::info";
 
 const fn cc_origin(function: &'static str, line: u32) -> Origin {
-    Origin {
-        name: "CUSTOM",
-        subclass: Some(CALLCENTER),
-        file: "mod_callcenter.c",
-        function,
-        line,
-    }
+    Origin { name: "CUSTOM", subclass: Some(CALLCENTER), file: "mod_callcenter.c", function, line }
 }
 
 const QUEUE_START: Origin = cc_origin("callcenter_function", 3111);
@@ -70,10 +64,9 @@ impl QueuedCall {
                 Cc::AgentName => out.push(("CC-Agent", self.agent_name.clone())),
                 Cc::AgentState(state) => out.push(("CC-Agent-State", state.to_owned())),
                 Cc::HangupCause => out.push(("CC-Hangup-Cause", self.call.cause.name.to_owned())),
-                Cc::Agent => out.extend([
-                    ("CC-Agent", self.agent_name.clone()),
-                    ("CC-Agent-System", "single_box".to_owned()),
-                ]),
+                Cc::Agent => {
+                    out.extend([("CC-Agent", self.agent_name.clone()), ("CC-Agent-System", "single_box".to_owned())])
+                }
                 Cc::BridgeTimes => out.extend([
                     ("CC-Agent-UUID", self.agent.uuid.clone()),
                     ("CC-Agent-Called-Time", secs(self.offered)),
@@ -114,24 +107,9 @@ impl Switch {
         let q = self.plan_queued_call();
         let (member, agent) = (Some((&q.member, Phase::Answer)), Some((&q.agent, Phase::Answer)));
         let steps: [Step; 7] = [
-            (
-                &QUEUE_START,
-                q.joined,
-                member,
-                &[Queue, Action("member-queue-start"), Member],
-            ),
-            (
-                &AGENT_THREAD,
-                q.offered,
-                member,
-                &[Queue, Action("agent-offering"), Agent, Member],
-            ),
-            (
-                &AGENT_THREAD,
-                q.answered,
-                agent,
-                &[Queue, Action("bridge-agent-start"), Agent, BridgeTimes, Member],
-            ),
+            (&QUEUE_START, q.joined, member, &[Queue, Action("member-queue-start"), Member]),
+            (&AGENT_THREAD, q.offered, member, &[Queue, Action("agent-offering"), Agent, Member]),
+            (&AGENT_THREAD, q.answered, agent, &[Queue, Action("bridge-agent-start"), Agent, BridgeTimes, Member]),
             (
                 &AGENT_UPDATE,
                 q.answered + 1_000,
@@ -142,15 +120,7 @@ impl Switch {
                 &AGENT_THREAD,
                 q.ended,
                 Some((&q.agent, Phase::Hangup)),
-                &[
-                    Queue,
-                    Action("bridge-agent-end"),
-                    HangupCause,
-                    Agent,
-                    BridgeTimes,
-                    Terminated,
-                    Member,
-                ],
+                &[Queue, Action("bridge-agent-end"), HangupCause, Agent, BridgeTimes, Terminated, Member],
             ),
             (
                 &AGENT_THREAD,
@@ -201,17 +171,8 @@ impl Switch {
         let offered = joined + self.rng.random_range(2_000_000..60_000_000);
         let agent_answered = offered + self.rng.random_range(2_000_000..10_000_000);
         let ended = agent_answered + self.rng.random_range(10_000_000..300_000_000);
-        let times = Times {
-            created,
-            progress,
-            answered,
-            bridged: agent_answered,
-            hangup: ended,
-        };
-        let target = Target::Queue {
-            queue: queue.clone(),
-            member_uuid: member_uuid.clone(),
-        };
+        let times = Times { created, progress, answered, bridged: agent_answered, hangup: ended };
+        let target = Target::Queue { queue: queue.clone(), member_uuid: member_uuid.clone() };
         let call = self.plan(domain.clone(), caller, "7000".to_owned(), target, times);
         let agent_ext = self.extension();
         let agent_uuid = self.uuid();
@@ -248,25 +209,11 @@ impl Switch {
             ("session", self.uuid().into()),
             ("endCause", self.pick(&DIALER_END_CAUSES).into()),
             ("agentId", agent.into()),
-            (
-                "variable_crm_id",
-                format!("CRM-{:06}", self.rng.random_range(0..1_000_000u32)).into(),
-            ),
-            (
-                "variable_city",
-                self.pick(&["Kyiv", "Львів", "Odesa", "São Paulo"]).into(),
-            ),
-            (
-                "variable_note",
-                self.pick(&["", "call after 18:00", "prefers \"Mr.\" form"]).into(),
-            ),
+            ("variable_crm_id", format!("CRM-{:06}", self.rng.random_range(0..1_000_000u32)).into()),
+            ("variable_city", self.pick(&["Kyiv", "Львів", "Odesa", "São Paulo"]).into()),
+            ("variable_note", self.pick(&["", "call after 18:00", "prefers \"Mr.\" form"]).into()),
         ];
-        Event(
-            headers
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect(),
-        )
+        Event(headers.into_iter().map(|(name, value)| (name.to_owned(), value)).collect())
     }
 
     /// A MongoDB ObjectId-like id: 4 bytes of (simulated) seconds, then 8 random bytes.
@@ -282,13 +229,7 @@ fn agent_leg(member: &Call, ext: &str, uuid: &str, created: i64, answered: i64, 
     let domain = &member.domain;
     let (ip, port) = ("192.168.10.31", 5066);
     let channel_name = format!("sofia/internal/{ext}@{ip}:{port}");
-    let times = Times {
-        created,
-        progress: created + 150_000,
-        answered,
-        bridged: answered,
-        hangup: ended,
-    };
+    let times = Times { created, progress: created + 150_000, answered, bridged: answered, hangup: ended };
     let caller = Profile {
         direction: "outbound",
         logical_direction: "outbound",
@@ -344,10 +285,7 @@ fn agent_leg(member: &Call, ext: &str, uuid: &str, created: i64, answered: i64, 
         ("variable_channel_name", channel_name.clone()),
         ("variable_sip_destination_url", format!("sip:{ext}@{ip}:{port}")),
         ("variable_max_forwards", "69".into()),
-        (
-            "variable_originator_codec",
-            format!("{}@{}h@20i", codec.name, codec.rate),
-        ),
+        ("variable_originator_codec", format!("{}@{}h@20i", codec.name, codec.rate)),
         ("variable_originator", member.a_uuid.clone()),
         ("variable_cc_queue", queue.into()),
         ("variable_cc_agent", format!("{ext}@{domain}")),
@@ -372,10 +310,6 @@ fn agent_leg(member: &Call, ext: &str, uuid: &str, created: i64, answered: i64, 
     leg.var(Phase::Answer, "variable_read_codec", codec.name);
     leg.var(Phase::Answer, "variable_write_codec", codec.name);
     leg.var(Phase::Hangup, "variable_hangup_cause", member.cause.name);
-    leg.var(
-        Phase::Hangup,
-        "variable_hangup_cause_q850",
-        member.cause.q850.to_string(),
-    );
+    leg.var(Phase::Hangup, "variable_hangup_cause_q850", member.cause.q850.to_string());
     leg
 }

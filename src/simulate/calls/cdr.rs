@@ -39,46 +39,22 @@ pub fn cdr(leg: &mut Leg, c: &Call) {
     leg.var(at, "variable_hold_accum_seconds", "0");
     leg.var(at, "variable_hold_accum_usec", "0");
     leg.var(at, "variable_hold_accum_ms", "0");
-    let last_app = leg
-        .vars
-        .iter()
-        .rev()
-        .find(|(_, n, _)| *n == "variable_current_application");
+    let last_app = leg.vars.iter().rev().find(|(_, n, _)| *n == "variable_current_application");
     let last_app = last_app.map(|(_, _, v)| v.clone()).unwrap_or_default();
-    let last_arg = leg
-        .vars
-        .iter()
-        .rev()
-        .find(|(_, n, _)| *n == "variable_current_application_data");
+    let last_arg = leg.vars.iter().rev().find(|(_, n, _)| *n == "variable_current_application_data");
     let last_arg = last_arg.map(|(_, _, v)| v.clone()).unwrap_or_default();
     leg.var(at, "variable_last_app", last_app);
     leg.var(at, "variable_last_arg", last_arg);
-    leg.var(
-        at,
-        "variable_caller_id",
-        format!("\"{}\" <{}>", c.caller.name, c.caller.number),
-    );
+    leg.var(at, "variable_caller_id", format!("\"{}\" <{}>", c.caller.name, c.caller.number));
     // FreeSWITCH subtracts whole-second epochs for *sec and microseconds for the rest.
     let secs = |from: i64| {
-        if from == 0 {
-            0
-        } else {
-            end / 1_000_000 - from / 1_000_000
-        }
+        if from == 0 { 0 } else { end / 1_000_000 - from / 1_000_000 }
     };
     let since_start = |to: i64| if to == 0 { 0 } else { to - start };
     // (seconds, milliseconds, microseconds) names, FreeSWITCH's own irregular ones.
     let durations = [
-        (
-            ["variable_duration", "variable_mduration", "variable_uduration"],
-            secs(start),
-            end - start,
-        ),
-        (
-            ["variable_billsec", "variable_billmsec", "variable_billusec"],
-            secs(answer),
-            end - answer,
-        ),
+        (["variable_duration", "variable_mduration", "variable_uduration"], secs(start), end - start),
+        (["variable_billsec", "variable_billmsec", "variable_billusec"], secs(answer), end - answer),
         (
             ["variable_progresssec", "variable_progressmsec", "variable_progressusec"],
             progress / 1_000_000 - start / 1_000_000,
@@ -94,24 +70,8 @@ pub fn cdr(leg: &mut Leg, c: &Call) {
             bridge.max(answer) / 1_000_000 - start / 1_000_000,
             since_start(bridge.max(answer)),
         ),
-        (
-            [
-                "variable_progress_mediasec",
-                "variable_progress_mediamsec",
-                "variable_progress_mediausec",
-            ],
-            0,
-            0,
-        ),
-        (
-            [
-                "variable_flow_billsec",
-                "variable_flow_billmsec",
-                "variable_flow_billusec",
-            ],
-            secs(start),
-            end - start,
-        ),
+        (["variable_progress_mediasec", "variable_progress_mediamsec", "variable_progress_mediausec"], 0, 0),
+        (["variable_flow_billsec", "variable_flow_billmsec", "variable_flow_billusec"], secs(start), end - start),
     ];
     for unit in 0..3 {
         for (names, s, us) in &durations {
@@ -133,11 +93,7 @@ fn rtp_stats(leg: &mut Leg, c: &Call, talk_us: i64) {
     // 20 ms packets of 160 payload bytes for every codec offered here.
     let sent = (talk_us.max(0) / 20_000) as u64;
     let received = sent.saturating_sub(c.lost_packets);
-    let loss = if sent == 0 {
-        0.0
-    } else {
-        c.lost_packets as f64 * 100.0 / sent as f64
-    };
+    let loss = if sent == 0 { 0.0 } else { c.lost_packets as f64 * 100.0 / sent as f64 };
     let quality = (100.0 - loss * 4.0).max(60.0);
     let mos = 1.0 + quality * 0.035;
     let stats: [(&'static str, String); 27] = [
@@ -145,23 +101,14 @@ fn rtp_stats(leg: &mut Leg, c: &Call, talk_us: i64) {
         ("variable_rtp_audio_in_media_bytes", (received * 160).to_string()),
         ("variable_rtp_audio_in_packet_count", (received + 4).to_string()),
         ("variable_rtp_audio_in_media_packet_count", received.to_string()),
-        (
-            "variable_rtp_audio_in_skip_packet_count",
-            (c.lost_packets / 2 + 3).to_string(),
-        ),
+        ("variable_rtp_audio_in_skip_packet_count", (c.lost_packets / 2 + 3).to_string()),
         ("variable_rtp_audio_in_jitter_packet_count", "0".into()),
         ("variable_rtp_audio_in_dtmf_packet_count", "0".into()),
         ("variable_rtp_audio_in_cng_packet_count", "0".into()),
         ("variable_rtp_audio_in_flush_packet_count", "0".into()),
         ("variable_rtp_audio_in_largest_jb_size", "0".into()),
-        (
-            "variable_rtp_audio_in_jitter_min_variance",
-            format!("{:.2}", 10.0 + loss),
-        ),
-        (
-            "variable_rtp_audio_in_jitter_max_variance",
-            format!("{:.2}", 380.0 + loss * 90.0),
-        ),
+        ("variable_rtp_audio_in_jitter_min_variance", format!("{:.2}", 10.0 + loss)),
+        ("variable_rtp_audio_in_jitter_max_variance", format!("{:.2}", 380.0 + loss * 90.0)),
         ("variable_rtp_audio_in_jitter_loss_rate", format!("{:.2}", loss / 100.0)),
         ("variable_rtp_audio_in_jitter_burst_rate", "0.00".into()),
         ("variable_rtp_audio_in_mean_interval", "20.00".into()),

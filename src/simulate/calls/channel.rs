@@ -30,13 +30,7 @@ pub struct Origin {
 }
 
 pub const fn origin(name: &'static str, file: &'static str, function: &'static str, line: u32) -> Origin {
-    Origin {
-        name,
-        subclass: None,
-        file,
-        function,
-        line,
-    }
+    Origin { name, subclass: None, file, function, line }
 }
 
 /// Identity of the simulated switch, repeated in every event it emits.
@@ -183,11 +177,7 @@ impl Leg {
         write_profile(b, true, &self.caller, phase, now);
         if let Some(other) = self.other.as_ref().filter(|_| phase > Phase::Create) {
             // From the A-leg the peer is the originatee; from a B-leg, the originator.
-            let kind = if self.direction == "inbound" {
-                "originatee"
-            } else {
-                "originator"
-            };
+            let kind = if self.direction == "inbound" { "originatee" } else { "originator" };
             b.put("Other-Type", kind);
             write_profile(b, false, other, phase, now);
         }
@@ -200,11 +190,7 @@ impl Leg {
 /// `Channel-State`, `Channel-Call-State`, `Channel-State-Number` (the running state) and
 /// `Answer-State` at each phase, as real dumps show them.
 fn states(phase: Phase, direction: &str) -> (&'static str, &'static str, &'static str, &'static str) {
-    let media = if direction == "inbound" {
-        ("CS_EXECUTE", "4")
-    } else {
-        ("CS_EXCHANGE_MEDIA", "5")
-    };
+    let media = if direction == "inbound" { ("CS_EXECUTE", "4") } else { ("CS_EXCHANGE_MEDIA", "5") };
     match phase {
         Phase::Create => ("CS_INIT", "DOWN", "2", "ringing"),
         Phase::Progress => (media.0, "RINGING", media.1, "ringing"),
@@ -261,13 +247,7 @@ const OTHER_LEG_FIELDS: [&str; 32] = prefixed!("Other-Leg-");
 fn write_profile(b: &mut Builder, caller: bool, p: &Profile, phase: Phase, now: i64) {
     let names = if caller { &CALLER_FIELDS } else { &OTHER_LEG_FIELDS };
     // A milestone shows once it has happened; the peer's hangup is never in our profile.
-    let at = |t: i64| {
-        Some(if t != 0 && t <= now {
-            t.to_string()
-        } else {
-            "0".to_owned()
-        })
-    };
+    let at = |t: i64| Some(if t != 0 && t <= now { t.to_string() } else { "0".to_owned() });
     let fixed = |s: &str| Some(s.to_owned());
     let t = &p.times;
     let callee = p.callee.as_ref().filter(|_| phase > Phase::Create);

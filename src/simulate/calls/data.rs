@@ -54,24 +54,9 @@ pub struct Codec {
 }
 
 pub const CODECS: [Codec; 3] = [
-    Codec {
-        name: "PCMU",
-        rate: 8000,
-        bit_rate: 64000,
-        pt: 0,
-    },
-    Codec {
-        name: "PCMA",
-        rate: 8000,
-        bit_rate: 64000,
-        pt: 8,
-    },
-    Codec {
-        name: "G722",
-        rate: 16000,
-        bit_rate: 64000,
-        pt: 9,
-    },
+    Codec { name: "PCMU", rate: 8000, bit_rate: 64000, pt: 0 },
+    Codec { name: "PCMA", rate: 8000, bit_rate: 64000, pt: 8 },
+    Codec { name: "G722", rate: 16000, bit_rate: 64000, pt: 9 },
 ];
 
 pub struct Cause {
@@ -83,51 +68,23 @@ pub struct Cause {
 
 /// Causes for a call that was answered; `NORMAL_CLEARING` dominates as it does in real CDRs.
 pub const ANSWERED_CAUSES: [Cause; 4] = [
-    Cause {
-        name: "NORMAL_CLEARING",
-        q850: 16,
-        sip: "sip:200",
-    },
-    Cause {
-        name: "NORMAL_CLEARING",
-        q850: 16,
-        sip: "sip:200",
-    },
-    Cause {
-        name: "NORMAL_CLEARING",
-        q850: 16,
-        sip: "sip:200",
-    },
-    Cause {
-        name: "NORMAL_UNSPECIFIED",
-        q850: 31,
-        sip: "sip:480",
-    },
+    Cause { name: "NORMAL_CLEARING", q850: 16, sip: "sip:200" },
+    Cause { name: "NORMAL_CLEARING", q850: 16, sip: "sip:200" },
+    Cause { name: "NORMAL_CLEARING", q850: 16, sip: "sip:200" },
+    Cause { name: "NORMAL_UNSPECIFIED", q850: 31, sip: "sip:480" },
 ];
 
 /// How the engine's dialer reports a member attempt that ended.
-pub const DIALER_END_CAUSES: [&str; 5] = [
-    "NORMAL_CLEARING",
-    "NO_ANSWER",
-    "USER_BUSY",
-    "ORIGINATOR_CANCEL",
-    "ABANDONED",
-];
+pub const DIALER_END_CAUSES: [&str; 5] =
+    ["NORMAL_CLEARING", "NO_ANSWER", "USER_BUSY", "ORIGINATOR_CANCEL", "ABANDONED"];
 
-pub const DIALER_NAMES: [&str; 4] = [
-    "Debt collection",
-    "Survey Q3",
-    "Callback — missed calls",
-    "Renewals 2025",
-];
+pub const DIALER_NAMES: [&str; 4] = ["Debt collection", "Survey Q3", "Callback — missed calls", "Renewals 2025"];
 
 /// 2025-03-14 10:00:00 UTC: simulated time starts here, so a seed always gives the same dates.
 pub const EPOCH_START_US: i64 = 1_741_946_400_000_000;
 
 const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 struct Civil {
     year: i64,
@@ -169,10 +126,7 @@ fn civil(micros: i64) -> Civil {
 /// runs in UTC, so local time is GMT).
 pub fn local_stamp(micros: i64) -> String {
     let c = civil(micros);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    )
+    format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", c.year, c.month, c.day, c.hour, c.minute, c.second)
 }
 
 /// `Fri, 14 Mar 2025 10:00:00 GMT`: `Event-Date-GMT`.

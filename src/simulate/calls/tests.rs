@@ -90,15 +90,9 @@ fn a_call_is_seven_events_in_order_of_one_channel() {
         for name in CHANNEL_DATA {
             assert!(e.get(name).is_some(), "{} lacks {name}", text(e, "Event-Name"));
         }
-        assert!(
-            e.0.values().all(Value::is_string),
-            "ESL and mod_amqp deliver strings only"
-        );
+        assert!(e.0.values().all(Value::is_string), "ESL and mod_amqp deliver strings only");
     }
-    let stamps: Vec<i64> = events
-        .iter()
-        .map(|e| text(e, "Event-Date-Timestamp").parse().unwrap())
-        .collect();
+    let stamps: Vec<i64> = events.iter().map(|e| text(e, "Event-Date-Timestamp").parse().unwrap()).collect();
     assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
     let bridge = &events[3];
     assert_eq!(text(bridge, "Bridge-A-Unique-ID"), uuid);
@@ -125,25 +119,13 @@ fn event_sequence_strictly_increases_over_everything_a_switch_emits() {
 fn interleaved_calls_keep_time_order_and_each_call_its_own_order() {
     let events = switch().calls(50);
     assert_eq!(events.len(), 350);
-    let stamps: Vec<i64> = events
-        .iter()
-        .map(|e| text(e, "Event-Date-Timestamp").parse().unwrap())
-        .collect();
+    let stamps: Vec<i64> = events.iter().map(|e| text(e, "Event-Date-Timestamp").parse().unwrap()).collect();
     assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
-    let first_hangup = events
-        .iter()
-        .position(|e| text(e, "Event-Name") == "CHANNEL_HANGUP")
-        .unwrap();
-    assert!(
-        first_hangup > 7 * 3,
-        "calls overlap: many start before the first one ends"
-    );
+    let first_hangup = events.iter().position(|e| text(e, "Event-Name") == "CHANNEL_HANGUP").unwrap();
+    assert!(first_hangup > 7 * 3, "calls overlap: many start before the first one ends");
     let mut by_call: std::collections::HashMap<String, Vec<String>> = Default::default();
     for e in &events {
-        by_call
-            .entry(text(e, "Unique-ID"))
-            .or_default()
-            .push(text(e, "Event-Name"));
+        by_call.entry(text(e, "Unique-ID")).or_default().push(text(e, "Event-Name"));
     }
     assert_eq!(by_call.len(), 50);
     assert!(by_call.values().all(|names| names == &CALL_EVENTS));
@@ -242,11 +224,7 @@ fn callcenter_info_follows_a_queued_call() {
     );
     for e in &events {
         let first: Vec<&str> = e.0.keys().take(2).map(String::as_str).collect();
-        assert_eq!(
-            first,
-            ["Event-Subclass", "Event-Name"],
-            "custom events start with their subclass"
-        );
+        assert_eq!(first, ["Event-Subclass", "Event-Name"], "custom events start with their subclass");
         assert_eq!(e.hook_event_name().as_deref(), Some("CUSTOM->callcenter::info"));
     }
     let start = &events[0];
@@ -261,11 +239,7 @@ fn callcenter_info_follows_a_queued_call() {
 fn dialer_member_end_has_the_engine_shape() {
     let mut switch = switch();
     let e = switch.dialer_member_end();
-    let keys: Vec<&str> =
-        e.0.keys()
-            .map(String::as_str)
-            .filter(|k| !k.starts_with("variable_"))
-            .collect();
+    let keys: Vec<&str> = e.0.keys().map(String::as_str).filter(|k| !k.starts_with("variable_")).collect();
     assert_eq!(
         keys,
         [
@@ -284,27 +258,15 @@ fn dialer_member_end_has_the_engine_shape() {
         ]
     );
     assert_eq!(e.0.keys().nth(2).map(String::as_str), Some("variable_domain_name"));
-    assert!(
-        e.0.keys().filter(|k| k.starts_with("variable_")).count() > 1,
-        "member variables follow"
-    );
+    assert!(e.0.keys().filter(|k| k.starts_with("variable_")).count() > 1, "member variables follow");
     assert!(e.get("currentProbe").unwrap().is_u64(), "currentProbe is a JSON number");
-    assert_eq!(
-        e.hook_event_name().as_deref(),
-        Some("CUSTOM->engine::dialer_member_end")
-    );
+    assert_eq!(e.hook_event_name().as_deref(), Some("CUSTOM->engine::dialer_member_end"));
     assert_eq!(e.domain().as_deref(), Some("domain-1.example.com"));
     for id in ["dialerId", "id"] {
         let v = text(&e, id);
-        assert!(
-            v.len() == 24 && v.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
-            "{v}"
-        );
+        assert!(v.len() == 24 && v.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{v}");
     }
-    assert_eq!(
-        e.0.get("dlr_member_number_description"),
-        Some(&Value::String(String::new()))
-    );
+    assert_eq!(e.0.get("dlr_member_number_description"), Some(&Value::String(String::new())));
 }
 
 /// `cargo test --release --lib simulate::calls::tests::generation_rate -- --ignored --nocapture`

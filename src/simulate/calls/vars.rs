@@ -57,19 +57,9 @@ pub enum Target {
 pub fn inbound_leg(c: &Call) -> Leg {
     let p = &c.caller;
     let (profile, context, channel_name, from_host) = if p.registered {
-        (
-            "internal",
-            "default",
-            format!("sofia/internal/{}@{}", p.number, c.domain),
-            c.domain.as_str(),
-        )
+        ("internal", "default", format!("sofia/internal/{}@{}", p.number, c.domain), c.domain.as_str())
     } else {
-        (
-            "external",
-            "public",
-            format!("sofia/external/{}@{}", p.number, p.ip),
-            p.ip.as_str(),
-        )
+        ("external", "public", format!("sofia/external/{}@{}", p.number, p.ip), p.ip.as_str())
     };
     let b_channel = match &c.target {
         Target::User { ip, port } => format!("sofia/internal/{}@{ip}:{port}", c.dest),
@@ -136,11 +126,7 @@ fn sip_invite(leg: &mut Leg, c: &Call, profile: &str, channel_name: &str, from_h
     let p = &c.caller;
     let codec = c.codec;
     let create = Phase::Create;
-    let to_host = if p.registered {
-        c.domain.as_str()
-    } else {
-        c.switch_ip.as_str()
-    };
+    let to_host = if p.registered { c.domain.as_str() } else { c.switch_ip.as_str() };
     leg.var(create, "variable_direction", "inbound");
     leg.var(create, "variable_uuid", c.a_uuid.as_str());
     leg.var(create, "variable_session_id", c.session_id.to_string());
@@ -201,11 +187,7 @@ fn sip_invite(leg: &mut Leg, c: &Call, profile: &str, channel_name: &str, from_h
     leg.var(create, "variable_sip_to_host", to_host);
     leg.var(create, "variable_sip_contact_user", p.number.as_str());
     leg.var(create, "variable_sip_contact_port", p.port.to_string());
-    leg.var(
-        create,
-        "variable_sip_contact_uri",
-        format!("{}@{}:{}", p.number, p.ip, p.port),
-    );
+    leg.var(create, "variable_sip_contact_uri", format!("{}@{}:{}", p.number, p.ip, p.port));
     leg.var(create, "variable_sip_contact_host", p.ip.as_str());
     leg.var(create, "variable_sip_user_agent", p.user_agent);
     leg.var(create, "variable_sip_via_host", p.ip.as_str());
@@ -258,11 +240,7 @@ fn dialplan(leg: &mut Leg, c: &Call) {
     leg.var(at, "variable_eavesdrop_group", c.domain.as_str());
     leg.var(at, "variable_presence_data", c.domain.as_str());
     leg.var(at, "variable_ringback", "%(2000,4000,440,480)");
-    leg.var(
-        at,
-        "variable_transfer_ringback",
-        "%(400,200,400,450);%(400,2000,400,450)",
-    );
+    leg.var(at, "variable_transfer_ringback", "%(400,200,400,450);%(400,2000,400,450)");
     leg.var(at, "variable_hangup_after_bridge", "true");
     leg.var(at, "variable_continue_on_fail", "true");
     leg.var(at, "variable_RECORD_STEREO", "true");
@@ -280,11 +258,7 @@ fn dialplan(leg: &mut Leg, c: &Call) {
             leg.var(at, "variable_cc_queue", queue.as_str());
             leg.var(at, "variable_cc_member_uuid", member_uuid.as_str());
             leg.var(at, "variable_cc_member_session_uuid", c.a_uuid.as_str());
-            leg.var(
-                at,
-                "variable_cc_queue_joined_epoch",
-                (c.times.answered / 1_000_000).to_string(),
-            );
+            leg.var(at, "variable_cc_queue_joined_epoch", (c.times.answered / 1_000_000).to_string());
             ("callcenter", queue.clone())
         }
     };
@@ -316,11 +290,7 @@ fn bridged(leg: &mut Leg, c: &Call, b_channel: &str) {
     let b = &c.b_uuid;
     let legs = format!("ARRAY::{b};Outbound Call;{0}|:{b};Outbound Call;{0}", c.dest);
     leg.var(Phase::Answer, "variable_originated_legs", legs);
-    leg.var(
-        Phase::Answer,
-        "variable_originate_causes",
-        format!("ARRAY::{b};NONE|:{b};NONE"),
-    );
+    leg.var(Phase::Answer, "variable_originate_causes", format!("ARRAY::{b};NONE|:{b};NONE"));
     leg.var(Phase::Answer, "variable_originate_disposition", "SUCCESS");
     leg.var(Phase::Answer, "variable_DIALSTATUS", "SUCCESS");
     let at = Phase::Bridge;

@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::event::routing::{DEFAULT_FORMAT, WEBITEL_FORMAT, encode_word as amqp_encode, fields, routing_key};
 use crate::simulate::calls::Switch;
 
 fn event(v: Value) -> Event {
@@ -27,10 +28,7 @@ fn awkward() -> Event {
 
 #[test]
 fn url_encode_keeps_only_switch_url_safe_bytes() {
-    assert_eq!(
-        url_encode("Fri, 15 Jul 2016 08:38:15 GMT"),
-        "Fri,%2015%20Jul%202016%2008%3A38%3A15%20GMT"
-    );
+    assert_eq!(url_encode("Fri, 15 Jul 2016 08:38:15 GMT"), "Fri,%2015%20Jul%202016%2008%3A38%3A15%20GMT");
     assert_eq!(url_encode("%(2000,4000,440,480)"), "%25(2000,4000,440,480)");
     assert_eq!(url_encode("\"Igor\" <9999>"), "%22Igor%22%20%3C9999%3E");
     assert_eq!(url_encode("ARRAY::a;b|:c"), "ARRAY%3A%3Aa%3Bb%7C%3Ac");
@@ -90,22 +88,13 @@ fn event_json_is_compact_ordered_and_counts_bytes() {
 #[test]
 fn socket_frames_match_mod_event_socket() {
     assert_eq!(AUTH_REQUEST, b"Content-Type: auth/request\n\n");
-    assert_eq!(
-        command_reply(REPLY_ACCEPTED),
-        b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n"
-    );
-    assert_eq!(
-        command_reply(REPLY_INVALID),
-        b"Content-Type: command/reply\nReply-Text: -ERR invalid\n\n"
-    );
+    assert_eq!(command_reply(REPLY_ACCEPTED), b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n");
+    assert_eq!(command_reply(REPLY_INVALID), b"Content-Type: command/reply\nReply-Text: -ERR invalid\n\n");
     assert_eq!(
         command_reply(&event_listener_enabled("json")),
         b"Content-Type: command/reply\nReply-Text: +OK event listener enabled json\n\n"
     );
-    assert_eq!(
-        api_response("+OK Ja\n"),
-        b"Content-Type: api/response\nContent-Length: 7\n\n+OK Ja\n"
-    );
+    assert_eq!(api_response("+OK Ja\n"), b"Content-Type: api/response\nContent-Length: 7\n\n+OK Ja\n");
     let notice = "Content-Type: text/disconnect-notice\nContent-Length: 67\n\n\
                   Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
     assert_eq!(String::from_utf8(disconnect_notice(GOODBYE)).unwrap(), notice);
@@ -119,23 +108,17 @@ fn routing_key_uses_default_format_fields() {
         "Unique-ID": "8f3c2a52-1b7e-4d1c-9a0f-2b6f3e6a9c11",
     }));
     assert_eq!(
-        routing_key(&create, &DEFAULT_FORMAT_FIELDS),
+        routing_key(&create, &fields(DEFAULT_FORMAT)),
         "FreeSWITCH.fs-01%2Eexample%2Ecom.CHANNEL_CREATE..8f3c2a52-1b7e-4d1c-9a0f-2b6f3e6a9c11"
     );
     let cc = event(json!({"Event-Name": "CUSTOM", "Event-Subclass": "callcenter::info", "FreeSWITCH-Hostname": "fs1"}));
-    assert_eq!(
-        routing_key(&cc, &DEFAULT_FORMAT_FIELDS),
-        "FreeSWITCH.fs1.CUSTOM.callcenter%3A%3Ainfo."
-    );
+    assert_eq!(routing_key(&cc, &fields(DEFAULT_FORMAT)), "FreeSWITCH.fs1.CUSTOM.callcenter%3A%3Ainfo.");
 }
 
 #[test]
 fn routing_key_of_the_engine_dialer_event_under_webitel_format() {
     let end = Switch::new(5, vec!["demo.example.com".into()]).dialer_member_end();
-    assert_eq!(
-        routing_key(&end, &WEBITEL_FORMAT_FIELDS),
-        ".CUSTOM.engine%3A%3Adialer_member_end.."
-    );
+    assert_eq!(routing_key(&end, &fields(WEBITEL_FORMAT)), ".CUSTOM.engine%3A%3Adialer_member_end..");
 }
 
 #[test]
@@ -145,7 +128,7 @@ fn routing_key_edge_cases() {
     assert_eq!(routing_key(&e, &["Probe", "Dot", "Empty"]), "2.a%2Eb.");
     assert_eq!(routing_key(&e, &["#Free.SWITCH", "#", "Missing"]), "Free.SWITCH..");
     assert_eq!(routing_key(&e, &["Missing", "Missing"]), ".");
-    assert_eq!(routing_key(&e, &[]), "");
+    assert_eq!(routing_key(&e, &[] as &[&str]), "");
     assert_eq!(amqp_encode("*#/:@"), "%2A%23%2F%3A%40");
 }
 
@@ -157,15 +140,15 @@ fn simulated_call_events_route_under_both_formats() {
     let ext = events[0].text("Caller-Username").unwrap().into_owned();
     let ext = amqp_encode(&ext);
     assert_eq!(
-        routing_key(&events[0], &DEFAULT_FORMAT_FIELDS),
+        routing_key(&events[0], &fields(DEFAULT_FORMAT)),
         format!("FreeSWITCH.fs-01%2Eexample%2Ecom.CHANNEL_CREATE..{uuid}")
     );
     assert_eq!(
-        routing_key(&events[0], &WEBITEL_FORMAT_FIELDS),
+        routing_key(&events[0], &fields(WEBITEL_FORMAT)),
         format!("fs-01%2Eexample%2Ecom.CHANNEL_CREATE..{ext}%40demo%2Eexample%2Ecom.")
     );
     assert_eq!(
-        routing_key(&events[2], &WEBITEL_FORMAT_FIELDS),
+        routing_key(&events[2], &fields(WEBITEL_FORMAT)),
         format!("fs-01%2Eexample%2Ecom.CHANNEL_ANSWER..{ext}%40demo%2Eexample%2Ecom.demo%2Eexample%2Ecom")
     );
 }
@@ -180,9 +163,7 @@ fn every_simulated_event_encodes_to_a_consistent_frame() {
         for frame in [event_plain(e), event_json(e)] {
             let split = frame.windows(2).position(|w| w == b"\n\n").unwrap();
             let head = std::str::from_utf8(&frame[..split]).unwrap();
-            let length: usize = head.lines().next().unwrap()["Content-Length: ".len()..]
-                .parse()
-                .unwrap();
+            let length: usize = head.lines().next().unwrap()["Content-Length: ".len()..].parse().unwrap();
             assert_eq!(length, frame.len() - split - 2, "{head}");
         }
         let plain = plain_body(e);

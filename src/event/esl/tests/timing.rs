@@ -18,10 +18,7 @@ fn measure_parse_time_per_event() {
     const N: usize = 50_000;
     // In the same test, not a second one: the harness would run them side by side.
     measure_event_map_floor();
-    for (what, fixture) in [
-        ("event-plain", CHANNEL_ANSWER_PLAIN),
-        ("event-json", HANGUP_COMPLETE_JSON),
-    ] {
+    for (what, fixture) in [("event-plain", CHANNEL_ANSWER_PLAIN), ("event-json", HANGUP_COMPLETE_JSON)] {
         // Distinct Unique-IDs of the same length, so Content-Length stays right.
         let text = std::str::from_utf8(fixture).unwrap();
         let stream: Vec<u8> = (0..N)
@@ -72,14 +69,9 @@ fn measure_parse_time_per_event() {
 /// insert each, with the text already split. Tells the parser's own cost from the map's.
 fn measure_event_map_floor() {
     const N: usize = 50_000;
-    let Frame::Event(event) = only_frame(CHANNEL_ANSWER_PLAIN) else {
-        panic!()
-    };
-    let pairs: Vec<(String, String)> = event
-        .0
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-        .collect();
+    let Frame::Event(event) = only_frame(CHANNEL_ANSWER_PLAIN) else { panic!() };
+    let pairs: Vec<(String, String)> =
+        event.0.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect();
     let (wall, cpu) = (std::time::Instant::now(), thread_cpu());
     for _ in 0..N {
         let mut map = serde_json::Map::with_capacity(pairs.len());
@@ -93,9 +85,6 @@ fn measure_event_map_floor() {
         "map floor for {} headers: {:.2} µs/event wall, {} CPU",
         pairs.len(),
         wall.elapsed().as_secs_f64() * 1e6 / N as f64,
-        cpu.map_or("n/a".into(), |d| format!(
-            "{:.2} µs/event",
-            d.as_secs_f64() * 1e6 / N as f64
-        )),
+        cpu.map_or("n/a".into(), |d| format!("{:.2} µs/event", d.as_secs_f64() * 1e6 / N as f64)),
     );
 }

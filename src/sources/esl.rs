@@ -1,0 +1,341 @@
+//! FreeSWITCH event socket (ESL, inbound mode): connects, authenticates, subscribes to exactly
+//! the events enabled hooks need, and commits what it reads in batches. ESL has no
+//! acknowledgements, so nothing read is ever dropped: when the store is slow, the reader
+//! waits, and TCP slows FreeSWITCH down.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Health;
+use crate::event::Event;
+use crate::event::esl::{EslError, Frame, Parser};
+use crate::router::Router;
+use crate::telemetry;
+
+/// Events committed together, at most.
+const BATCH: usize = 1024;
+/// Longest wait between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Time allowed for connecting and for each command's reply during setup.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One FreeSWITCH to read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// `host:port`
+    pub addr: String,
+    pub password: String,
+}
+
+impl Server {
+    /// Parses `password@host:port` (a bare `host:port` takes the default password).
+    pub fn parse(spec: &str) -> Result<Server, String> {
+        let (password, addr) = match spec.rsplit_once('@') {
+            Some((p, a)) => (p.to_owned(), a),
+            None => (DEFAULT_PASSWORD.to_owned(), spec),
+        };
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{addr:?} is not host:port"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!("{addr:?} is not host:port"));
+        }
+        Ok(Server { addr: addr.to_owned(), password })
+    }
+
+    fn name(&self) -> String {
+        format!("esl {}", self.addr)
+    }
+}
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8021";
+pub const DEFAULT_PASSWORD: &str = "ClueCon";
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("authentication failed: FreeSWITCH refused the password")]
+    BadPassword,
+    #[error("FreeSWITCH did not answer in time")]
+    Timeout,
+    #[error("FreeSWITCH answered {0:?} to {1:?}")]
+    Refused(String, String),
+    #[error("bad data from FreeSWITCH: {0}")]
+    Protocol(#[from] EslError),
+    #[error("FreeSWITCH closed the connection")]
+    Closed,
+    #[error("FreeSWITCH refused the connection (its event socket ACL does not allow this address)")]
+    Rejected,
+}
+
+pub struct EslSource {
+    pub server: Server,
+    pub router: Arc<Router>,
+    pub health: Health,
+}
+
+impl EslSource {
+    /// Reads until `shutdown`, reconnecting with backoff (capped at 30 s).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let name = self.server.name();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.session(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(server = %self.server.addr, error = %e, "ESL source: reconnecting in {}s", backoff.as_secs());
+                    self.health.down(&name, e.to_string());
+                    // A session that got going resets the backoff.
+                    if !matches!(e, SessionError::Connect(_) | SessionError::BadPassword | SessionError::Timeout) {
+                        backoff = Duration::from_secs(1);
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn session(&self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+        let stream = tokio::time::timeout(SETUP_TIMEOUT, TcpStream::connect(&self.server.addr))
+            .await
+            .map_err(|_| SessionError::Timeout)?
+            .map_err(SessionError::Connect)?;
+        stream.set_nodelay(true)?;
+        let (mut reader, mut writer) = stream.into_split();
+        let mut conn = Conn { parser: Parser::new(), buf: vec![0; 64 * 1024], pending: VecDeque::new() };
+
+        // auth/request, then our password.
+        match conn.setup_frame(&mut reader).await? {
+            Frame::AuthRequest => {}
+            other => return Err(SessionError::Refused(format!("{other:?}"), "connect".into())),
+        }
+        send(&mut writer, &format!("auth {}", self.server.password)).await?;
+        match conn.setup_frame(&mut reader).await? {
+            Frame::CommandReply { reply } if reply.starts_with("+OK") => {}
+            Frame::CommandReply { .. } => return Err(SessionError::BadPassword),
+            other => return Err(SessionError::Refused(format!("{other:?}"), "auth".into())),
+        }
+
+        let mut hooks_changed = self.router.index.subscribe();
+        let mut subscribed = BTreeSet::new();
+        self.send_subscription(&mut writer, &mut conn, &mut subscribed).await?;
+        self.health.up(&self.server.name());
+        tracing::info!(server = %self.server.addr, events = subscribed.len(), "ESL source subscribed");
+
+        // Committing runs beside reading; the channel is small, so a slow store makes the
+        // reader wait, and no event that was read is lost.
+        let (batches, mut inbox) = mpsc::channel::<Vec<Event>>(2);
+        let router = self.router.clone();
+        let committer = tokio::spawn(async move {
+            while let Some(events) = inbox.recv().await {
+                commit(&router, &events).await;
+            }
+        });
+        let committer = tokio_util::task::AbortOnDropHandle::new(committer);
+
+        let result = async {
+            loop {
+                tokio::select! {
+                    read = reader.read(&mut conn.buf) => {
+                        let n = read?;
+                        if n == 0 {
+                            return Err(SessionError::Closed);
+                        }
+                        conn.parser.push(&conn.buf[..n]);
+                        let mut events = Vec::new();
+                        while let Some(frame) = conn.next_frame()? {
+                            match frame {
+                                Frame::Event(event) => events.push(event),
+                                Frame::CommandReply { reply } => conn.replied(reply)?,
+                                // The socket closes after this (or lingers with more events):
+                                // read on until it does.
+                                Frame::DisconnectNotice { .. } => tracing::info!(server = %self.server.addr, "FreeSWITCH is disconnecting"),
+                                Frame::Other { content_type } if content_type == "text/rude-rejection" => {
+                                    return Err(SessionError::Rejected);
+                                }
+                                _ => {}
+                            }
+                            if events.len() >= BATCH {
+                                let full = std::mem::take(&mut events);
+                                if batches.send(full).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        if !events.is_empty() && batches.send(events).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    changed = hooks_changed.changed() => {
+                        if changed.is_ok() {
+                            self.send_subscription(&mut writer, &mut conn, &mut subscribed).await?;
+                        }
+                    }
+                    () = shutdown.cancelled() => {
+                        let _ = send(&mut writer, "exit").await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        .await;
+        // Whatever was read is committed before the session ends.
+        drop(batches);
+        let _ = committer.await;
+        result
+    }
+
+    /// Brings the subscription to the events enabled hooks need: `event json` for new ones,
+    /// `nixevent` for ones no hook needs any more. Replies are checked as they arrive.
+    async fn send_subscription(
+        &self,
+        writer: &mut OwnedWriteHalf,
+        conn: &mut Conn,
+        subscribed: &mut BTreeSet<String>,
+    ) -> Result<(), SessionError> {
+        let wanted = self.router.index.event_names();
+        let added: Vec<&String> = wanted.difference(subscribed).collect();
+        let removed: Vec<&String> = subscribed.difference(&wanted).collect();
+        if let Some(list) = event_list(&added) {
+            conn.command(writer, &format!("event json {list}")).await?;
+        }
+        if let Some(list) = event_list(&removed) {
+            conn.command(writer, &format!("nixevent {list}")).await?;
+        }
+        *subscribed = wanted;
+        Ok(())
+    }
+}
+
+/// `CHANNEL_ANSWER CHANNEL_HANGUP CUSTOM callcenter::info engine::dialer_member_end`: plain
+/// names first, then `CUSTOM` and the subclasses (FreeSWITCH reads every word after `CUSTOM`
+/// as a subclass).
+fn event_list(hook_events: &[&String]) -> Option<String> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut subclasses: Vec<&str> = Vec::new();
+    for event in hook_events {
+        match event.split_once("->") {
+            Some(("CUSTOM", sub)) => subclasses.push(sub),
+            Some((name, _)) => names.push(name),
+            None => names.push(event),
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    if !subclasses.is_empty() {
+        names.push("CUSTOM");
+        names.extend(subclasses);
+    }
+    (!names.is_empty()).then(|| names.join(" "))
+}
+
+/// The read side of a connection, with the commands waiting for their replies.
+struct Conn {
+    parser: Parser,
+    buf: Vec<u8>,
+    /// Commands sent whose `command/reply` has not come yet, oldest first.
+    pending: VecDeque<String>,
+}
+
+impl Conn {
+    async fn command(&mut self, writer: &mut OwnedWriteHalf, command: &str) -> Result<(), SessionError> {
+        send(writer, command).await?;
+        self.pending.push_back(command.to_owned());
+        Ok(())
+    }
+
+    fn replied(&mut self, reply: String) -> Result<(), SessionError> {
+        let command = self.pending.pop_front().unwrap_or_default();
+        if reply.starts_with("-ERR") {
+            return Err(SessionError::Refused(reply, command));
+        }
+        Ok(())
+    }
+
+    /// The next complete frame in the buffer. A bad event body costs only its own frame (it
+    /// is logged and counted); broken framing ends the connection.
+    fn next_frame(&mut self) -> Result<Option<Frame>, EslError> {
+        loop {
+            match self.parser.next_frame() {
+                Err(e) if !e.is_fatal() => {
+                    telemetry::source_rejected("esl");
+                    tracing::warn!(error = %e, "ESL source: skipped an event it could not read");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The next frame during setup, with a timeout.
+    async fn setup_frame(&mut self, reader: &mut tokio::net::tcp::OwnedReadHalf) -> Result<Frame, SessionError> {
+        tokio::time::timeout(SETUP_TIMEOUT, async {
+            loop {
+                if let Some(frame) = self.next_frame()? {
+                    return Ok(frame);
+                }
+                let n = reader.read(&mut self.buf).await?;
+                if n == 0 {
+                    return Err(SessionError::Closed);
+                }
+                self.parser.push(&self.buf[..n]);
+            }
+        })
+        .await
+        .map_err(|_| SessionError::Timeout)?
+    }
+}
+
+async fn send(writer: &mut OwnedWriteHalf, command: &str) -> std::io::Result<()> {
+    writer.write_all(format!("{command}\n\n").as_bytes()).await
+}
+
+/// Commits events, retrying until the store takes them: ESL cannot resend what was read.
+async fn commit(router: &Router, events: &[Event]) {
+    let mut wait = Duration::from_millis(100);
+    while let Err(e) = router.accept(events).await {
+        tracing::warn!(error = %e, events = events.len(), "ESL source: cannot commit events; retrying");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_parse_with_and_without_password() {
+        assert_eq!(Server::parse("secret@fs1:8021"), Ok(Server { addr: "fs1:8021".into(), password: "secret".into() }));
+        assert_eq!(Server::parse("10.0.0.1:8021").unwrap().password, "ClueCon");
+        assert_eq!(Server::parse("p@ss@fs:1").unwrap().password, "p@ss");
+        assert!(Server::parse("fs1").is_err());
+        assert!(Server::parse("pw@:8021").is_err());
+        assert!(Server::parse("pw@fs:port").is_err());
+    }
+
+    #[test]
+    fn event_lists_put_custom_subclasses_last() {
+        let events: Vec<String> =
+            ["CUSTOM->callcenter::info", "CHANNEL_ANSWER", "CUSTOM->engine::dialer_member_end", "CHANNEL_CREATE"]
+                .map(String::from)
+                .into();
+        let refs: Vec<&String> = events.iter().collect();
+        assert_eq!(
+            event_list(&refs).as_deref(),
+            Some("CHANNEL_ANSWER CHANNEL_CREATE CUSTOM callcenter::info engine::dialer_member_end")
+        );
+        assert_eq!(event_list(&[]), None);
+    }
+}
