@@ -42,6 +42,39 @@ enum Command {
     Token(TokenCommand),
     /// Apply store migrations and exit (serve applies them too).
     Migrate,
+    /// A fake FreeSWITCH: realistic call flows over an event socket, or to RabbitMQ.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Event socket address to serve.
+    #[arg(long, default_value = "127.0.0.1:8021")]
+    listen: std::net::SocketAddr,
+    /// Event socket password.
+    #[arg(long, default_value = "ClueCon")]
+    password: String,
+    /// Publish like mod_amqp to this broker (amqp://…) instead of serving an event socket.
+    #[arg(long)]
+    amqp: Option<String>,
+    /// Exchange to publish to (with --amqp).
+    #[arg(long, default_value = "TAP.Events")]
+    exchange: String,
+    /// mod_amqp format_fields for routing keys (with --amqp).
+    #[arg(long, default_value = switchhook::event::routing::DEFAULT_FORMAT)]
+    format_fields: String,
+    /// Calls per second (0: as fast as possible).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Domains the calls are spread over: domain-1.example.com …
+    #[arg(long, default_value_t = 3)]
+    domains: usize,
+    /// Stop after this many calls.
+    #[arg(long)]
+    calls: Option<u64>,
+    /// Seed: the same seed sends the same events.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -79,7 +112,11 @@ fn main() -> anyhow::Result<()> {
     let overrides =
         Overrides { config: cli.config, listen, data_dir: cli.data_dir, database_url: cli.database_url, esl };
     let config = Config::load(&overrides)?;
-    let log = if matches!(cli.command, Command::Serve { .. }) { config.log.as_str() } else { "warn" };
+    let log = match cli.command {
+        Command::Serve { .. } => config.log.as_str(),
+        Command::Simulate(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(log))
         .with_writer(std::io::stderr)
@@ -105,7 +142,30 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(cmd) => token(cmd, &Services::open(&config).await?).await,
+        Command::Simulate(args) => simulate(args).await,
     }
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let options = switchhook::simulate::run::Options {
+        listen: args.listen,
+        password: args.password,
+        amqp: args.amqp,
+        exchange: args.exchange,
+        format_fields: args.format_fields,
+        rate: args.rate,
+        domains: args.domains,
+        calls: args.calls,
+        seed: args.seed,
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    let summary = switchhook::simulate::run::run(options, shutdown.clone(), None).await?;
+    shutdown.cancel();
+    // Let the event socket say goodbye to its clients.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    print!("{summary}");
+    Ok(())
 }
 
 async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {

@@ -154,6 +154,12 @@ impl Switch {
         uuid_v4(&mut self.rng)
     }
 
+    /// A domain drawn at random, for contact-center traffic: drawing it round-robin like calls
+    /// would tie it to the call count, and some domains would never see any.
+    fn random_domain(&mut self) -> String {
+        self.domains[self.rng.random_range(0..self.domains.len())].clone()
+    }
+
     fn next_domain(&mut self) -> String {
         let domain = self.domains[self.started % self.domains.len()].clone();
         self.started += 1;

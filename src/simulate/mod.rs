@@ -1,11 +1,13 @@
-//! Simulated FreeSWITCH traffic: realistic events and the bytes FreeSWITCH puts on the wire for
-//! them. Pure code, no I/O; the `simulate` command, the end-to-end benchmark and the tests build
-//! their fake event socket and fake mod_amqp publisher on top of it.
+//! Simulated FreeSWITCH traffic, so anyone can see switchhook work (and benchmark it) without
+//! a PBX.
 //!
 //! - [`calls`]: a seeded simulated switch producing call flows, `callcenter::info` events and the
-//!   engine's `engine::dialer_member_end`.
-//! - [`wire`]: ESL frames (`text/event-plain`, `text/event-json`, replies, disconnect notice) and
-//!   mod_amqp routing keys.
+//!   engine's `engine::dialer_member_end` (pure).
+//! - [`wire`]: ESL frames (`text/event-plain`, `text/event-json`, replies, disconnect notice) (pure).
+//! - [`server`]: a fake event socket serving those events to subscribed clients.
+//! - [`run`]: the `simulate` command: rate, domains, count; event socket or RabbitMQ.
 
 pub mod calls;
+pub mod run;
+pub mod server;
 pub mod wire;

@@ -208,6 +208,7 @@ impl EslSource {
         let wanted = self.router.index.event_names();
         let added: Vec<&String> = wanted.difference(subscribed).collect();
         let removed: Vec<&String> = subscribed.difference(&wanted).collect();
+        tracing::debug!(?added, ?removed, "ESL subscription change");
         if let Some(list) = event_list(&added) {
             conn.command(writer, &format!("event json {list}")).await?;
         }

@@ -160,7 +160,7 @@ impl Switch {
     /// A customer from outside calls queue 7000, is answered by the queue within a second, waits
     /// 2–60 s, is offered to an agent who answers within 10 s and talks 10 s – 5 min.
     fn plan_queued_call(&mut self) -> QueuedCall {
-        let domain = self.next_domain();
+        let domain = self.random_domain();
         let queue = format!("support@{domain}");
         let member_uuid = self.uuid();
         let caller = self.party(false);
@@ -193,7 +193,7 @@ impl Switch {
     /// The engine's `engine::dialer_member_end`, exactly as it publishes it: JSON with a numeric
     /// `currentProbe`, 24-hex ids, then the member's variables as `variable_<name>`.
     pub fn dialer_member_end(&mut self) -> Event {
-        let domain = self.next_domain();
+        let domain = self.random_domain();
         let agent = format!("{}@{domain}", self.extension());
         let headers: [(&str, Value); 16] = [
             ("Event-Name", "CUSTOM".into()),

@@ -1,0 +1,207 @@
+//! The ESL source end to end against `simulate`'s event socket: subscriptions that follow the
+//! hooks, reconnection, wrong passwords and garbage on the socket.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::receiver::Receiver;
+use common::{Backend, TestServer};
+use serde_json::{Value, json};
+use switchhook::simulate::run::{Options, Summary, run};
+use switchhook::sources::esl::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+const D1: &str = "domain-1.example.com";
+
+struct Simulator {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<Summary>>,
+}
+
+impl Simulator {
+    async fn start(listen: SocketAddr, rate: f64, calls: Option<u64>, seed: u64) -> Simulator {
+        let options = Options {
+            listen,
+            password: "ClueCon".into(),
+            amqp: None,
+            exchange: String::new(),
+            format_fields: String::new(),
+            rate,
+            domains: 3,
+            calls,
+            seed,
+        };
+        let stop = CancellationToken::new();
+        let (ready, addr) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run(options, stop.clone(), Some(ready)));
+        Simulator { addr: addr.await.expect("simulator listening"), stop, task }
+    }
+
+    async fn finish(self) -> Summary {
+        let summary = self.task.await.unwrap().unwrap();
+        self.stop.cancel();
+        summary
+    }
+
+    async fn kill(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+fn web(url: &str) -> Value {
+    json!({"type": "web", "method": "POST", "url": url})
+}
+
+fn uid(r: &common::receiver::Received) -> String {
+    r.json()["data"]["Unique-ID"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn health(s: &TestServer, key: &str) -> Value {
+    s.call("GET", "/health", None, None).await.1["data"]["sources"][key].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_hook_gets_exactly_that_domains_answered_calls() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), 100.0, Some(30), 42).await;
+    let server = Server { addr: sim.addr.to_string(), password: "ClueCon".into() };
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
+    let r = Receiver::start().await;
+    // The simulator starts sending once a client subscribes, which this hook causes.
+    s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
+    let summary = sim.finish().await;
+    let want = summary.events[&("CHANNEL_ANSWER".to_owned(), D1.to_owned())];
+    assert!(want >= 5, "30 calls over 3 domains: {want} for {D1}");
+    let got = r.wait_for("/answer", want as usize, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_now = r.at("/answer");
+    assert_eq!(got_now.len(), got.len(), "no more than that domain's answers");
+    for req in &got_now {
+        let data = req.json()["data"].clone();
+        assert_eq!(
+            (data["Event-Name"].as_str(), data["variable_domain_name"].as_str()),
+            (Some("CHANNEL_ANSWER"), Some(D1))
+        );
+    }
+    let mut ids: Vec<String> = got_now.iter().map(uid).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_hooks_subscribe_without_reconnecting_and_restarts_resume() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), 40.0, None, 7).await;
+    let addr = sim.addr;
+    let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
+    let key = format!("esl {addr}");
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
+    let r = Receiver::start().await;
+    s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
+    r.wait_for("/answer", 2, WAIT).await;
+    let since = health(&s, &key).await["since"].clone();
+
+    // A second hook on a custom event: a new subscription on the same connection.
+    s.create_hook(D1, json!({"event": "CUSTOM->callcenter::info", "action": web(&r.url("/cc"))})).await;
+    let cc = r.wait_for("/cc", 1, WAIT).await;
+    assert_eq!(cc[0].json()["data"]["Event-Subclass"], "callcenter::info");
+    let h = health(&s, &key).await;
+    assert_eq!((&h["connected"], &h["since"]), (&json!(true), &since), "same connection: {h}");
+
+    // Kill the simulator: the source notices, and reconnects when a new one comes up.
+    sim.kill().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while health(&s, &key).await["connected"] == true {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = r.at("/answer").len();
+    let sim = Simulator::start(addr, 40.0, None, 8).await;
+    let got = r.wait_for("/answer", before + 2, WAIT).await;
+    assert!(health(&s, &key).await["connected"] == true);
+    let mut ids: Vec<String> = got.iter().map(uid).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no answered call twice");
+    sim.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_shows_in_health() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), 10.0, None, 1).await;
+    let server = Server { addr: sim.addr.to_string(), password: "wrong".into() };
+    let key = format!("esl {}", sim.addr);
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let h = health(&s, &key).await;
+        if h["error"].is_string() {
+            assert_eq!(h["connected"], false);
+            assert_eq!(h["error"], "authentication failed: FreeSWITCH refused the password");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sim.kill().await;
+}
+
+/// A "FreeSWITCH" that sends `reply` after the auth exchange, then keeps the socket open.
+/// Counts the connections it gets.
+async fn bad_switch(reply: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let _ = sock.write_all(b"Content-Type: auth/request\n\n").await;
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n").await;
+                let _ = sock.write_all(&reply).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_drop_the_connection_not_the_process() {
+    let huge = format!("Content-Length: {}\nContent-Type: text/event-json\n\n", 9 * 1024 * 1024).into_bytes();
+    let mut garbage = b"this is not\x00 an event socket\n\n".to_vec();
+    garbage.extend((0..5000u32).map(|i| (i * 7919 % 251) as u8));
+    for (reply, problem) in [(garbage, "bad data from FreeSWITCH"), (huge, "bad data from FreeSWITCH")] {
+        let (addr, fake) = bad_switch(reply).await;
+        let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
+        let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let h = health(&s, &format!("esl {addr}")).await;
+            if h["error"].as_str().is_some_and(|e| e.starts_with(problem)) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{h}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The service is alive and the source keeps reconnecting.
+        let (status, _) = s.call("GET", "/health", None, None).await;
+        assert_eq!(status, 200);
+        while fake.load(Ordering::SeqCst) < 2 {
+            assert!(std::time::Instant::now() < deadline, "never reconnected after the bad frame");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
