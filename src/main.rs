@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use switchhook::app::{self, Services};
 use switchhook::auth::{Role, now_ms};
 use switchhook::config::{Config, Overrides};
+use switchhook::simulate::receiver;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -44,6 +45,15 @@ enum Command {
     Migrate,
     /// A fake FreeSWITCH: realistic call flows over an event socket, or to RabbitMQ.
     Simulate(SimulateArgs),
+    /// A webhook receiver that prints what it gets.
+    Receive {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// Status code to answer.
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
 }
 
 #[derive(Args)]
@@ -114,7 +124,7 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(&overrides)?;
     let log = match cli.command {
         Command::Serve { .. } => config.log.as_str(),
-        Command::Simulate(_) => "info",
+        Command::Simulate(_) | Command::Receive { .. } => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -143,7 +153,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Token(cmd) => token(cmd, &Services::open(&config).await?).await,
         Command::Simulate(args) => simulate(args).await,
+        Command::Receive { listen, status } => receive(listen, status).await,
     }
+}
+
+async fn receive(listen: std::net::SocketAddr, status: u16) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let status = axum::http::StatusCode::from_u16(status).context("--status must be an HTTP status code")?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("receiving webhooks on http://{listen}/ (answering {status})");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signal(shutdown.clone()));
+    let print = std::sync::Arc::new(|r: receiver::Request| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", receiver::describe(&r));
+        let _ = out.flush();
+    });
+    receiver::serve(listener, status, print, shutdown).await?;
+    Ok(())
 }
 
 async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {

@@ -201,3 +201,35 @@ async fn messages_published_while_stopped_or_unacked_at_a_crash_arrive_after_res
     s.stop().await;
     t.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_publishes_like_mod_amqp() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url.clone()).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook("domain-1.example.com", json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
+    wait_connected(&s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let options = switchhook::simulate::run::Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        password: String::new(),
+        amqp: Some(url),
+        exchange: t.fs_exchange(),
+        format_fields: routing::DEFAULT_FORMAT.into(),
+        rate: 0.0,
+        domains: 2,
+        calls: Some(40),
+        seed: 3,
+    };
+    let summary =
+        switchhook::simulate::run::run(options, tokio_util::sync::CancellationToken::new(), None).await.unwrap();
+    let want = summary.events[&("CHANNEL_ANSWER".to_owned(), "domain-1.example.com".to_owned())] as usize;
+    let got = r.wait_for("/answer", want, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.at("/answer").len(), want);
+    assert!(got.iter().all(|q| q.json()["data"]["variable_domain_name"] == "domain-1.example.com"));
+    s.stop().await;
+    t.cleanup().await;
+}

@@ -132,7 +132,8 @@ async fn default_body_fields_map_and_get_query(b: Backend) {
     let body = got[0].json();
     assert_eq!(body["action"], "CHANNEL_HANGUP_COMPLETE");
     assert_eq!(body["data"], event);
-    assert!(body["data"].as_object().unwrap().len() > 300);
+    let headers = body["data"].as_object().unwrap();
+    assert!(headers.keys().filter(|k| k.starts_with("variable_")).count() > 150, "a real HANGUP_COMPLETE");
     assert_eq!(got[0].header("content-type"), Some("application/json"));
     let log = s.settled(D, &whole, 1).await;
     assert_eq!(body["id"], log[0]["id"]);
@@ -508,10 +509,10 @@ async fn ingest_is_domain_scoped_and_all_or_nothing(b: Backend) {
     let (status, v) = post(admin.clone(), json!([])).await;
     assert_eq!((status, &v["data"]), (200, &json!({"accepted": 0, "deliveries": 0})));
     // A large batch within 10 MiB is fine.
-    let many: Vec<Value> = (0..2000).map(|i| channel("CHANNEL_ANSWER", D, &format!("c{i}"))).collect();
+    let many: Vec<Value> = (0..1000).map(|i| channel("CHANNEL_ANSWER", D, &format!("c{i}"))).collect();
     let (status, v) = post(admin, Value::Array(many)).await;
-    assert_eq!((status, &v["data"]), (200, &json!({"accepted": 2000, "deliveries": 2000})));
-    r.wait_for("/h", 2002, Duration::from_secs(60)).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"accepted": 1000, "deliveries": 1000})));
+    r.wait_for("/h", 1002, Duration::from_secs(60)).await;
 }
 
 async fn delivery_log_is_domain_scoped(b: Backend) {

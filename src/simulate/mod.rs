@@ -6,8 +6,10 @@
 //! - [`wire`]: ESL frames (`text/event-plain`, `text/event-json`, replies, disconnect notice) (pure).
 //! - [`server`]: a fake event socket serving those events to subscribed clients.
 //! - [`run`]: the `simulate` command: rate, domains, count; event socket or RabbitMQ.
+//! - [`receiver`]: the `receive` command's webhook receiver, also the benchmark's.
 
 pub mod calls;
+pub mod receiver;
 pub mod run;
 pub mod server;
 pub mod wire;

@@ -2,48 +2,33 @@
 //! from the contact-center engine (typed values).
 
 use serde_json::{Map, Value, json};
+use switchhook::simulate::calls::Switch;
 
-/// A channel event of `name` for call `uuid` in `domain`, with the headers FreeSWITCH sends.
+/// A channel event of `name` for call `uuid` in `domain`, as FreeSWITCH sends it (from the
+/// simulated switch: a HANGUP_COMPLETE carries hundreds of `variable_*`), with the values the
+/// tests rely on pinned.
 pub fn channel(name: &str, domain: &str, uuid: &str) -> Value {
-    let mut e = json!({
-        "Event-Name": name,
-        "Core-UUID": "6a4cf37a-3c1b-4bd5-9e0a-1f3c2d4e5f60",
-        "FreeSWITCH-Hostname": "fs1.example.com",
-        "FreeSWITCH-Switchname": "fs1",
-        "FreeSWITCH-IPv4": "10.0.0.5",
-        "Event-Date-Local": "2026-11-30 06:19:19",
-        "Event-Date-GMT": "Mon, 30 Nov 2026 06:19:19 GMT",
-        "Event-Date-Timestamp": "1795933159000000",
-        "Event-Calling-File": "switch_channel.c",
-        "Event-Calling-Function": "switch_channel_perform_answer",
-        "Event-Calling-Line-Number": "3931",
-        "Event-Sequence": "4511",
-        "Channel-State": "CS_EXECUTE",
-        "Channel-Call-State": "ACTIVE",
-        "Channel-Name": format!("sofia/internal/1000@{domain}"),
+    let mut switch = Switch::new(7, vec![domain.to_owned()]);
+    let event = switch.call().into_iter().find(|e| e.get("Event-Name") == Some(&json!(name))).expect("a call has it");
+    let pinned = json!({
         "Unique-ID": uuid,
+        "Caller-Unique-ID": uuid,
+        "Channel-Call-UUID": uuid,
+        "variable_uuid": uuid,
+        "Channel-Name": format!("sofia/internal/1000@{domain}"),
         "Call-Direction": "inbound",
         "Channel-Presence-ID": format!("1000@{domain}"),
-        "Answer-State": "answered",
         "Caller-Caller-ID-Name": "Alice",
         "Caller-Caller-ID-Number": "1000",
         "Caller-Destination-Number": "2000",
-        "Caller-Unique-ID": uuid,
-        "variable_direction": "inbound",
-        "variable_uuid": uuid,
-        "variable_domain_name": domain,
-        "variable_sip_from_user": "1000",
-        "variable_sip_to_user": "2000",
+        "variable_transfer_history": null,
     });
+    let mut e = with(Value::Object(event.0), pinned);
     if name == "CHANNEL_HANGUP_COMPLETE" {
-        let map = e.as_object_mut().unwrap();
-        map.insert("Hangup-Cause".into(), "NORMAL_CLEARING".into());
-        map.insert("variable_hangup_cause".into(), "NORMAL_CLEARING".into());
-        map.insert("variable_billsec".into(), "42".into());
-        map.insert("variable_duration".into(), "47".into());
-        for i in 0..280 {
-            map.insert(format!("variable_rtp_stat_{i}"), format!("{}", i * 7).into());
-        }
+        e = with(
+            e,
+            json!({"Hangup-Cause": "NORMAL_CLEARING", "variable_hangup_cause": "NORMAL_CLEARING", "variable_billsec": "42"}),
+        );
     }
     e
 }
