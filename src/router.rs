@@ -2,6 +2,7 @@
 //! matches events and renders their deliveries, then hands them to the store in one
 //! transaction. No store query per event.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -95,10 +96,18 @@ impl HookIndex {
         self.index.read().expect("hook index lock").by_id.get(id).cloned()
     }
 
-    /// Enabled hooks of `domain` listening to `event_name` (filters not yet applied).
-    pub fn candidates(&self, domain: &str, event_name: &str) -> Vec<Arc<LiveHook>> {
-        let index = self.index.read().expect("hook index lock");
-        index.by_key.get(domain).and_then(|events| events.get(event_name)).cloned().unwrap_or_default()
+    /// The enabled hooks `event` fires, filters applied, with the event's domain and hook
+    /// event name; `None` when the event has no domain or name.
+    pub fn matching<'e>(&self, event: &'e Event) -> Option<Matched<'e>> {
+        let (domain, name) = (event.domain()?, event.hook_event_name()?);
+        let hooks = {
+            let index = self.index.read().expect("hook index lock");
+            match index.by_key.get(domain.as_ref()).and_then(|events| events.get(name.as_ref())) {
+                Some(hooks) => hooks.iter().filter(|h| h.hook.failed_filter(event).is_none()).cloned().collect(),
+                None => Vec::new(),
+            }
+        };
+        Some(Matched { domain, name, hooks })
     }
 
     /// The event names enabled hooks listen to, across all domains.
@@ -111,6 +120,13 @@ impl HookIndex {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
+}
+
+/// The hooks an event fires.
+pub struct Matched<'e> {
+    pub domain: Cow<'e, str>,
+    pub name: Cow<'e, str>,
+    pub hooks: Vec<Arc<LiveHook>>,
 }
 
 /// What an accept call did.
@@ -140,15 +156,14 @@ impl Router {
 
     /// Appends the deliveries `event` causes to `out`; returns how many.
     pub fn route(&self, event: &Event, now_ms: i64, out: &mut Vec<NewDelivery>) -> usize {
-        let (Some(domain), Some(name)) = (event.domain(), event.hook_event_name()) else {
+        let Some(Matched { domain, name, hooks }) = self.index.matching(event) else {
             telemetry::event_dropped();
             return 0;
         };
-        let before = out.len();
-        for live in self.index.candidates(&domain, &name) {
-            if live.hook.failed_filter(event).is_some() {
-                continue;
-            }
+        if !hooks.is_empty() {
+            telemetry::event_matched();
+        }
+        for live in &hooks {
             let id = uuid::Uuid::new_v4().to_string();
             let request = live.hook.render(event, &name, &id);
             out.push(NewDelivery {
@@ -156,19 +171,15 @@ impl Router {
                 // Headers that use the auth pre-request's answer are rendered at send time,
                 // from this copy of the event.
                 event: live.hook.auth.is_some().then(|| serde_json::to_string(&event.0).expect("JSON serializes")),
-                order_key: live.hook.ordered.then(|| event.text("Unique-ID").map(|u| u.into_owned())).flatten(),
+                order_key: live.hook.ordered.then(|| event.text("Unique-ID").map(Cow::into_owned)).flatten(),
                 id,
                 hook_id: live.id.clone(),
-                domain: domain.clone(),
-                event_name: name.clone(),
+                domain: domain.clone().into_owned(),
+                event_name: name.clone().into_owned(),
                 created_at_ms: now_ms,
             });
         }
-        let matched = out.len() - before;
-        if matched > 0 {
-            telemetry::event_matched();
-        }
-        matched
+        hooks.len()
     }
 
     /// Routes `events` and commits their deliveries in one transaction; returns once they are

@@ -6,6 +6,8 @@
 pub mod esl;
 pub mod routing;
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::hook::template::{Lookup, walk};
@@ -30,7 +32,7 @@ impl Event {
 
     /// A header as text: strings as they are, other scalars in JSON form; `None` when absent,
     /// null or empty.
-    pub fn text(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+    pub fn text(&self, name: &str) -> Option<Cow<'_, str>> {
         match self.0.get(name)? {
             Value::Null => None,
             Value::String(s) if s.is_empty() => None,
@@ -40,28 +42,28 @@ impl Event {
     }
 
     /// The hook event name: `Event-Name`, plus `->` + `Event-Subclass` when there is one
-    /// (`CUSTOM->engine::dialer_member_end`).
-    pub fn hook_event_name(&self) -> Option<String> {
+    /// (`CUSTOM->engine::dialer_member_end`). Borrowed when there is no subclass.
+    pub fn hook_event_name(&self) -> Option<Cow<'_, str>> {
         let name = self.text("Event-Name")?;
         Some(match self.text("Event-Subclass") {
-            Some(sub) => format!("{name}->{sub}"),
-            None => name.into_owned(),
+            Some(sub) => Cow::Owned(format!("{name}->{sub}")),
+            None => name,
         })
     }
 
     /// The event's domain: `variable_domain_name`, `variable_w_domain`, or the part after `@`
     /// of `Channel-Presence-ID` or `variable_presence_id` (the whole value without an `@`).
-    pub fn domain(&self) -> Option<String> {
+    pub fn domain(&self) -> Option<Cow<'_, str>> {
         DOMAIN_HEADERS.iter().find_map(|&header| {
             let value = self.text(header)?;
             let domain = match header {
-                "Channel-Presence-ID" | "variable_presence_id" => match value.split_once('@') {
-                    Some((_, d)) => d,
-                    None => &value,
+                "Channel-Presence-ID" | "variable_presence_id" => match value {
+                    Cow::Borrowed(v) => Cow::Borrowed(v.split_once('@').map_or(v, |(_, d)| d)),
+                    Cow::Owned(v) => Cow::Owned(v.split_once('@').map_or(v.as_str(), |(_, d)| d).to_owned()),
                 },
-                _ => &value,
+                _ => value,
             };
-            (!domain.is_empty()).then(|| domain.to_owned())
+            (!domain.is_empty()).then_some(domain)
         })
     }
 

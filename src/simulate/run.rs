@@ -157,8 +157,8 @@ pub async fn run(
         }
         summary.calls += batch;
         for event in events {
-            let name = event.hook_event_name().unwrap_or_default();
-            let domain = event.domain().unwrap_or_default();
+            let name = event.hook_event_name().unwrap_or_default().into_owned();
+            let domain = event.domain().unwrap_or_default().into_owned();
             *summary.events.entry((name, domain)).or_default() += 1;
             sink.send(event).await?;
         }
