@@ -17,7 +17,8 @@ use switchhook::simulate::wire;
 use switchhook::store::StoredHook;
 
 fn hook(domain: &str, event: &str, extra: Value) -> HookDoc {
-    let mut body = json!({"event": event, "action": {"type": "web", "method": "POST", "url": "http://127.0.0.1:9000/h"}});
+    let mut body =
+        json!({"event": event, "action": {"type": "web", "method": "POST", "url": "http://127.0.0.1:9000/h"}});
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
@@ -26,17 +27,28 @@ fn hook(domain: &str, event: &str, extra: Value) -> HookDoc {
 
 /// `n` hooks over `domains` domains, plus `hot` hooks on CHANNEL_ANSWER in `hot.example.com`.
 fn index(n: usize, domains: usize, hot: usize) -> HookIndex {
-    const EVENTS: [&str; 5] = ["CHANNEL_CREATE", "CHANNEL_HANGUP", "CHANNEL_BRIDGE", "CHANNEL_DESTROY", "CUSTOM->callcenter::info"];
+    const EVENTS: [&str; 5] =
+        ["CHANNEL_CREATE", "CHANNEL_HANGUP", "CHANNEL_BRIDGE", "CHANNEL_DESTROY", "CUSTOM->callcenter::info"];
     let mut hooks: Vec<StoredHook> = (0..n)
-        .map(|i| StoredHook { id: format!("{i:024x}"), doc: hook(&format!("d{}.example.com", i % domains), EVENTS[i % 5], json!({})) })
+        .map(|i| StoredHook {
+            id: format!("{i:024x}"),
+            doc: hook(&format!("d{}.example.com", i % domains), EVENTS[i % 5], json!({})),
+        })
         .collect();
-    hooks.extend((0..hot).map(|i| StoredHook { id: format!("{:024x}", n + i), doc: hook("hot.example.com", "CHANNEL_ANSWER", json!({})) }));
+    hooks.extend((0..hot).map(|i| StoredHook {
+        id: format!("{:024x}", n + i),
+        doc: hook("hot.example.com", "CHANNEL_ANSWER", json!({})),
+    }));
     HookIndex::new(hooks).0
 }
 
 /// A realistic event of `name` from the simulated switch, in `domain`.
 fn event(name: &str, domain: &str) -> Event {
-    Switch::new(3, vec![domain.to_owned()]).call().into_iter().find(|e| e.get("Event-Name") == Some(&json!(name))).unwrap()
+    Switch::new(3, vec![domain.to_owned()])
+        .call()
+        .into_iter()
+        .find(|e| e.get("Event-Name") == Some(&json!(name)))
+        .unwrap()
 }
 
 fn matching(c: &mut Criterion) {
@@ -102,11 +114,21 @@ fn esl_parser(c: &mut Criterion) {
 
 fn signing(c: &mut Criterion) {
     let complete = event("CHANNEL_HANGUP_COMPLETE", "d.example.com");
-    let hook = hook("d.example.com", "CHANNEL_HANGUP_COMPLETE", json!({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})).compile().unwrap();
+    let hook =
+        hook("d.example.com", "CHANNEL_HANGUP_COMPLETE", json!({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))
+            .compile()
+            .unwrap();
     let body = hook.render(&complete, "CHANNEL_HANGUP_COMPLETE", "id").body;
     let key = hook.signing_key.unwrap();
     c.bench_function(&format!("sign {} B body", body.len()), |b| {
-        b.iter(|| switchhook::delivery::sign::signature(&key, "6f1c4a2e-0c4b-4f5e-9d1a-3b2c1d0e9f8a", 1_796_000_000, black_box(body.as_bytes())))
+        b.iter(|| {
+            switchhook::delivery::sign::signature(
+                &key,
+                "6f1c4a2e-0c4b-4f5e-9d1a-3b2c1d0e9f8a",
+                1_796_000_000,
+                black_box(body.as_bytes()),
+            )
+        })
     });
 }
 

@@ -152,7 +152,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         tasks.spawn(source.run(shutdown.clone()));
     }
 
-    let state = ApiState { store, keys: services.keys.clone(), limits: config.limits, router, health };
+    let hook_writes = Default::default();
+    let state = ApiState { store, keys: services.keys.clone(), limits: config.limits, router, health, hook_writes };
     let api = api::service(state);
     tracing::info!(%addr, %config, "switchhook is serving");
     let served = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(api))

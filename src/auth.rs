@@ -101,12 +101,13 @@ impl Claims {
         }
     }
 
-    /// What the token grants. A domain token without `r` (as the original issued them) gets
-    /// the least privilege; a domain token must name its domain.
+    /// What the token grants. A domain token without `r` is shaped like the Webitel engine's
+    /// own (the seed document's admin calls use one), so it gets the hook permissions an admin
+    /// has; a domain token must name its domain.
     pub fn principal(&self) -> Result<Principal, TokenError> {
         let role = match (self.t.as_str(), self.r.as_deref()) {
             ("root", None | Some("root")) => Role::Root,
-            ("domain", Some("admin")) => Role::Admin,
+            ("domain", None | Some("admin")) => Role::Admin,
             ("domain", Some("root")) | ("root", _) => return Err(TokenError::Invalid),
             ("domain", _) => Role::User,
             _ => return Err(TokenError::Invalid),
@@ -205,7 +206,9 @@ mod tests {
         };
         assert_eq!(p("root", None, None), Ok((Role::Root, None)));
         assert_eq!(p("domain", Some("admin"), Some("a")), Ok((Role::Admin, Some("a".into()))));
-        assert_eq!(p("domain", None, Some("a")), Ok((Role::User, Some("a".into()))));
+        assert_eq!(p("domain", None, Some("a")), Ok((Role::Admin, Some("a".into()))));
+        assert_eq!(p("domain", Some("user"), Some("a")), Ok((Role::User, Some("a".into()))));
+        assert_eq!(p("domain", Some("supervisor"), Some("a")), Ok((Role::User, Some("a".into()))));
         assert_eq!(p("domain", Some("admin"), None), Err(TokenError::Invalid));
         assert_eq!(p("domain", Some("root"), Some("a")), Err(TokenError::Invalid));
         assert_eq!(p("root", Some("admin"), None), Err(TokenError::Invalid));

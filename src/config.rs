@@ -92,7 +92,8 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
     /// Attempts in flight at once for one hook.
     pub per_hook_concurrency: usize,
-    /// How long a worker's lease on a delivery holds; must outlast any attempt.
+    /// How long a lease on a delivery holds unless renewed; attempts in flight renew theirs,
+    /// so this is how long the deliveries of a node that died wait for another node.
     pub lease: Duration,
     /// How long delivered and failed deliveries stay in the log.
     pub retention: Duration,
@@ -211,7 +212,10 @@ impl Config {
         let delivery = DeliveryConfig {
             concurrency: l.get("delivery.concurrency", d.concurrency, 128, positive),
             per_hook_concurrency: l.get("delivery.per_hook_concurrency", d.per_hook_concurrency, 64, positive),
-            lease: l.get("delivery.lease", d.lease, Duration::from_secs(300), duration),
+            lease: l.get("delivery.lease", d.lease, Duration::from_secs(60), |s| {
+                duration(s)
+                    .and_then(|d| if d < Duration::from_secs(5) { Err("must be at least 5s".into()) } else { Ok(d) })
+            }),
             retention: l.get("delivery.retention", d.retention, Duration::from_secs(7 * 86_400), duration),
             node_id: l.get("delivery.node_id", d.node_id.map(Some), None, |s| Ok(Some(s.to_owned()))),
         };

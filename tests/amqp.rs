@@ -134,14 +134,20 @@ async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected() {
     t.publish(&t.fs_exchange(), "FreeSWITCH.fs1.CHANNEL_ANSWER..bad", b"this is not json".to_vec()).await;
     t.publish(&t.fs_exchange(), "FreeSWITCH.fs1.CHANNEL_ANSWER..arr", b"[1,2]".to_vec()).await;
     t.publish_fs(&channel("CHANNEL_ANSWER", D, "a-2")).await;
+    // mod_amqp passes caller names through as bytes: invalid UTF-8 is replaced, not rejected.
+    let latin1 = channel("CHANNEL_ANSWER", D, "a-3").to_string().replace("\"Alice\"", "\"Jos\u{1}\"");
+    let latin1 = latin1.into_bytes().into_iter().map(|b| if b == 1 { 0xe9 } else { b }).collect();
+    t.publish(&t.fs_exchange(), "FreeSWITCH.fs1.CHANNEL_ANSWER..a-3", latin1).await;
     t.publish_fs(&channel("CHANNEL_HANGUP", D, "not-bound")).await;
     let member = dialer_member_end(D);
     t.publish(&t.engine_exchange(), ".CUSTOM.engine%3A%3Adialer_member_end..", member.to_string().into_bytes()).await;
 
-    let got = r.wait_for("/answer", 2, WAIT).await;
+    let got = r.wait_for("/answer", 3, WAIT).await;
     let mut ids: Vec<String> = got.iter().map(|q| q.json()["data"]["Unique-ID"].as_str().unwrap().to_owned()).collect();
     ids.sort();
-    assert_eq!(ids, ["a-1", "a-2"]);
+    assert_eq!(ids, ["a-1", "a-2", "a-3"]);
+    let a3 = got.iter().find(|q| q.json()["data"]["Unique-ID"] == "a-3").unwrap().json();
+    assert_eq!(a3["data"]["Caller-Caller-ID-Name"], "Jos\u{fffd}");
     let m = r.wait_for("/member", 1, WAIT).await[0].json();
     assert_eq!(m["data"]["currentProbe"], 2);
     let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();

@@ -209,6 +209,18 @@ async fn accepts_token_from_query_and_bearer(b: Backend) {
     let s = TestServer::start(b).await;
     let r = s.http.get(s.url(&format!("/api/v2/hooks?domain={DOMAIN}&access_token={}", s.root))).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // Another Authorization scheme does not hide the query token.
+    let r = s
+        .http
+        .get(s.url(&format!("/api/v2/hooks?domain={DOMAIN}&access_token={}", s.root)))
+        .basic_auth("proxy", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A root caller's domain must be a domain name.
+    let (status, v) = s.call("GET", "/api/v2/hooks?domain=a%00b", Some(&s.root), None).await;
+    assert_eq!((status, &v["info"]), (400, &json!("Bad request: domain must be a domain name")));
     let r = s.http.get(s.url(&format!("/api/v2/hooks?domain={DOMAIN}"))).bearer_auth(&s.root).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
@@ -234,11 +246,12 @@ async fn user_role_is_denied_and_root_needs_domain(b: Backend) {
             "{method} {path}"
         );
     }
-    // Role "user" written by hand into a token of the original shape (no "r") is a user too.
+    // A token of the seed document's shape (no "r") acts as the domain's admin, as the seed's
+    // calls show; only in its own domain.
     let legacy =
         keys().sign(&Claims { r: None, ..Claims::new("l".into(), now_ms() + 60_000, Role::User, Some(DOMAIN.into())) });
-    let (status, _) = s.call("GET", "/api/v2/hooks", Some(&legacy), None).await;
-    assert_eq!(status, 403);
+    let (status, v) = s.call("GET", "/api/v2/hooks?domain=other.com", Some(&legacy), None).await;
+    assert_eq!((status, v["data"].as_array().map(Vec::len)), (200, Some(1)));
 }
 
 async fn admin_of_one_domain_never_reaches_another(b: Backend) {
@@ -289,6 +302,10 @@ async fn each_validation_rule_names_its_field(b: Backend) {
         (with(json!({"event": null})), "Bad request: event name is required."),
         (with(json!({"event": ""})), "Bad request: event name is required."),
         (with(json!({"event": 5})), "Bad request: event must be a string"),
+        (with(json!({"event": "CHANNEL_ANSWER\n\napi system touch /tmp/x"})), "Bad request: event must be an event name like CHANNEL_ANSWER"),
+        (with(json!({"event": "ALL"})), "Bad request: event must name one event; ALL is not an event"),
+        (with(json!({"event": "channel_answer"})), "Bad request: event must be an event name like CHANNEL_ANSWER"),
+        (with(json!({"event": "CUSTOM->a b"})), "Bad request: event must have a subclass without spaces"),
         (with(json!({"action": null})), "Bad request: action options is required."),
         (with(json!({"action": {"type": "web", "method": "POST"}})), "Bad request: action options is required."),
         (

@@ -108,6 +108,9 @@ async fn new_hooks_subscribe_without_reconnecting_and_restarts_resume() {
     r.wait_for("/answer", 2, WAIT).await;
     let since = health(&s, &key).await["since"].clone();
 
+    // A hook on an event FreeSWITCH does not know (only HTTP ingest can bring it) is left out
+    // of the subscription, which FreeSWITCH would otherwise refuse.
+    s.create_hook(D1, json!({"event": "MY_OWN_EVENT", "action": web(&r.url("/own"))})).await;
     // A second hook on a custom event: a new subscription on the same connection.
     s.create_hook(D1, json!({"event": "CUSTOM->callcenter::info", "action": web(&r.url("/cc"))})).await;
     let cc = r.wait_for("/cc", 1, WAIT).await;

@@ -28,6 +28,8 @@ on_both_stores!(
     delivery_log_is_domain_scoped,
     retention_prunes_finished_deliveries,
     metrics_count_events_and_deliveries,
+    odd_bytes_from_receivers_and_events_are_stored,
+    a_slow_hook_does_not_hold_up_other_hooks,
 );
 
 const D: &str = "demo.example.com";
@@ -573,4 +575,38 @@ async fn metrics_count_events_and_deliveries(b: Backend) {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
     assert!(!text.contains(D), "metrics must not name domains");
+}
+
+async fn odd_bytes_from_receivers_and_events_are_stored(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/nul", [Reply::status(500).body("bad\0bytes")]);
+    let nul = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/nul")), "ordered": true})).await;
+    let other = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/ok"))})).await;
+    let data = s.ingest(channel("CHANNEL_ANSWER", D, "u\u{0}1")).await;
+    assert_eq!(data["deliveries"], 2);
+    let log = s.settled(D, &nul, 1).await;
+    assert_eq!(log[0]["log"][0]["response"], "bad\u{fffd}bytes");
+    let log = s.settled(D, &other, 1).await;
+    assert_eq!(log[0]["status"], "delivered");
+}
+
+async fn a_slow_hook_does_not_hold_up_other_hooks(b: Backend) {
+    let s = TestServer::start_configured(b, |c| {
+        c.delivery.concurrency = 4;
+        c.delivery.per_hook_concurrency = 2;
+    })
+    .await;
+    let r = Receiver::start().await;
+    r.script("/slow", (0..8).map(|_| Reply::status(200).delay(Duration::from_secs(3))));
+    s.create_hook("slow.com", json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/slow"))})).await;
+    s.create_hook("fast.com", json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/fast"))})).await;
+    let slow: Vec<Value> = (0..8).map(|i| channel("CHANNEL_ANSWER", "slow.com", &format!("s{i}"))).collect();
+    s.ingest(Value::Array(slow)).await;
+    r.wait_for("/slow", 2, WAIT).await;
+    let started = std::time::Instant::now();
+    s.ingest(channel("CHANNEL_ANSWER", "fast.com", "f1")).await;
+    r.wait_for("/fast", 1, WAIT).await;
+    assert!(started.elapsed() < Duration::from_millis(1500), "fast hook waited {:?}", started.elapsed());
+    assert_eq!(r.at("/slow").len(), 2, "the slow hook keeps to its 2 in flight");
 }

@@ -90,7 +90,14 @@ impl Caller {
     pub fn scope(&self, perm: Perm, params: &Params) -> Result<String, ApiError> {
         match self.own_domain(perm)? {
             Some(own) => Ok(own.to_owned()),
-            None => params.domain.clone().filter(|d| !d.trim().is_empty()).ok_or_else(ApiError::domain_required),
+            None => {
+                let domain =
+                    params.domain.clone().filter(|d| !d.trim().is_empty()).ok_or_else(ApiError::domain_required)?;
+                if domain.len() > 255 || domain.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return Err(ApiError::bad_request("Bad request: domain must be a domain name"));
+                }
+                Ok(domain)
+            }
         }
     }
 }
@@ -100,11 +107,11 @@ fn token_of(parts: &Parts) -> Option<String> {
     if let Some(t) = header("x-access-token") {
         return Some(t.to_owned());
     }
-    if let Some(auth) = header(header::AUTHORIZATION.as_str()) {
-        let (scheme, rest) = auth.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_owned());
-    }
-    Params::parse(parts.uri.query()).access_token
+    let bearer = header(header::AUTHORIZATION.as_str())
+        .and_then(|auth| auth.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    bearer.or_else(|| Params::parse(parts.uri.query()).access_token)
 }
 
 impl FromRequestParts<ApiState> for Caller {

@@ -57,6 +57,7 @@ pub async fn create(
     let doc = HookDoc::from_body(&body.json()?, &domain, state.limits)?;
     let compiled = doc.compile()?;
     let hook = StoredHook { id: new_id(), doc };
+    let _writing = state.hook_writes.lock().await;
     state.store.insert_hook(&hook, now_ms()).await?;
     state.router.index.upsert(&hook.id, compiled);
     Ok(ok(json!({
@@ -77,6 +78,7 @@ pub async fn update(
     let domain = caller.scope(Perm::Update, &params)?;
     let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
     let body = body.json()?;
+    let _writing = state.hook_writes.lock().await;
     let n = match state.store.hook(&domain, &id).await? {
         Some(stored) => {
             let hook = StoredHook { doc: stored.doc.merged(&body, state.limits)?, id };
@@ -104,6 +106,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let domain = caller.scope(Perm::Delete, &params)?;
     let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
+    let _writing = state.hook_writes.lock().await;
     let deleted = state.store.delete_hook(&domain, &id).await?;
     if deleted {
         state.router.index.remove(&id);

@@ -38,6 +38,9 @@ pub struct ApiState {
     pub router: Arc<EventRouter>,
     /// Source connection states, for `/health`.
     pub health: Health,
+    /// Held while a hook is written and its index entry updated, so concurrent edits of one
+    /// hook leave the index as the store has it.
+    pub hook_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The API as a service: trailing slashes trimmed before routing, so `/api/v2/hooks/` works.

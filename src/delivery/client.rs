@@ -155,8 +155,9 @@ impl Client {
         let timeout = Duration::from_millis(u64::from(timeout_ms));
         let response =
             builder.timeout(timeout).send().await.map_err(|e| format!("auth request failed: {}", describe(&e)))?;
+        // SPEC §4: anything but 200 fails the attempt.
         let status = response.status();
-        if !status.is_success() {
+        if status != http::StatusCode::OK {
             return Err(format!("auth request answered {}", status.as_u16()));
         }
         let mut vars = HashMap::new();

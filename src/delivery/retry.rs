@@ -7,6 +7,8 @@ use crate::hook::Backoff;
 
 /// The longest an exponential backoff grows to (unless the hook's own `delay` is longer).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// The shortest wait a `Retry-After` can ask for.
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -51,7 +53,8 @@ pub fn decide(policy: &Policy, attempt: u32, outcome: Outcome, jitter: f64) -> D
         return Decision::GiveUp;
     }
     if let Some(after) = retry_after {
-        return Decision::RetryIn(after.min(MAX_RETRY_AFTER));
+        // At least a second, so `Retry-After: 0` cannot burn the retries back to back.
+        return Decision::RetryIn(after.clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER));
     }
     Decision::RetryIn(match policy.backoff {
         Backoff::Fixed => policy.delay,
@@ -103,6 +106,8 @@ mod tests {
         assert_eq!(decide(&p, 1, after, 0.0), Decision::RetryIn(Duration::from_secs(2)));
         let huge = Outcome::Failure { retry_after: Some(Duration::from_secs(10_000_000)), gone: false };
         assert_eq!(decide(&p, 1, huge, 0.0), Decision::RetryIn(MAX_RETRY_AFTER));
+        let zero = Outcome::Failure { retry_after: Some(Duration::ZERO), gone: false };
+        assert_eq!(decide(&p, 1, zero, 0.0), Decision::RetryIn(MIN_RETRY_AFTER));
         assert_eq!(decide(&p, 1, Outcome::Failure { retry_after: None, gone: true }, 0.0), Decision::GiveUp);
     }
 }

@@ -1,5 +1,6 @@
 //! The dispatcher: leases due deliveries in batches, sends them with bounded concurrency
-//! (overall and per hook), and records outcomes in batches.
+//! (overall and per hook), renews its leases while attempts run, and records outcomes in
+//! batches.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// Attempts in flight at once for one hook.
     pub per_hook: usize,
-    /// How long a lease holds; longer than any attempt can take.
+    /// How long a lease holds without renewal. Leases of attempts in flight are renewed every
+    /// third of it, so a node that dies gives its deliveries up within this time.
     pub lease: Duration,
     /// This node's name in leases. Stable across restarts, so a restart can take back the
     /// rows it held when it stopped.
@@ -37,6 +39,8 @@ pub struct Settings {
 
 /// Rows recorded per transaction, at most.
 const RECORD_BATCH: usize = 512;
+/// How long shutdown waits for attempts in flight and for their records to be written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
@@ -44,9 +48,12 @@ pub struct Dispatcher {
     client: Client,
     wake: Arc<Notify>,
     settings: Settings,
-    per_hook: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Attempts in flight per hook.
+    busy: Mutex<HashMap<String, usize>>,
     /// Deliveries being attempted now, so a lease that comes round again is not sent twice.
     in_flight: Mutex<HashSet<String>>,
+    /// Signalled when an attempt ends and frees its hook's slot.
+    freed: Notify,
 }
 
 impl Dispatcher {
@@ -57,12 +64,13 @@ impl Dispatcher {
             client: Client::new(),
             wake,
             settings,
-            per_hook: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
+            freed: Notify::new(),
         })
     }
 
-    /// Runs until `shutdown`, then lets attempts in flight finish and records them.
+    /// Runs until `shutdown`, then lets attempts in flight finish (for a while) and records them.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         match self.store.release_leases(&self.settings.owner).await {
             Ok(0) => {}
@@ -71,7 +79,8 @@ impl Dispatcher {
         }
         let (records, inbox) = mpsc::channel(RECORD_BATCH * 4);
         // Owned here, so that dropping this future (a crash, in tests) stops everything with it.
-        let recorder = AbortOnDropHandle::new(tokio::spawn(record(self.store.clone(), inbox)));
+        let recorder = AbortOnDropHandle::new(tokio::spawn(record(self.store.clone(), inbox, shutdown.clone())));
+        let renewer = AbortOnDropHandle::new(tokio::spawn(self.clone().renew()));
         let mut attempts = JoinSet::new();
         let permits = Arc::new(Semaphore::new(self.settings.concurrency));
         while !shutdown.is_cancelled() {
@@ -87,21 +96,26 @@ impl Dispatcher {
             let now = now_ms();
             let lease_until = now + self.settings.lease.as_millis() as i64;
             let limit = (free as u32).min(self.settings.batch);
-            match self.store.lease(&self.settings.owner, now, lease_until, limit).await {
+            let saturated = self.saturated();
+            match self.store.lease(&self.settings.owner, now, lease_until, limit, &saturated).await {
                 Ok(rows) if !rows.is_empty() => {
+                    let mut excess = Vec::new();
                     for row in rows {
-                        if !self.in_flight.lock().expect("in-flight lock").insert(row.id.clone()) {
+                        if !self.claim(&row) {
+                            excess.push(row.id);
                             continue;
                         }
                         let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
-                        let this = self.clone();
-                        let records = records.clone();
+                        let (this, records) = (self.clone(), records.clone());
                         attempts.spawn(async move {
                             let record = this.attempt(row).await;
-                            this.in_flight.lock().expect("in-flight lock").remove(&record.delivery_id);
                             let _ = records.send(record).await;
                             drop(permit);
                         });
+                    }
+                    // Rows of hooks that filled up while this batch was taken: back to the queue.
+                    if let Err(e) = self.store.release(&self.settings.owner, &excess).await {
+                        tracing::warn!(error = %e, "cannot release leases; they will expire");
                     }
                 }
                 Ok(_) => self.idle(&shutdown).await,
@@ -114,10 +128,61 @@ impl Dispatcher {
                 }
             }
         }
-        // Let attempts in flight finish (each is bounded by its timeout), then flush records.
-        while attempts.join_next().await.is_some() {}
+        let drain = async { while attempts.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!(
+                attempts = attempts.len(),
+                "stopping attempts still in flight; they are sent again after restart"
+            );
+            attempts.shutdown().await;
+        }
+        drop(renewer);
         drop(records);
         let _ = recorder.await;
+    }
+
+    /// Hooks with as many attempts in flight as they may have.
+    fn saturated(&self) -> Vec<String> {
+        let busy = self.busy.lock().expect("busy lock");
+        busy.iter().filter(|(_, n)| **n >= self.settings.per_hook).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Takes a per-hook slot for `row`; false when its hook is full or the row is in flight.
+    fn claim(&self, row: &LeasedDelivery) -> bool {
+        let mut busy = self.busy.lock().expect("busy lock");
+        let n = busy.entry(row.hook_id.clone()).or_default();
+        if *n >= self.settings.per_hook || !self.in_flight.lock().expect("in-flight lock").insert(row.id.clone()) {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn unclaim(&self, row: &LeasedDelivery) {
+        self.in_flight.lock().expect("in-flight lock").remove(&row.id);
+        let mut busy = self.busy.lock().expect("busy lock");
+        if let Some(n) = busy.get_mut(&row.hook_id) {
+            *n -= 1;
+            if *n == 0 {
+                busy.remove(&row.hook_id);
+            }
+        }
+        self.freed.notify_one();
+    }
+
+    /// Keeps the leases of attempts in flight from expiring, however long they take.
+    async fn renew(self: Arc<Self>) {
+        let every = self.settings.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            if self.in_flight.lock().expect("in-flight lock").is_empty() {
+                continue;
+            }
+            let until = now_ms() + self.settings.lease.as_millis() as i64;
+            if let Err(e) = self.store.renew_leases(&self.settings.owner, until).await {
+                tracing::warn!(error = %e, "cannot renew leases");
+            }
+        }
     }
 
     /// Sleeps until new work is queued, the next retry is due, or the poll interval passes.
@@ -128,6 +193,12 @@ impl Dispatcher {
             _ => poll,
         };
         if wait.is_zero() {
+            // Due rows exist, but all belong to saturated hooks: wait for an attempt to end.
+            tokio::select! {
+                () = self.freed.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                () = shutdown.cancelled() => {}
+            }
             return;
         }
         tokio::select! {
@@ -137,43 +208,40 @@ impl Dispatcher {
         }
     }
 
-    fn hook_permits(&self, hook_id: &str) -> Arc<Semaphore> {
-        let mut map = self.per_hook.lock().expect("per-hook lock");
-        map.entry(hook_id.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_hook))).clone()
-    }
-
     /// One attempt and the record of it.
     async fn attempt(&self, row: LeasedDelivery) -> AttemptRecord {
         let n = row.attempts + 1;
-        let Some(live) = self.index.get(&row.hook_id) else {
-            telemetry::attempt("failed", Duration::ZERO);
-            return record_of(&row, n, AttemptResult::failed("the hook was deleted"), Status::Failed, now_ms());
+        let record = match self.index.get(&row.hook_id) {
+            None => {
+                telemetry::attempt("failed", Duration::ZERO);
+                record_of(&row, n, AttemptResult::failed("the hook was deleted"), Status::Failed, now_ms())
+            }
+            Some(live) => {
+                let hook = &live.hook;
+                let result = self.client.attempt(hook, &row, now_ms() / 1000).await;
+                let outcome = if result.success() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure { retry_after: result.retry_after, gone: result.status == Some(410) }
+                };
+                let policy = Policy {
+                    retries: hook.retries,
+                    delay: Duration::from_secs(u64::from(hook.delay_secs)),
+                    backoff: hook.backoff,
+                };
+                let now = now_ms();
+                let round = n.saturating_sub(row.retry_from);
+                let (status, next_at, label) = match retry::decide(&policy, round, outcome, rand::random::<f64>()) {
+                    Decision::Delivered => (Status::Delivered, now, "delivered"),
+                    Decision::GiveUp => (Status::Failed, now, "failed"),
+                    Decision::RetryIn(wait) => (Status::Pending, now + wait.as_millis() as i64, "retry"),
+                };
+                telemetry::attempt(label, result.duration);
+                record_of(&row, n, result, status, next_at)
+            }
         };
-        let hook = &live.hook;
-        let result = {
-            let semaphore = self.hook_permits(&row.hook_id);
-            let _permit = semaphore.acquire().await.expect("semaphore is never closed");
-            self.client.attempt(hook, &row, now_ms() / 1000).await
-        };
-        let outcome = if result.success() {
-            Outcome::Success
-        } else {
-            Outcome::Failure { retry_after: result.retry_after, gone: result.status == Some(410) }
-        };
-        let policy = Policy {
-            retries: hook.retries,
-            delay: Duration::from_secs(u64::from(hook.delay_secs)),
-            backoff: hook.backoff,
-        };
-        let now = now_ms();
-        let round = n.saturating_sub(row.retry_from);
-        let (status, next_at, label) = match retry::decide(&policy, round, outcome, rand::random::<f64>()) {
-            Decision::Delivered => (Status::Delivered, now, "delivered"),
-            Decision::GiveUp => (Status::Failed, now, "failed"),
-            Decision::RetryIn(wait) => (Status::Pending, now + wait.as_millis() as i64, "retry"),
-        };
-        telemetry::attempt(label, result.duration);
-        record_of(&row, n, result, status, next_at)
+        self.unclaim(&row);
+        record
     }
 }
 
@@ -191,14 +259,42 @@ fn record_of(row: &LeasedDelivery, n: u32, result: AttemptResult, status: Status
     }
 }
 
-/// Writes attempt records in batches until the channel closes. A store failure is retried:
-/// the records stay in memory meanwhile, and the dispatcher slows down as the channel fills.
-async fn record(store: Arc<dyn Store>, mut inbox: mpsc::Receiver<AttemptRecord>) {
+/// Writes attempt records in batches until the channel closes. A store failure is retried
+/// (the dispatcher slows down as the channel fills); a batch the store refuses is written
+/// record by record so one bad record cannot hold up the others. After shutdown, retrying
+/// stops after a grace period: unrecorded deliveries are still leased to this node and are
+/// sent again after it restarts.
+async fn record(store: Arc<dyn Store>, mut inbox: mpsc::Receiver<AttemptRecord>, shutdown: CancellationToken) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while inbox.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let mut wait = Duration::from_millis(100);
-        while let Err(e) = store.record(&batch).await {
-            tracing::warn!(error = %e, records = batch.len(), "cannot record attempts; retrying");
+        let mut deadline = None;
+        loop {
+            match store.record(&batch).await {
+                Ok(()) => break,
+                Err(crate::store::StoreError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, records = batch.len(), "store unavailable; cannot record attempts yet");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, records = batch.len(), "cannot record attempts; recording one by one");
+                    for one in &batch {
+                        if let Err(e) = store.record(std::slice::from_ref(one)).await {
+                            tracing::error!(error = %e, delivery = %one.delivery_id, "cannot record an attempt; the delivery will be sent again");
+                        }
+                    }
+                    break;
+                }
+            }
+            if shutdown.is_cancelled() {
+                let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                if tokio::time::Instant::now() >= at {
+                    tracing::error!(
+                        records = batch.len(),
+                        "gave up recording attempts at shutdown; those deliveries will be sent again"
+                    );
+                    break;
+                }
+            }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(5));
         }

@@ -9,7 +9,6 @@
 //! A `text/event-plain` body is itself a header block (values percent-encoded by
 //! `switch_url_encode`), optionally followed by its own `Content-Length` and the event body.
 
-mod json;
 mod plain;
 #[cfg(test)]
 mod tests;
@@ -272,7 +271,7 @@ fn build(kind: Kind, body: &[u8]) -> Result<Frame, EslError> {
         Kind::AuthRequest => Frame::AuthRequest,
         Kind::CommandReply(reply) => Frame::CommandReply { reply },
         Kind::ApiResponse => Frame::ApiResponse { body: text(body) },
-        Kind::EventJson => Frame::Event(json::parse(body)?),
+        Kind::EventJson => Frame::Event(super::json::parse(body).map_err(EslError::BadEventJson)?),
         Kind::EventPlain => Frame::Event(plain::parse(body)?),
         Kind::DisconnectNotice => Frame::DisconnectNotice { body: text(body) },
         Kind::Other(content_type) => Frame::Other { content_type },

@@ -4,6 +4,7 @@
 //! Pure code: no I/O.
 
 pub mod esl;
+mod json;
 pub mod routing;
 
 use std::borrow::Cow;
@@ -16,6 +17,129 @@ use crate::hook::template::{Lookup, walk};
 /// built by the engine may carry numbers, booleans, null, arrays or objects.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Event(pub Map<String, Value>);
+
+/// The event types FreeSWITCH knows (`switch_event_types`), the names `event` and `nixevent`
+/// accept on its event socket. `ALL` is left out: it is a subscription keyword, not an event.
+pub const FREESWITCH_EVENTS: &[&str] = &[
+    "CUSTOM",
+    "CLONE",
+    "CHANNEL_CREATE",
+    "CHANNEL_DESTROY",
+    "CHANNEL_STATE",
+    "CHANNEL_CALLSTATE",
+    "CHANNEL_ANSWER",
+    "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_EXECUTE",
+    "CHANNEL_EXECUTE_COMPLETE",
+    "CHANNEL_HOLD",
+    "CHANNEL_UNHOLD",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_UNBRIDGE",
+    "CHANNEL_PROGRESS",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_OUTGOING",
+    "CHANNEL_PARK",
+    "CHANNEL_UNPARK",
+    "CHANNEL_APPLICATION",
+    "CHANNEL_ORIGINATE",
+    "CHANNEL_UUID",
+    "API",
+    "LOG",
+    "INBOUND_CHAN",
+    "OUTBOUND_CHAN",
+    "STARTUP",
+    "SHUTDOWN",
+    "PUBLISH",
+    "UNPUBLISH",
+    "TALK",
+    "NOTALK",
+    "SESSION_CRASH",
+    "MODULE_LOAD",
+    "MODULE_UNLOAD",
+    "DTMF",
+    "MESSAGE",
+    "PRESENCE_IN",
+    "NOTIFY_IN",
+    "PRESENCE_OUT",
+    "PRESENCE_PROBE",
+    "MESSAGE_WAITING",
+    "MESSAGE_QUERY",
+    "ROSTER",
+    "CODEC",
+    "BACKGROUND_JOB",
+    "DETECTED_SPEECH",
+    "DETECTED_TONE",
+    "PRIVATE_COMMAND",
+    "HEARTBEAT",
+    "TRAP",
+    "ADD_SCHEDULE",
+    "DEL_SCHEDULE",
+    "EXE_SCHEDULE",
+    "RE_SCHEDULE",
+    "RELOADXML",
+    "NOTIFY",
+    "PHONE_FEATURE",
+    "PHONE_FEATURE_SUBSCRIBE",
+    "SEND_MESSAGE",
+    "RECV_MESSAGE",
+    "REQUEST_PARAMS",
+    "CHANNEL_DATA",
+    "GENERAL",
+    "COMMAND",
+    "SESSION_HEARTBEAT",
+    "CLIENT_DISCONNECTED",
+    "SERVER_DISCONNECTED",
+    "SEND_INFO",
+    "RECV_INFO",
+    "RECV_RTCP_MESSAGE",
+    "SEND_RTCP_MESSAGE",
+    "CALL_SECURE",
+    "NAT",
+    "RECORD_START",
+    "RECORD_STOP",
+    "PLAYBACK_START",
+    "PLAYBACK_STOP",
+    "CALL_UPDATE",
+    "FAILURE",
+    "SOCKET_DATA",
+    "MEDIA_BUG_START",
+    "MEDIA_BUG_STOP",
+    "CONFERENCE_DATA_QUERY",
+    "CONFERENCE_DATA",
+    "CALL_SETUP_REQ",
+    "CALL_SETUP_RESULT",
+    "CALL_DETAIL",
+    "DEVICE_STATE",
+    "TEXT",
+    "SHUTDOWN_REQUESTED",
+];
+
+/// Checks a hook event name: `NAME` or `NAME->subclass`, the name upper-case letters, digits
+/// and `_`, the subclass without spaces or control characters. It ends up in commands on
+/// FreeSWITCH's event socket, so nothing that could end or extend a command gets through.
+pub fn check_hook_event(name: &str) -> Result<(), &'static str> {
+    let (base, subclass) = match name.split_once("->") {
+        Some((base, sub)) => (base, Some(sub)),
+        None => (name, None),
+    };
+    let base_ok = base.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
+        && base.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !base_ok || name.len() > 256 {
+        return Err("must be an event name like CHANNEL_ANSWER or CUSTOM->callcenter::info");
+    }
+    if base == "ALL" {
+        return Err("must name one event; ALL is not an event");
+    }
+    match subclass {
+        Some(sub)
+            if sub.is_empty() || sub.chars().any(|c| c.is_whitespace() || c.is_control()) || sub.contains("->") =>
+        {
+            Err("must have a subclass without spaces after ->, like CUSTOM->callcenter::info")
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Where an event's domain is read from, first present and non-empty wins.
 pub const DOMAIN_HEADERS: [&str; 4] =
@@ -67,12 +191,11 @@ impl Event {
         })
     }
 
-    /// Parses an event from JSON text: it must be an object.
+    /// Parses an event from JSON text: it must be an object. Invalid UTF-8 (FreeSWITCH sends
+    /// caller names as they came) is replaced, not refused.
     pub fn from_json(text: &[u8]) -> Result<Self, EventError> {
-        match serde_json::from_slice(text).map_err(|e| EventError::Json(e.to_string()))? {
-            Value::Object(map) => Ok(Event(map)),
-            _ => Err(EventError::NotAnObject),
-        }
+        json::parse(text)
+            .map_err(|e| if e.is_data() { EventError::NotAnObject } else { EventError::Json(e.to_string()) })
     }
 }
 
@@ -145,9 +268,32 @@ mod tests {
     }
 
     #[test]
+    fn hook_event_names_cannot_smuggle_commands() {
+        for ok in ["CHANNEL_ANSWER", "CUSTOM->engine::dialer_member_end", "MY_EVENT_2", "CUSTOM->sofia::register"] {
+            assert_eq!(check_hook_event(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "CHANNEL_ANSWER\n\napi system touch /tmp/x",
+            "ALL",
+            "channel_answer",
+            " X ",
+            "",
+            "CUSTOM->",
+            "CUSTOM->a b",
+            "CUSTOM->a\nb",
+            "CUSTOM->a->b",
+            "1ABC",
+        ] {
+            assert!(check_hook_event(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn from_json_wants_an_object() {
         assert_eq!(Event::from_json(b"[1]"), Err(EventError::NotAnObject));
         assert!(matches!(Event::from_json(b"{"), Err(EventError::Json(_))));
         assert_eq!(Event::from_json(br#"{"a":1}"#).unwrap().get("a"), Some(&json!(1)));
+        let latin1 = Event::from_json(b"{\"name\":\"Jos\xe9\"}").unwrap();
+        assert_eq!(latin1.get("name"), Some(&json!("Jos\u{fffd}")));
     }
 }

@@ -132,7 +132,7 @@ impl HookDoc {
     fn parse(map: &Map<String, Value>, domain: &str, limits: Limits) -> Result<Self, DocError> {
         let doc = HookDoc {
             domain: domain.to_owned(),
-            event: string(map, "event")?.unwrap_or_default(),
+            event: event_name(map)?,
             enable: boolean(map, "enable")?.unwrap_or(true),
             description: string(map, "description")?.unwrap_or_default(),
             action: action(map)?,
@@ -200,6 +200,12 @@ fn check_required(map: &Map<String, Value>) -> Result<(), DocError> {
     let has =
         |key: &str| map.get("action").and_then(|a| a.get(key)).is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
     if ["type", "method", "url"].iter().all(|k| has(k)) { Ok(()) } else { Err(DocError::ActionRequired) }
+}
+
+fn event_name(map: &Map<String, Value>) -> Result<String, DocError> {
+    let name = string(map, "event")?.unwrap_or_default();
+    crate::event::check_hook_event(&name).map_err(|problem| bad("event", problem))?;
+    Ok(name)
 }
 
 fn present<'m>(map: &'m Map<String, Value>, key: &str) -> Option<&'m Value> {

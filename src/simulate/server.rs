@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::wire;
-use crate::event::Event;
+use crate::event::{Event, FREESWITCH_EVENTS};
 
 /// An event on its way to the clients, encoded at most once per format.
 pub struct Outgoing {
@@ -253,11 +253,17 @@ impl Client {
                     "plain" => Format::Plain,
                     other => return reply(&format!("-ERR unsupported event format {other}")),
                 };
+                if !has_keyword(names) {
+                    return reply("-ERR no keywords supplied");
+                }
                 sub.format = Some(format);
                 sub.add(names);
                 reply(&wire::event_listener_enabled(if format == Format::Json { "json" } else { "plain" }))
             }
             (["nixevent", names @ ..], true) => {
+                if !has_keyword(names) {
+                    return reply("-ERR no keywords supplied");
+                }
                 sub.remove(names);
                 reply("+OK events nixed")
             }
@@ -285,6 +291,11 @@ const STATUS: &str = "UP 0 years, 0 days, 0 hours, 0 minutes, 1 second, 0 millis
 FreeSWITCH (Version 1.10.12-release 64bit) is ready (switchhook simulate)\n\
 0 session(s) since startup\n0 session(s) - peak 0, last 5min 0\n0 session(s) per Sec out of max 30, peak 0, last 5min 0\n\
 1000 session(s) max\nmin idle cpu 0.00/99.00\nCurrent Stack Size/Max 240K/8192K\n";
+
+/// Whether a word list names anything FreeSWITCH knows (it refuses the command otherwise).
+fn has_keyword(words: &[&str]) -> bool {
+    words.iter().any(|w| *w == "ALL" || FREESWITCH_EVENTS.contains(w))
+}
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)

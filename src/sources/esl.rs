@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Health;
-use crate::event::Event;
 use crate::event::esl::{EslError, Frame, Parser};
+use crate::event::{Event, FREESWITCH_EVENTS};
 use crate::router::Router;
 use crate::telemetry;
 
@@ -91,12 +91,12 @@ impl EslSource {
             match self.session(&shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::error!(server = %self.server.addr, error = %e, "ESL source: reconnecting in {}s", backoff.as_secs());
-                    self.health.down(&name, e.to_string());
                     // A session that got going resets the backoff.
                     if !matches!(e, SessionError::Connect(_) | SessionError::BadPassword | SessionError::Timeout) {
                         backoff = Duration::from_secs(1);
                     }
+                    tracing::error!(server = %self.server.addr, error = %e, "ESL source: reconnecting in {}s", backoff.as_secs());
+                    self.health.down(&name, e.to_string());
                 }
             }
             tokio::select! {
@@ -138,9 +138,10 @@ impl EslSource {
         // reader wait, and no event that was read is lost.
         let (batches, mut inbox) = mpsc::channel::<Vec<Event>>(2);
         let router = self.router.clone();
+        let stop = shutdown.clone();
         let committer = tokio::spawn(async move {
             while let Some(events) = inbox.recv().await {
-                commit(&router, &events).await;
+                commit(&router, &events, &stop).await;
             }
         });
         let committer = tokio_util::task::AbortOnDropHandle::new(committer);
@@ -158,7 +159,7 @@ impl EslSource {
                         while let Some(frame) = conn.next_frame()? {
                             match frame {
                                 Frame::Event(event) => events.push(event),
-                                Frame::CommandReply { reply } => conn.replied(reply)?,
+                                Frame::CommandReply { reply } => conn.replied(reply),
                                 // The socket closes after this (or lingers with more events):
                                 // read on until it does.
                                 Frame::DisconnectNotice { .. } => tracing::info!(server = %self.server.addr, "FreeSWITCH is disconnecting"),
@@ -222,15 +223,22 @@ impl EslSource {
 
 /// `CHANNEL_ANSWER CHANNEL_HANGUP CUSTOM callcenter::info engine::dialer_member_end`: plain
 /// names first, then `CUSTOM` and the subclasses (FreeSWITCH reads every word after `CUSTOM`
-/// as a subclass).
+/// as a subclass). Names FreeSWITCH does not know (events only HTTP ingest brings) are left
+/// out: FreeSWITCH would refuse the whole command for them.
 fn event_list(hook_events: &[&String]) -> Option<String> {
     let mut names: Vec<&str> = Vec::new();
     let mut subclasses: Vec<&str> = Vec::new();
     for event in hook_events {
-        match event.split_once("->") {
-            Some(("CUSTOM", sub)) => subclasses.push(sub),
-            Some((name, _)) => names.push(name),
-            None => names.push(event),
+        let name = match event.split_once("->") {
+            Some(("CUSTOM", sub)) => {
+                subclasses.push(sub);
+                continue;
+            }
+            Some((name, _)) => name,
+            None => event.as_str(),
+        };
+        if FREESWITCH_EVENTS.contains(&name) {
+            names.push(name);
         }
     }
     names.sort_unstable();
@@ -257,12 +265,13 @@ impl Conn {
         Ok(())
     }
 
-    fn replied(&mut self, reply: String) -> Result<(), SessionError> {
+    /// Matches a reply to its command. A refused subscription is logged, not fatal: dropping
+    /// the connection would lose the events of every other hook meanwhile.
+    fn replied(&mut self, reply: String) {
         let command = self.pending.pop_front().unwrap_or_default();
         if reply.starts_with("-ERR") {
-            return Err(SessionError::Refused(reply, command));
+            tracing::warn!(%command, %reply, "FreeSWITCH refused a subscription command");
         }
-        Ok(())
     }
 
     /// The next complete frame in the buffer. A bad event body costs only its own frame (it
@@ -302,11 +311,26 @@ async fn send(writer: &mut OwnedWriteHalf, command: &str) -> std::io::Result<()>
     writer.write_all(format!("{command}\n\n").as_bytes()).await
 }
 
-/// Commits events, retrying until the store takes them: ESL cannot resend what was read.
-async fn commit(router: &Router, events: &[Event]) {
+/// How long shutdown keeps trying to commit events already read.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Commits events, retrying until the store takes them: ESL cannot resend what was read. Only
+/// at shutdown does it give up, after a grace period, and says how many events that loses.
+async fn commit(router: &Router, events: &[Event], shutdown: &CancellationToken) {
     let mut wait = Duration::from_millis(100);
+    let mut deadline = None;
     while let Err(e) = router.accept(events).await {
         tracing::warn!(error = %e, events = events.len(), "ESL source: cannot commit events; retrying");
+        if shutdown.is_cancelled() {
+            let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
+            if tokio::time::Instant::now() >= at {
+                tracing::error!(
+                    events = events.len(),
+                    "ESL source: shutting down with events that could not be committed; they are lost"
+                );
+                return;
+            }
+        }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }

@@ -215,8 +215,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Queues deliveries, all or none, in one transaction.
     async fn enqueue(&self, deliveries: &[NewDelivery]) -> Result<()>;
-    /// Leases up to `limit` due deliveries to `owner` until `lease_until_ms`, oldest due first.
-    async fn lease(&self, owner: &str, now_ms: i64, lease_until_ms: i64, limit: u32) -> Result<Vec<LeasedDelivery>>;
+    /// Leases up to `limit` due deliveries to `owner` until `lease_until_ms`, oldest due first,
+    /// leaving out the hooks in `exclude` (those already at their concurrency limit).
+    async fn lease(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+        exclude: &[String],
+    ) -> Result<Vec<LeasedDelivery>>;
+    /// Gives leased deliveries back unattempted, to be leased again.
+    async fn release(&self, owner: &str, ids: &[String]) -> Result<()>;
+    /// Extends every lease `owner` holds (its attempts in flight) to `lease_until_ms`.
+    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<u64>;
     /// Records attempts and the new state of their deliveries, in one transaction.
     async fn record(&self, attempts: &[AttemptRecord]) -> Result<()>;
     /// Drops the leases `owner` holds (a restarted node's in-flight rows), so they are sent again.

@@ -16,7 +16,7 @@ impl Dialect for Postgres {
         ("deliveries", include_str!("migrations/0002_deliveries.sql")),
     ];
     // SKIP LOCKED: nodes sharing the database lease disjoint rows without waiting on each other.
-    const LEASE_SQL: &'static str = super::sql::lease_sql!("FOR UPDATE SKIP LOCKED");
+    const LEASE_LOCK: &'static str = "FOR UPDATE SKIP LOCKED";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

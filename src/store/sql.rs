@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, SqlSafeStr, Type};
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, SqlSafeStr, Type,
+};
 
 use super::{
     AttemptRecord, AttemptView, DeliveryView, LeasedDelivery, NewDelivery, Result, RetryOutcome, Status, Store,
@@ -15,27 +17,36 @@ use crate::hook::payload::Request;
 /// Rows per multi-row INSERT: far below both backends' bind-parameter limits.
 const INSERT_CHUNK: usize = 500;
 
-/// The lease statement; PostgreSQL adds a row-locking clause to the inner SELECT.
-macro_rules! lease_sql {
-    ($lock:literal) => {
-        concat!(
-            "UPDATE deliveries SET lease_until = $1, lease_owner = $2 WHERE id IN (",
-            "SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= $3 ",
-            "AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_at LIMIT $4 ",
-            $lock,
-            ") RETURNING id, hook_id, attempts, retry_from, next_at, method, url, headers, body, event"
-        )
+/// The lease statement: due, unleased rows of hooks not in the `excluded` list (`$5…`), oldest
+/// first. `lock` is the backend's row-locking clause for the inner SELECT.
+fn lease_sql(lock: &str, excluded: usize) -> String {
+    let not_in = if excluded == 0 {
+        String::new()
+    } else {
+        let params: Vec<String> = (5..5 + excluded).map(|i| format!("${i}")).collect();
+        format!(" AND hook_id NOT IN ({})", params.join(", "))
     };
+    format!(
+        "UPDATE deliveries SET lease_until = $1, lease_owner = $2 WHERE id IN (\
+         SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= $3 \
+         AND (lease_until IS NULL OR lease_until < $3){not_in} ORDER BY next_at LIMIT $4 {lock}) \
+         RETURNING id, hook_id, attempts, retry_from, next_at, method, url, headers, body, event"
+    )
 }
-pub(super) use lease_sql;
+
+/// Text as both backends can store it: PostgreSQL refuses NUL in TEXT, and response bodies,
+/// error texts and event headers can carry one.
+fn clean(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
 
 /// What differs between backends, beyond the SQL they share.
 pub trait Dialect: Database {
     const BACKEND: &'static str;
     /// Migration scripts, in order; each backend has its own copy of the schema.
     const MIGRATIONS: &'static [(&'static str, &'static str)];
-    /// Leases due deliveries; see [`lease_sql`].
-    const LEASE_SQL: &'static str;
+    /// Row-locking clause of the lease query's inner SELECT (see [`lease_sql`]).
+    const LEASE_LOCK: &'static str;
     /// Rows a statement touched; each backend's result type reports it its own way.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
@@ -281,7 +292,7 @@ where
                     .push_bind(d.hook_id.clone())
                     .push_bind(d.domain.clone())
                     .push_bind(d.event_name.clone())
-                    .push_bind(d.order_key.clone())
+                    .push_bind(d.order_key.as_deref().map(clean))
                     .push_bind(Status::Pending.as_str().to_owned())
                     .push_bind(d.created_at_ms)
                     .push_bind(d.created_at_ms)
@@ -298,14 +309,23 @@ where
         Ok(())
     }
 
-    async fn lease(&self, owner: &str, now_ms: i64, lease_until_ms: i64, limit: u32) -> Result<Vec<LeasedDelivery>> {
-        let rows = sqlx::query(DB::LEASE_SQL)
+    async fn lease(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+        exclude: &[String],
+    ) -> Result<Vec<LeasedDelivery>> {
+        let mut query = sqlx::query(AssertSqlSafe(lease_sql(DB::LEASE_LOCK, exclude.len())))
             .bind(lease_until_ms)
             .bind(owner.to_owned())
             .bind(now_ms)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(i64::from(limit));
+        for hook in exclude {
+            query = query.bind(hook.clone());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         let mut leased = rows
             .into_iter()
             .map(|row| {
@@ -344,8 +364,8 @@ where
                     .push_bind(a.at_ms)
                     .push_bind(a.status_code.map(i64::from))
                     .push_bind(i64::from(a.duration_ms))
-                    .push_bind(a.error.clone())
-                    .push_bind(a.response.clone());
+                    .push_bind(a.error.as_deref().map(clean))
+                    .push_bind(a.response.as_deref().map(clean));
             });
             insert.push(" ON CONFLICT (delivery_id, n) DO NOTHING");
             insert.build().execute(&mut *tx).await?;
@@ -365,6 +385,34 @@ where
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn release(&self, owner: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut update = sqlx::QueryBuilder::<DB>::new(
+            "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = ",
+        );
+        update.push_bind(owner.to_owned()).push(" AND id IN (");
+        let mut list = update.separated(", ");
+        for id in ids {
+            list.push_bind(id.clone());
+        }
+        update.push(")");
+        update.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET lease_until = $2 WHERE lease_owner = $1 AND status = 'pending' AND lease_until IS NOT NULL",
+        )
+        .bind(owner.to_owned())
+        .bind(lease_until_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done))
     }
 
     async fn release_leases(&self, owner: &str) -> Result<u64> {

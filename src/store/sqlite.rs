@@ -15,7 +15,7 @@ impl Dialect for Sqlite {
         ("init", include_str!("migrations/0001_init.sql")),
         ("deliveries", include_str!("migrations/0002_deliveries.sql")),
     ];
-    const LEASE_SQL: &'static str = super::sql::lease_sql!("");
+    const LEASE_LOCK: &'static str = "";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

@@ -1,18 +1,19 @@
-//! `text/event-json` bodies → [`Event`]: one JSON object, kept with its values' types.
+//! JSON events (ESL `text/event-json`, mod_amqp and engine messages) → [`Event`]: one JSON
+//! object, kept with its values' types.
 
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::EslError;
 use crate::event::Event;
 
-pub(super) fn parse(body: &[u8]) -> Result<Event, EslError> {
+/// Parses one JSON object. FreeSWITCH's cJSON passes a caller name's bytes through unchecked,
+/// so invalid UTF-8 is replaced rather than refused; that second pass is only tried on
+/// failure, which keeps the common path to one.
+pub(crate) fn parse(body: &[u8]) -> Result<Event, serde_json::Error> {
     match object(body) {
         Ok(map) => Ok(Event(map)),
-        // cJSON passes a caller name's bytes through unchecked, so invalid UTF-8 is replaced
-        // rather than refused. Only tried on failure, which keeps the common path to one pass.
-        Err(err) if std::str::from_utf8(body).is_ok() => Err(EslError::BadEventJson(err)),
-        Err(_) => object(String::from_utf8_lossy(body).as_bytes()).map(Event).map_err(EslError::BadEventJson),
+        Err(err) if std::str::from_utf8(body).is_ok() => Err(err),
+        Err(_) => object(String::from_utf8_lossy(body).as_bytes()).map(Event),
     }
 }
 
