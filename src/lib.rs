@@ -15,11 +15,13 @@
 //! - [`api`]: the REST API and its envelope.
 //! - [`auth`]: tokens, roles and permissions.
 //! - [`simulate`]: a fake FreeSWITCH (call flows, ESL frames, mod_amqp keys) for demos, tests and benches.
+//! - [`bench`]: the end-to-end benchmark (`switchhook bench`).
 //! - [`config`], [`app`]: configuration and wiring.
 
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod delivery;
 pub mod event;

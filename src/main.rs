@@ -50,6 +50,9 @@ enum Command {
     Migrate,
     /// A fake FreeSWITCH: realistic call flows over an event socket, or to RabbitMQ.
     Simulate(SimulateArgs),
+    /// The end-to-end load test: the service on a temporary store, a receiver, events through
+    /// a source; prints throughput, latency, memory and a same-run baseline.
+    Bench(BenchArgs),
     /// A webhook receiver that prints what it gets.
     Receive {
         /// Address to listen on.
@@ -59,6 +62,44 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         status: u16,
     },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Events to push.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Hooks (one per domain; each event matches exactly one). 0: none match.
+    #[arg(long, default_value_t = 1)]
+    hooks: usize,
+    /// Where events enter: HTTP ingest, the simulated event socket, or RabbitMQ.
+    #[arg(long, value_enum, default_value = "http")]
+    source: switchhook::bench::Source,
+    /// Offered load in events/s (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// A PostgreSQL server (postgres://…) to use instead of SQLite; the run gets a fresh
+    /// database on it, dropped at the end.
+    #[arg(long = "database-url", id = "bench_database_url")]
+    bench_database_url: Option<String>,
+    /// RabbitMQ for --source amqp.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// Also write the figures as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Events per ingest request (HTTP source).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Ingest requests in flight (HTTP source).
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Delivery concurrency of the service, and of the baseline client.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Hooks point at a closed port: measures the service holding a backlog.
+    #[arg(long)]
+    receiver_down: bool,
 }
 
 #[derive(Args)]
@@ -159,6 +200,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Token(cmd) => token(cmd, &Services::open(&config).await?).await,
         Command::Simulate(args) => simulate(args).await,
         Command::Receive { listen, status } => receive(listen, status).await,
+        Command::Bench(args) => {
+            let options = switchhook::bench::Options {
+                events: args.events,
+                hooks: args.hooks,
+                source: args.source,
+                rate: args.rate,
+                database_url: args.bench_database_url,
+                amqp_url: args.amqp_url,
+                json: args.json,
+                batch: args.batch.max(1),
+                senders: args.senders.max(1),
+                concurrency: args.concurrency.max(1),
+                receiver_down: args.receiver_down,
+            };
+            let report = switchhook::bench::run(options).await?;
+            print!("{report}");
+            Ok(())
+        }
     }
 }
 

@@ -302,7 +302,10 @@ async fn each_validation_rule_names_its_field(b: Backend) {
         (with(json!({"event": null})), "Bad request: event name is required."),
         (with(json!({"event": ""})), "Bad request: event name is required."),
         (with(json!({"event": 5})), "Bad request: event must be a string"),
-        (with(json!({"event": "CHANNEL_ANSWER\n\napi system touch /tmp/x"})), "Bad request: event must be an event name like CHANNEL_ANSWER"),
+        (
+            with(json!({"event": "CHANNEL_ANSWER\n\napi system touch /tmp/x"})),
+            "Bad request: event must be an event name like CHANNEL_ANSWER",
+        ),
         (with(json!({"event": "ALL"})), "Bad request: event must name one event; ALL is not an event"),
         (with(json!({"event": "channel_answer"})), "Bad request: event must be an event name like CHANNEL_ANSWER"),
         (with(json!({"event": "CUSTOM->a b"})), "Bad request: event must have a subclass without spaces"),

@@ -581,7 +581,8 @@ async fn odd_bytes_from_receivers_and_events_are_stored(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
     r.script("/nul", [Reply::status(500).body("bad\0bytes")]);
-    let nul = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/nul")), "ordered": true})).await;
+    let nul =
+        s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/nul")), "ordered": true})).await;
     let other = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/ok"))})).await;
     let data = s.ingest(channel("CHANNEL_ANSWER", D, "u\u{0}1")).await;
     assert_eq!(data["deliveries"], 2);

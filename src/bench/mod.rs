@@ -76,13 +76,21 @@ pub struct Latency {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let l = &self.latency_ms;
-        writeln!(f, "source {:?}, store {}, {} events, {} webhooks", self.source, self.store, self.events, self.deliveries)?;
+        writeln!(
+            f,
+            "source {:?}, store {}, {} events, {} webhooks",
+            self.source, self.store, self.events, self.deliveries
+        )?;
         if let Some(rate) = self.offered_rate {
             writeln!(f, "offered load      {rate:.0} events/s")?;
         }
         writeln!(f, "accepted          {:.0} events/s", self.events_per_s)?;
         writeln!(f, "delivered         {:.0} webhooks/s", self.webhooks_per_s)?;
-        writeln!(f, "baseline          {:.0} requests/s (plain HTTP client to the same receiver)", self.baseline_per_s)?;
+        writeln!(
+            f,
+            "baseline          {:.0} requests/s (plain HTTP client to the same receiver)",
+            self.baseline_per_s
+        )?;
         writeln!(f, "ratio to baseline {:.2}", self.ratio_to_baseline)?;
         writeln!(f, "latency (ms)      p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}", l.p50, l.p90, l.p99, l.max)?;
         writeln!(f, "peak service RSS  {:.1} MB", self.peak_rss_mb)
@@ -142,7 +150,8 @@ impl Events {
 
     pub fn get(&self, seq: u64) -> Event {
         let mut event = self.templates[seq as usize % self.templates.len()].clone();
-        let domain = if self.hooks == 0 { "bench-nomatch.example.com".to_owned() } else { domain(seq as usize % self.hooks) };
+        let domain =
+            if self.hooks == 0 { "bench-nomatch.example.com".to_owned() } else { domain(seq as usize % self.hooks) };
         let headers = &mut event.0;
         headers.insert("Unique-ID".into(), Value::String(format!("bench-{seq}")));
         headers.insert("variable_domain_name".into(), Value::String(domain.clone()));
@@ -166,44 +175,31 @@ pub(crate) fn seq_of(body: &[u8]) -> Option<u64> {
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
-/// Runs the benchmark and prints (and optionally writes) its report.
+/// Runs the benchmark and returns (and optionally writes) its report.
 pub async fn run(options: Options) -> anyhow::Result<Report> {
     let progress = std::io::stderr().is_terminal();
     let clock = Clock::new(options.events);
     let receiver = drive::Receiver::start(clock.clone()).await?;
-    let mut svc = service::Service::start(&options, receiver.addr).await?;
-    let hooks_url = if options.receiver_down { format!("http://127.0.0.1:{}/h", service::closed_port()?) } else { receiver.url("/h") };
-    svc.create_hooks(options.hooks, &hooks_url, options.receiver_down).await?;
-    let events = Arc::new(Events::new(options.hooks));
-    let expected = if options.hooks == 0 || options.receiver_down { 0 } else { options.events };
-
-    eprintln!("pushing {} events through {:?} ({} hooks)…", options.events, options.source, options.hooks);
-    let started = Instant::now();
-    let driver = drive::start(&options, &svc, events.clone(), clock.clone()).await?;
-    let sent_all = driver.finished(&svc, options.events, &clock, progress, expected).await?;
-    let accepted_secs = sent_all.as_secs_f64();
-    let done = if expected > 0 {
-        drive::wait_arrivals(&clock, expected, progress, started).await?
-    } else {
-        started.elapsed()
-    };
+    let input = Arc::new(drive::Input::prepare(&options).await?);
+    let svc = service::Service::start(&options, &input.args(), &input.config(&options)).await?;
+    let result = measure(&options, &svc, &receiver, input.clone(), clock.clone(), progress).await;
     let peak_rss_mb = svc.peak_rss_mb();
     svc.stop().await;
-    if progress {
-        eprintln!();
-    }
+    input.cleanup().await;
+    let (accepted, done) = result?;
 
     let baseline = if options.receiver_down {
         0.0
     } else {
-        eprintln!("baseline: the receiver driven directly, {} requests in flight…", options.concurrency);
-        receiver.baseline(&events, options.events.min(50_000), options.concurrency).await?
+        eprintln!("baseline: the same receiver driven directly, {} requests in flight…", options.concurrency);
+        receiver.baseline(&Events::new(options.hooks), options.events.min(50_000), options.concurrency).await?
     };
+    let expected = expected(&options);
     let webhooks_per_s = if expected > 0 { expected as f64 / done.as_secs_f64() } else { 0.0 };
     let report = Report {
         events: options.events,
         deliveries: clock.arrivals.load(Ordering::Relaxed),
-        events_per_s: options.events as f64 / accepted_secs.max(1e-9),
+        events_per_s: options.events as f64 / accepted.as_secs_f64().max(1e-9),
         webhooks_per_s,
         baseline_per_s: baseline,
         ratio_to_baseline: if baseline > 0.0 { webhooks_per_s / baseline } else { 0.0 },
@@ -215,9 +211,44 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         elapsed_s: done.as_secs_f64(),
     };
     if let Some(path) = &options.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(report)
+}
+
+/// Webhooks the receiver should get: one per event, unless no hook matches or none can arrive.
+fn expected(options: &Options) -> u64 {
+    if options.hooks == 0 || options.receiver_down { 0 } else { options.events }
+}
+
+/// Creates the hooks, pushes the events, and waits: returns the times until every event was
+/// accepted and until every webhook arrived.
+async fn measure(
+    options: &Options,
+    svc: &service::Service,
+    receiver: &drive::Receiver,
+    input: Arc<drive::Input>,
+    clock: Arc<Clock>,
+    progress: bool,
+) -> anyhow::Result<(Duration, Duration)> {
+    let url = if options.receiver_down {
+        format!("http://127.0.0.1:{}/h", service::closed_port()?)
+    } else {
+        receiver.url("/h")
+    };
+    svc.create_hooks(options.hooks, &url, options.receiver_down).await?;
+    let events = Arc::new(Events::new(options.hooks));
+    eprintln!("pushing {} events through {:?} ({} hooks)…", options.events, options.source, options.hooks);
+    let started = Instant::now();
+    let pusher = input.push(options, svc, events, clock.clone()).await?;
+    let accepted = pusher.finished(svc, options.events, &clock, progress, started).await?;
+    let expected = expected(options);
+    let done = if expected > 0 { drive::wait_arrivals(&clock, expected, progress, started).await? } else { accepted };
+    if progress {
+        eprintln!();
+    }
+    Ok((accepted, done))
 }
 
 /// Acceptance-to-arrival percentiles over the events that have both.
@@ -269,7 +300,9 @@ mod tests {
     #[test]
     fn percentiles_come_from_accepted_and_arrived_events() {
         let clock = Clock::new(4);
-        for (i, (a, b)) in [(1_000_000, 2_000_000), (1_000_000, 5_000_000), (0, 9), (3_000_000, 4_000_000)].iter().enumerate() {
+        for (i, (a, b)) in
+            [(1_000_000, 2_000_000), (1_000_000, 5_000_000), (0, 9), (3_000_000, 4_000_000)].iter().enumerate()
+        {
             clock.accepted[i].store(*a, Ordering::Relaxed);
             clock.arrived[i].store(*b, Ordering::Relaxed);
         }

@@ -1,0 +1,166 @@
+//! The service under test: `switchhook serve` as a child process on a temporary store, so its
+//! memory is measured apart from the load driver and the receiver.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use super::{Options, domain};
+use crate::auth::{Claims, Role, TokenKeys, now_ms};
+
+pub struct Service {
+    child: Child,
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    pg: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+/// A local port nothing listens on (for `--receiver-down`).
+pub fn closed_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Service {
+    /// Starts `serve` with `args` (source settings) and `config` (a TOML file's text).
+    pub async fn start(options: &Options, args: &[String], config: &str) -> anyhow::Result<Service> {
+        let dir = tempfile::tempdir()?;
+        let port = closed_port()?;
+        let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        let (database_url, pg) = match &options.database_url {
+            Some(admin) => {
+                let (url, name) = fresh_database(admin).await?;
+                (url, Some((admin.clone(), name)))
+            }
+            None => (crate::config::sqlite_url(&dir.path().join("bench.db")), None),
+        };
+        let config_path = dir.path().join("bench.toml");
+        std::fs::write(&config_path, config)?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--database-url", &database_url])
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .env("SWITCHHOOK_TOKEN_SECRET", &secret)
+            .env("SWITCHHOOK_LOG", "warn")
+            .env("SWITCHHOOK_DELIVERY_CONCURRENCY", options.concurrency.to_string())
+            .env("SWITCHHOOK_DELIVERY_PER_HOOK_CONCURRENCY", options.concurrency.to_string())
+            .kill_on_drop(true);
+        let child = command.spawn().context("cannot start the service")?;
+        let keys = TokenKeys::new(secret.as_bytes()).expect("the secret is not empty");
+        let token = keys.sign(&Claims::new("bench".into(), now_ms() + 86_400_000, Role::Root, None));
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+        let service = Service { child, base: format!("http://127.0.0.1:{port}"), token, http, pg, _dir: dir };
+        service.wait_healthy().await?;
+        Ok(service)
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the service did not become healthy")
+    }
+
+    /// One hook per domain `bench-<i>`, on CHANNEL_ANSWER, posting to `url`. With no hooks, a
+    /// decoy in a domain no event has, so sources still subscribe.
+    pub async fn create_hooks(&self, n: usize, url: &str, receiver_down: bool) -> anyhow::Result<()> {
+        let retry = if receiver_down { json!({"retries": 100, "delay": 3600}) } else { json!({}) };
+        let domains: Vec<String> =
+            if n == 0 { vec!["bench-decoy.example.com".into()] } else { (0..n).map(domain).collect() };
+        for domain in domains {
+            let mut hook = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}});
+            hook.as_object_mut().unwrap().extend(retry.as_object().unwrap().clone());
+            let r = self
+                .http
+                .post(format!("{}/api/v2/hooks?domain={domain}", self.base))
+                .header("X-Access-Token", &self.token)
+                .json(&hook)
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("cannot create a hook: {}", r.text().await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// `switchhook_events_received_total` from `/metrics`.
+    pub async fn events_received(&self) -> u64 {
+        let Ok(r) = self.http.get(format!("{}/metrics", self.base)).send().await else {
+            return 0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("switchhook_events_received_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
+    /// The service's peak resident memory so far (VmHWM), in MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        let Some(pid) = self.child.id() else {
+            return 0.0;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().to_owned()))
+            })
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        if tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+        if let Some((admin, name)) = &self.pg {
+            drop_database(admin, name).await;
+        }
+    }
+}
+
+/// A database of the run's own on the server `admin_url` names.
+async fn fresh_database(admin_url: &str) -> anyhow::Result<(String, String)> {
+    use sqlx::Connection as _;
+    let name = format!("switchhook_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.context("cannot reach PostgreSQL")?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    let mut url = url::Url::parse(admin_url)?;
+    url.set_path(&format!("/{name}"));
+    Ok((url.to_string(), name))
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    use sqlx::Connection as _;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+/// The address a bound listener got (for the simulator's event socket).
+pub fn esl_arg(addr: SocketAddr) -> Vec<String> {
+    vec!["--esl".into(), format!("ClueCon@{addr}")]
+}
