@@ -17,7 +17,7 @@ use crate::api::{self, ApiState};
 use crate::auth::{Claims, Role, TokenKeys, now_ms};
 use crate::config::Config;
 use crate::delivery::{self, worker, worker::Dispatcher};
-use crate::router::{HookIndex, Router};
+use crate::router::{HookIndex, HotPath, Router};
 use crate::sources::Health;
 use crate::sources::amqp::AmqpSource;
 use crate::sources::esl::EslSource;
@@ -123,23 +123,26 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     }
     let index = Arc::new(index);
     let wake = Arc::new(Notify::new());
-    let router = Arc::new(Router::new(index.clone(), store.clone(), wake.clone()));
+    let d = &config.delivery;
+    let owner = match &d.node_id {
+        Some(id) => id.clone(),
+        None => node_id(&config.data_dir)?,
+    };
+    let (hot, handed_over) = tokio::sync::mpsc::channel(d.concurrency * 2);
+    let hot = HotPath { deliveries: hot, owner: owner.clone(), lease: d.lease };
+    let router = Arc::new(Router::new(index.clone(), store.clone(), wake.clone(), hot));
 
     let addr = listener.local_addr()?;
-    let d = &config.delivery;
     let settings = worker::Settings {
         concurrency: d.concurrency,
         per_hook: d.per_hook_concurrency,
         lease: d.lease,
-        owner: match &d.node_id {
-            Some(id) => id.clone(),
-            None => node_id(&config.data_dir)?,
-        },
+        owner,
         batch: 256,
         poll: Duration::from_secs(1),
     };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(Dispatcher::new(store.clone(), index, wake, settings).run(shutdown.clone()));
+    tasks.spawn(Dispatcher::new(store.clone(), index, wake, settings).run(handed_over, shutdown.clone()));
     tasks.spawn(delivery::maintain(store.clone(), d.retention, shutdown.clone()));
 
     let health = Health::default();

@@ -210,8 +210,8 @@ impl Config {
 
         let d = file.delivery;
         let delivery = DeliveryConfig {
-            concurrency: l.get("delivery.concurrency", d.concurrency, 128, positive),
-            per_hook_concurrency: l.get("delivery.per_hook_concurrency", d.per_hook_concurrency, 64, positive),
+            concurrency: l.get("delivery.concurrency", d.concurrency, 256, positive),
+            per_hook_concurrency: l.get("delivery.per_hook_concurrency", d.per_hook_concurrency, 128, positive),
             lease: l.get("delivery.lease", d.lease, Duration::from_secs(60), |s| {
                 duration(s)
                     .and_then(|d| if d < Duration::from_secs(5) { Err("must be at least 5s".into()) } else { Ok(d) })

@@ -78,10 +78,6 @@ struct BenchArgs {
     /// Offered load in events/s (default: as fast as possible).
     #[arg(long)]
     rate: Option<f64>,
-    /// A PostgreSQL server (postgres://…) to use instead of SQLite; the run gets a fresh
-    /// database on it, dropped at the end.
-    #[arg(long = "database-url", id = "bench_database_url")]
-    bench_database_url: Option<String>,
     /// RabbitMQ for --source amqp.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     amqp_url: String,
@@ -92,7 +88,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     batch: usize,
     /// Ingest requests in flight (HTTP source).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     senders: usize,
     /// Delivery concurrency of the service, and of the baseline client.
     #[arg(long, default_value_t = 128)]
@@ -165,6 +161,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { listen, esl } => (listen.clone(), esl.clone()),
         _ => (None, None),
     };
+    // `bench --database-url postgres://…` names a server to run on, not the store of this command.
+    let explicit_database = cli.database_url.clone();
     let overrides =
         Overrides { config: cli.config, listen, data_dir: cli.data_dir, database_url: cli.database_url, esl };
     let config = Config::load(&overrides)?;
@@ -179,10 +177,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     app::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(cli.command, config))
+    runtime.block_on(run(cli.command, config, explicit_database))
 }
 
-async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+async fn run(command: Command, config: Config, explicit_database: Option<String>) -> anyhow::Result<()> {
     match command {
         Command::Serve { .. } => {
             let listener = tokio::net::TcpListener::bind(config.listen)
@@ -206,7 +204,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 hooks: args.hooks,
                 source: args.source,
                 rate: args.rate,
-                database_url: args.bench_database_url,
+                database_url: explicit_database.filter(|u| !u.starts_with("sqlite:")),
                 amqp_url: args.amqp_url,
                 json: args.json,
                 batch: args.batch.max(1),

@@ -6,11 +6,13 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::{Notify, watch};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::event::Event;
 use crate::hook::{CompiledHook, DocError};
-use crate::store::{NewDelivery, Store, StoreError, StoredHook};
+use crate::store::{LeasedDelivery, NewDelivery, Store, StoreError, StoredHook};
 use crate::telemetry;
 
 /// A hook in the index.
@@ -142,11 +144,22 @@ pub struct Router {
     store: Arc<dyn Store>,
     /// Wakes the delivery workers when new work is queued.
     wake: Arc<Notify>,
+    hot: HotPath,
+}
+
+/// The short way to the dispatcher: deliveries it has room for are written already leased to
+/// this node and handed over in memory, so they are not read back from the store. The rest
+/// wait in the store for a lease.
+pub struct HotPath {
+    pub deliveries: mpsc::Sender<LeasedDelivery>,
+    /// This node's name in leases.
+    pub owner: String,
+    pub lease: Duration,
 }
 
 impl Router {
-    pub fn new(index: Arc<HookIndex>, store: Arc<dyn Store>, wake: Arc<Notify>) -> Self {
-        Self { index, store, wake }
+    pub fn new(index: Arc<HookIndex>, store: Arc<dyn Store>, wake: Arc<Notify>, hot: HotPath) -> Self {
+        Self { index, store, wake, hot }
     }
 
     /// Wakes the delivery workers (after work was queued outside [`Router::accept`]).
@@ -164,7 +177,7 @@ impl Router {
             telemetry::event_matched();
         }
         for live in &hooks {
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = uuid::Uuid::now_v7().to_string();
             let request = live.hook.render(event, &name, &id);
             out.push(NewDelivery {
                 request,
@@ -177,6 +190,7 @@ impl Router {
                 domain: domain.clone().into_owned(),
                 event_name: name.clone().into_owned(),
                 created_at_ms: now_ms,
+                lease_until_ms: None,
             });
         }
         hooks.len()
@@ -191,10 +205,29 @@ impl Router {
         for event in events {
             self.route(event, now, &mut deliveries);
         }
-        if !deliveries.is_empty() {
-            self.store.enqueue(&deliveries).await?;
+        if deliveries.is_empty() {
+            return Ok(Accepted { events: events.len(), deliveries: 0 });
+        }
+        // Room in the dispatcher, taken before the commit so what is written leased is sent.
+        let mut room = Vec::new();
+        while room.len() < deliveries.len() {
+            match self.hot.deliveries.try_reserve() {
+                Ok(permit) => room.push(permit),
+                Err(_) => break,
+            }
+        }
+        let lease_until = now + self.hot.lease.as_millis() as i64;
+        for d in deliveries.iter_mut().take(room.len()) {
+            d.lease_until_ms = Some(lease_until);
+        }
+        self.store.enqueue(&deliveries, &self.hot.owner).await?;
+        let n = deliveries.len();
+        if room.len() < n {
             self.wake.notify_one();
         }
-        Ok(Accepted { events: events.len(), deliveries: deliveries.len() })
+        for (permit, d) in room.into_iter().zip(deliveries) {
+            permit.send(d.into());
+        }
+        Ok(Accepted { events: events.len(), deliveries: n })
     }
 }

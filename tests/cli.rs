@@ -166,3 +166,35 @@ fn migrate_creates_the_store() {
     // Twice is fine.
     assert!(run(dir.path(), &["migrate"]).status.success());
 }
+
+#[test]
+fn bench_runs_end_to_end_and_writes_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    for source in ["http", "esl"] {
+        let out = run(dir.path(), &["bench", "--events", "300", "--source", source, "--json", json.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{source}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("delivered") && text.contains("baseline"), "{text}");
+        let figures: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        for key in [
+            "events",
+            "deliveries",
+            "events_per_s",
+            "webhooks_per_s",
+            "baseline_per_s",
+            "ratio_to_baseline",
+            "peak_rss_mb",
+            "source",
+            "store",
+        ] {
+            assert!(!figures[key].is_null(), "{key} missing: {figures}");
+        }
+        for key in ["p50", "p90", "p99", "max"] {
+            assert!(figures["latency_ms"][key].is_number(), "{figures}");
+        }
+        assert_eq!((figures["events"].as_u64(), figures["deliveries"].as_u64()), (Some(300), Some(300)), "{figures}");
+        assert_eq!(figures["source"], source);
+        assert!(figures["webhooks_per_s"].as_f64().unwrap() > 0.0 && figures["peak_rss_mb"].as_f64().unwrap() > 1.0);
+    }
+}

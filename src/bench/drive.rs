@@ -250,12 +250,14 @@ impl Input {
                     serde_json::to_writer(&mut body, &events.get(seq).0)?;
                 }
                 body.push(b']');
+                // Latency counts from the request, not its answer: a webhook can arrive before
+                // the answer does.
+                for seq in first..first + k {
+                    clock.accept(seq);
+                }
                 let r = http.post(url).header("X-Access-Token", token).body(body).send().await?;
                 if !r.status().is_success() {
                     bail!("ingest answered {}: {}", r.status(), r.text().await?);
-                }
-                for seq in first..first + k {
-                    clock.accept(seq);
                 }
             }
             Input::Esl { events: out, .. } => {

@@ -251,7 +251,8 @@ async fn measure(
     Ok((accepted, done))
 }
 
-/// Acceptance-to-arrival percentiles over the events that have both.
+/// Push-to-arrival percentiles (the event sent to the source, to its webhook at the
+/// receiver) over the events that have both.
 fn latency(clock: &Clock) -> Latency {
     let mut ms: Vec<f64> = clock
         .accepted

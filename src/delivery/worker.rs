@@ -39,6 +39,8 @@ pub struct Settings {
 
 /// Rows recorded per transaction, at most.
 const RECORD_BATCH: usize = 512;
+/// How long the recorder waits for more attempts to end before it writes a short batch.
+const RECORD_LINGER: Duration = Duration::from_millis(5);
 /// How long shutdown waits for attempts in flight and for their records to be written.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -71,7 +73,8 @@ impl Dispatcher {
     }
 
     /// Runs until `shutdown`, then lets attempts in flight finish (for a while) and records them.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    /// `hot` brings deliveries the router wrote already leased to this node.
+    pub async fn run(self: Arc<Self>, mut hot: mpsc::Receiver<LeasedDelivery>, shutdown: CancellationToken) {
         match self.store.release_leases(&self.settings.owner).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deliveries = n, "taking back deliveries left in flight by the last run"),
@@ -79,12 +82,22 @@ impl Dispatcher {
         }
         let (records, inbox) = mpsc::channel(RECORD_BATCH * 4);
         // Owned here, so that dropping this future (a crash, in tests) stops everything with it.
-        let recorder = AbortOnDropHandle::new(tokio::spawn(record(self.store.clone(), inbox, shutdown.clone())));
+        let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
+        let recorders: Vec<_> = (0..self.store.writers())
+            .map(|_| AbortOnDropHandle::new(tokio::spawn(record(self.store.clone(), inbox.clone(), shutdown.clone()))))
+            .collect();
         let renewer = AbortOnDropHandle::new(tokio::spawn(self.clone().renew()));
         let mut attempts = JoinSet::new();
         let permits = Arc::new(Semaphore::new(self.settings.concurrency));
         while !shutdown.is_cancelled() {
             while attempts.try_join_next().is_some() {}
+            // Deliveries handed over in memory come first: they are already leased to us.
+            let mut excess = Vec::new();
+            while permits.available_permits() > 0 {
+                let Ok(row) = hot.try_recv() else { break };
+                self.start(row, &permits, &mut attempts, &records, &mut excess).await;
+            }
+            self.give_back(excess).await;
             let free = permits.available_permits();
             if free == 0 {
                 tokio::select! {
@@ -101,24 +114,17 @@ impl Dispatcher {
                 Ok(rows) if !rows.is_empty() => {
                     let mut excess = Vec::new();
                     for row in rows {
-                        if !self.claim(&row) {
-                            excess.push(row.id);
-                            continue;
-                        }
-                        let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
-                        let (this, records) = (self.clone(), records.clone());
-                        attempts.spawn(async move {
-                            let record = this.attempt(row).await;
-                            let _ = records.send(record).await;
-                            drop(permit);
-                        });
+                        self.start(row, &permits, &mut attempts, &records, &mut excess).await;
                     }
-                    // Rows of hooks that filled up while this batch was taken: back to the queue.
-                    if let Err(e) = self.store.release(&self.settings.owner, &excess).await {
-                        tracing::warn!(error = %e, "cannot release leases; they will expire");
+                    self.give_back(excess).await;
+                }
+                Ok(_) => {
+                    if let Some(row) = self.idle(&mut hot, &shutdown).await {
+                        let mut excess = Vec::new();
+                        self.start(row, &permits, &mut attempts, &records, &mut excess).await;
+                        self.give_back(excess).await;
                     }
                 }
-                Ok(_) => self.idle(&shutdown).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot lease deliveries; retrying");
                     tokio::select! {
@@ -138,7 +144,40 @@ impl Dispatcher {
         }
         drop(renewer);
         drop(records);
-        let _ = recorder.await;
+        for recorder in recorders {
+            let _ = recorder.await;
+        }
+    }
+
+    /// Starts an attempt for `row`, or puts it in `excess` when its hook has no slot free.
+    async fn start(
+        self: &Arc<Self>,
+        row: LeasedDelivery,
+        permits: &Arc<Semaphore>,
+        attempts: &mut JoinSet<()>,
+        records: &mpsc::Sender<AttemptRecord>,
+        excess: &mut Vec<String>,
+    ) {
+        if !self.claim(&row) {
+            excess.push(row.id);
+            return;
+        }
+        let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+        let (this, records) = (self.clone(), records.clone());
+        attempts.spawn(async move {
+            let record = this.attempt(row).await;
+            // The slot is free once the attempt ends; the record channel's bound still holds
+            // the dispatcher back if recording falls behind.
+            drop(permit);
+            let _ = records.send(record).await;
+        });
+    }
+
+    /// Leased rows of hooks that filled up: back to the queue.
+    async fn give_back(&self, excess: Vec<String>) {
+        if let Err(e) = self.store.release(&self.settings.owner, &excess).await {
+            tracing::warn!(error = %e, "cannot release leases; they will expire");
+        }
     }
 
     /// Hooks with as many attempts in flight as they may have.
@@ -185,26 +224,27 @@ impl Dispatcher {
         }
     }
 
-    /// Sleeps until new work is queued, the next retry is due, or the poll interval passes.
-    async fn idle(&self, shutdown: &CancellationToken) {
+    /// Sleeps until new work is queued, the next retry is due, or the poll interval passes;
+    /// returns a delivery handed over in memory meanwhile.
+    async fn idle(
+        &self,
+        hot: &mut mpsc::Receiver<LeasedDelivery>,
+        shutdown: &CancellationToken,
+    ) -> Option<LeasedDelivery> {
         let poll = self.settings.poll;
         let wait = match self.store.next_due().await {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, poll.as_millis() as i64) as u64),
             _ => poll,
         };
-        if wait.is_zero() {
-            // Due rows exist, but all belong to saturated hooks: wait for an attempt to end.
-            tokio::select! {
-                () = self.freed.notified() => {}
-                () = tokio::time::sleep(poll) => {}
-                () = shutdown.cancelled() => {}
-            }
-            return;
-        }
+        // Due rows that could not be leased all belong to saturated hooks: wait for an attempt
+        // to end rather than for the clock.
+        let freed = async { if wait.is_zero() { self.freed.notified().await } else { std::future::pending().await } };
         tokio::select! {
-            () = self.wake.notified() => {}
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => {}
+            row = hot.recv() => row,
+            () = freed => None,
+            () = self.wake.notified() => None,
+            () = tokio::time::sleep(if wait.is_zero() { poll } else { wait }) => None,
+            () = shutdown.cancelled() => None,
         }
     }
 
@@ -264,9 +304,30 @@ fn record_of(row: &LeasedDelivery, n: u32, result: AttemptResult, status: Status
 /// record by record so one bad record cannot hold up the others. After shutdown, retrying
 /// stops after a grace period: unrecorded deliveries are still leased to this node and are
 /// sent again after it restarts.
-async fn record(store: Arc<dyn Store>, mut inbox: mpsc::Receiver<AttemptRecord>, shutdown: CancellationToken) {
+async fn record(
+    store: Arc<dyn Store>,
+    inbox: Arc<tokio::sync::Mutex<mpsc::Receiver<AttemptRecord>>>,
+    shutdown: CancellationToken,
+) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while inbox.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+    loop {
+        {
+            let mut inbox = inbox.lock().await;
+            if inbox.recv_many(&mut batch, RECORD_BATCH).await == 0 {
+                return;
+            }
+            // Linger a moment for more: one commit for many attempts is what makes recording
+            // cheap, on PostgreSQL above all, where every commit waits for a disk flush.
+            if batch.len() < RECORD_BATCH && !inbox.is_closed() {
+                tokio::time::sleep(RECORD_LINGER).await;
+                while batch.len() < RECORD_BATCH {
+                    match inbox.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
         let mut wait = Duration::from_millis(100);
         let mut deadline = None;
         loop {

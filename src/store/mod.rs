@@ -103,6 +103,22 @@ pub struct NewDelivery {
     pub request: Request,
     /// The event as JSON, kept only when the headers must be rendered at send time.
     pub event: Option<String>,
+    /// Set when the accepting node sends it straight away: the row is written leased to it.
+    pub lease_until_ms: Option<i64>,
+}
+
+impl From<NewDelivery> for LeasedDelivery {
+    fn from(d: NewDelivery) -> Self {
+        LeasedDelivery {
+            id: d.id,
+            hook_id: d.hook_id,
+            attempts: 0,
+            retry_from: 0,
+            next_at_ms: d.created_at_ms,
+            request: d.request,
+            event: d.event,
+        }
+    }
 }
 
 /// A delivery a worker holds a lease on.
@@ -186,6 +202,10 @@ pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 
+    /// Write transactions worth running side by side: 1 where the database takes one writer
+    /// at a time.
+    fn writers(&self) -> usize;
+
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<()>;
 
@@ -213,8 +233,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every hook of every domain, for the in-memory index.
     async fn all_hooks(&self) -> Result<Vec<StoredHook>>;
 
-    /// Queues deliveries, all or none, in one transaction.
-    async fn enqueue(&self, deliveries: &[NewDelivery]) -> Result<()>;
+    /// Queues deliveries, all or none, in one transaction. Rows with `lease_until_ms` are
+    /// written leased to `owner`.
+    async fn enqueue(&self, deliveries: &[NewDelivery], owner: &str) -> Result<()>;
     /// Leases up to `limit` due deliveries to `owner` until `lease_until_ms`, oldest due first,
     /// leaving out the hooks in `exclude` (those already at their concurrency limit).
     async fn lease(

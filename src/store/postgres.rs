@@ -14,8 +14,10 @@ impl Dialect for Postgres {
     const MIGRATIONS: &'static [(&'static str, &'static str)] = &[
         ("init", include_str!("migrations/0001_init.sql")),
         ("deliveries", include_str!("migrations/0002_deliveries.sql")),
+        ("lz4 payloads", include_str!("migrations/postgres_0003_lz4.sql")),
     ];
     // SKIP LOCKED: nodes sharing the database lease disjoint rows without waiting on each other.
+    const WRITERS: usize = 4;
     const LEASE_LOCK: &'static str = "FOR UPDATE SKIP LOCKED";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {

@@ -30,7 +30,7 @@ fn lease_sql(lock: &str, excluded: usize) -> String {
         "UPDATE deliveries SET lease_until = $1, lease_owner = $2 WHERE id IN (\
          SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= $3 \
          AND (lease_until IS NULL OR lease_until < $3){not_in} ORDER BY next_at LIMIT $4 {lock}) \
-         RETURNING id, hook_id, attempts, retry_from, next_at, method, url, headers, body, event"
+         RETURNING id, hook_id, attempts, retry_from, next_at"
     )
 }
 
@@ -41,10 +41,12 @@ fn clean(text: &str) -> String {
 }
 
 /// What differs between backends, beyond the SQL they share.
-pub trait Dialect: Database {
+pub trait Dialect: Database + sqlx::database::HasStatementCache {
     const BACKEND: &'static str;
     /// Migration scripts, in order; each backend has its own copy of the schema.
     const MIGRATIONS: &'static [(&'static str, &'static str)];
+    /// See [`Store::writers`].
+    const WRITERS: usize;
     /// Row-locking clause of the lease query's inner SELECT (see [`lease_sql`]).
     const LEASE_LOCK: &'static str;
     /// Rows a statement touched; each backend's result type reports it its own way.
@@ -123,6 +125,10 @@ where
 {
     fn backend(&self) -> &'static str {
         DB::BACKEND
+    }
+
+    fn writers(&self) -> usize {
+        DB::WRITERS
     }
 
     async fn ping(&self) -> Result<()> {
@@ -279,15 +285,14 @@ where
         rows.into_iter().map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?)).collect()
     }
 
-    async fn enqueue(&self, deliveries: &[NewDelivery]) -> Result<()> {
+    async fn enqueue(&self, deliveries: &[NewDelivery], owner: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for chunk in deliveries.chunks(INSERT_CHUNK) {
             let mut insert = sqlx::QueryBuilder::<DB>::new(
                 "INSERT INTO deliveries (id, hook_id, domain, event_name, order_key, status, next_at, \
-                 created_at, updated_at, method, url, headers, body, event) ",
+                 created_at, updated_at, lease_until, lease_owner) ",
             );
             insert.push_values(chunk, |mut row, d| {
-                let headers = serde_json::to_string(&d.request.headers).expect("headers serialize");
                 row.push_bind(d.id.clone())
                     .push_bind(d.hook_id.clone())
                     .push_bind(d.domain.clone())
@@ -297,13 +302,22 @@ where
                     .push_bind(d.created_at_ms)
                     .push_bind(d.created_at_ms)
                     .push_bind(d.created_at_ms)
+                    .push_bind(d.lease_until_ms)
+                    .push_bind(d.lease_until_ms.map(|_| owner.to_owned()));
+            });
+            insert.build().persistent(false).execute(&mut *tx).await?;
+            let mut payloads =
+                sqlx::QueryBuilder::<DB>::new("INSERT INTO delivery_payloads (id, method, url, headers, body, event) ");
+            payloads.push_values(chunk, |mut row, d| {
+                let headers = serde_json::to_string(&d.request.headers).expect("headers serialize");
+                row.push_bind(d.id.clone())
                     .push_bind(d.request.method.as_str().to_owned())
                     .push_bind(d.request.url.clone())
                     .push_bind(headers)
                     .push_bind(d.request.body.clone())
                     .push_bind(d.event.clone());
             });
-            insert.build().execute(&mut *tx).await?;
+            payloads.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -326,26 +340,45 @@ where
             query = query.bind(hook.clone());
         }
         let rows = query.fetch_all(&self.pool).await?;
-        let mut leased = rows
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut states = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get(0)?;
+            states.push((
+                id,
+                row.try_get::<String, _>(1)?,
+                count(row.try_get(2)?),
+                count(row.try_get(3)?),
+                row.try_get::<i64, _>(4)?,
+            ));
+        }
+        let mut select = sqlx::QueryBuilder::<DB>::new(
+            "SELECT id, method, url, headers, body, event FROM delivery_payloads WHERE id IN (",
+        );
+        let mut ids = select.separated(", ");
+        for (id, ..) in &states {
+            ids.push_bind(id.clone());
+        }
+        select.push(")");
+        let mut payloads = std::collections::HashMap::new();
+        for row in select.build().persistent(false).fetch_all(&self.pool).await? {
+            let id: String = row.try_get(0)?;
+            let request = request_of(
+                &id,
+                &row.try_get::<String, _>(1)?,
+                row.try_get(2)?,
+                &row.try_get::<String, _>(3)?,
+                row.try_get(4)?,
+            )?;
+            payloads.insert(id, (request, row.try_get::<Option<String>, _>(5)?));
+        }
+        let mut leased = states
             .into_iter()
-            .map(|row| {
-                let id: String = row.try_get(0)?;
-                let request = request_of(
-                    &id,
-                    &row.try_get::<String, _>(5)?,
-                    row.try_get(6)?,
-                    &row.try_get::<String, _>(7)?,
-                    row.try_get(8)?,
-                )?;
-                Ok(LeasedDelivery {
-                    hook_id: row.try_get(1)?,
-                    attempts: count(row.try_get(2)?),
-                    retry_from: count(row.try_get(3)?),
-                    next_at_ms: row.try_get(4)?,
-                    request,
-                    event: row.try_get(9)?,
-                    id,
-                })
+            .map(|(id, hook_id, attempts, retry_from, next_at_ms)| {
+                let (request, event) = payloads.remove(&id).ok_or_else(|| corrupt(&id, "its request is missing"))?;
+                Ok(LeasedDelivery { id, hook_id, attempts, retry_from, next_at_ms, request, event })
             })
             .collect::<Result<Vec<_>>>()?;
         leased.sort_by_key(|d| d.next_at_ms);
@@ -368,20 +401,33 @@ where
                     .push_bind(a.response.as_deref().map(clean));
             });
             insert.push(" ON CONFLICT (delivery_id, n) DO NOTHING");
-            insert.build().execute(&mut *tx).await?;
+            insert.build().persistent(false).execute(&mut *tx).await?;
         }
-        for a in attempts {
-            sqlx::query(
-                "UPDATE deliveries SET status = $2, attempts = $3, next_at = $4, updated_at = $5, \
-                 lease_until = NULL, lease_owner = NULL WHERE id = $1",
-            )
-            .bind(a.delivery_id.clone())
-            .bind(a.status.as_str().to_owned())
-            .bind(i64::from(a.n))
-            .bind(a.next_at_ms)
-            .bind(a.at_ms)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in attempts.chunks(INSERT_CHUNK) {
+            let mut update = sqlx::QueryBuilder::<DB>::new("WITH v (id, status, attempts, next_at, updated_at) AS (");
+            update.push_values(chunk, |mut row, a| {
+                row.push_bind(a.delivery_id.clone())
+                    .push_bind(a.status.as_str().to_owned())
+                    .push_bind(i64::from(a.n))
+                    .push_bind(a.next_at_ms)
+                    .push_bind(a.at_ms);
+            });
+            update.push(
+                ") UPDATE deliveries SET status = v.status, attempts = v.attempts, next_at = v.next_at, \
+                 updated_at = v.updated_at, lease_until = NULL, lease_owner = NULL FROM v WHERE deliveries.id = v.id",
+            );
+            update.build().persistent(false).execute(&mut *tx).await?;
+        }
+        // A delivered request is not needed again (only failed ones can be retried by hand).
+        let delivered: Vec<&AttemptRecord> = attempts.iter().filter(|a| a.status == Status::Delivered).collect();
+        for chunk in delivered.chunks(INSERT_CHUNK) {
+            let mut delete = sqlx::QueryBuilder::<DB>::new("DELETE FROM delivery_payloads WHERE id IN (");
+            let mut ids = delete.separated(", ");
+            for a in chunk {
+                ids.push_bind(a.delivery_id.clone());
+            }
+            delete.push(")");
+            delete.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -400,7 +446,7 @@ where
             list.push_bind(id.clone());
         }
         update.push(")");
-        update.build().execute(&self.pool).await?;
+        update.build().persistent(false).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -488,7 +534,7 @@ where
             ids.push_bind(v.id.clone());
         }
         select.push(") ORDER BY delivery_id, n");
-        for row in select.build().fetch_all(&self.pool).await? {
+        for row in select.build().persistent(false).fetch_all(&self.pool).await? {
             let id: String = row.try_get(0)?;
             let attempt = AttemptView {
                 at: row.try_get(1)?,

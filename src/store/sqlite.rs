@@ -15,6 +15,7 @@ impl Dialect for Sqlite {
         ("init", include_str!("migrations/0001_init.sql")),
         ("deliveries", include_str!("migrations/0002_deliveries.sql")),
     ];
+    const WRITERS: usize = 1;
     const LEASE_LOCK: &'static str = "";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
@@ -30,7 +31,11 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
         // last transactions.
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Fewer, larger checkpoints: a delivery's request is written and deleted within
+        // seconds, so most of its pages never reach the database file at all.
+        .pragma("wal_autocheckpoint", "16384")
+        .pragma("temp_store", "memory");
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
