@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::service::{Service, esl_arg};
 use super::{Clock, Events, Options, Source, seq_of, show_progress};
-use crate::event::routing;
+use crate::event::{Event, routing};
 use crate::hook::{HookDoc, Limits};
 use crate::simulate::{receiver, server};
 use crate::sources::amqp::connection_args;
@@ -247,7 +247,7 @@ impl Input {
                     if seq > first {
                         body.push(b',');
                     }
-                    serde_json::to_writer(&mut body, &events.get(seq).0)?;
+                    body.extend_from_slice(&events.json(seq));
                 }
                 body.push(b']');
                 // Latency counts from the request, not its answer: a webhook can arrive before
@@ -267,19 +267,18 @@ impl Input {
                     while out.len() > 20_000 {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    let _ = out.send(server::Outgoing::new(events.get(seq)));
+                    let (json, plain) = (events.json(seq), events.plain(seq));
+                    let _ = out.send(server::Outgoing::encoded("CHANNEL_ANSWER", json, &plain));
                     clock.accept(seq);
                 }
             }
             Input::Amqp { channel, exchange, .. } => {
                 let fields = routing::fields(routing::DEFAULT_FORMAT);
                 for seq in first..first + k {
-                    let event = events.get(seq);
-                    let key = routing::routing_key(&event, &fields);
+                    let body = events.json(seq);
+                    let key = routing::routing_key(&Event::from_json(&body)?, &fields);
                     let props = BasicProperties::default().with_content_type("text/json").finish();
-                    channel
-                        .basic_publish(props, serde_json::to_vec(&event.0)?, BasicPublishArguments::new(exchange, &key))
-                        .await?;
+                    channel.basic_publish(props, body, BasicPublishArguments::new(exchange, &key)).await?;
                     clock.accept(seq);
                 }
             }

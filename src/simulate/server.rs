@@ -29,6 +29,21 @@ impl Outgoing {
         Arc::new(Outgoing { event, name, subclass, plain: OnceLock::new(), json: OnceLock::new() })
     }
 
+    /// An event already encoded (JSON, and the body of its plain form), for load generators
+    /// that should not spend their time encoding. `name` is its Event-Name (no subclass).
+    pub fn encoded(name: &str, json: Vec<u8>, plain_body: &[u8]) -> Arc<Self> {
+        let out = Outgoing {
+            event: Event::default(),
+            name: name.to_owned(),
+            subclass: None,
+            plain: OnceLock::new(),
+            json: OnceLock::new(),
+        };
+        let _ = out.json.set(wire::frame("json", &json));
+        let _ = out.plain.set(wire::frame("plain", plain_body));
+        Arc::new(out)
+    }
+
     fn frame(&self, format: Format) -> &[u8] {
         match format {
             Format::Plain => self.plain.get_or_init(|| wire::event_plain(&self.event)),

@@ -37,13 +37,13 @@ const BODY: &str = "_body";
 
 /// The full `text/event-plain` frame FreeSWITCH sends for `event`.
 pub fn event_plain(event: &Event) -> Vec<u8> {
-    event_frame("plain", plain_body(event).as_bytes())
+    frame("plain", plain_body(event).as_bytes())
 }
 
 /// The full `text/event-json` frame FreeSWITCH sends for `event` (compact JSON, headers in order).
 pub fn event_json(event: &Event) -> Vec<u8> {
     let json = serde_json::to_vec(&event.0).expect("a JSON object with string keys always serializes");
-    event_frame("json", &json)
+    frame("json", &json)
 }
 
 /// `switch_event_serialize(event, &s, SWITCH_TRUE)`: the body of a `text/event-plain` frame.
@@ -152,8 +152,9 @@ pub fn disconnect_notice(message: &str) -> Vec<u8> {
     reply_frame("text/disconnect-notice", message.as_bytes())
 }
 
-/// Event frames: `Content-Length` comes first (mod_event_socket's event writer).
-fn event_frame(format: &str, body: &[u8]) -> Vec<u8> {
+/// An event frame around an encoded body: `Content-Length` first, as mod_event_socket's
+/// event writer puts it.
+pub fn frame(format: &str, body: &[u8]) -> Vec<u8> {
     let head = format!("Content-Length: {}\nContent-Type: text/event-{format}\n\n", body.len());
     [head.as_bytes(), body].concat()
 }
