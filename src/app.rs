@@ -21,7 +21,7 @@ use crate::router::{HookIndex, HotPath, Router};
 use crate::sources::Health;
 use crate::sources::amqp::AmqpSource;
 use crate::sources::esl::EslSource;
-use crate::store::{self, Store, TokenRecord};
+use crate::store::{self, HookChange, Store, TokenRecord};
 use crate::telemetry;
 
 /// Lifetime of the root token made on first start.
@@ -144,6 +144,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Dispatcher::new(store.clone(), index, wake, settings).run(handed_over, shutdown.clone()));
     tasks.spawn(delivery::maintain(store.clone(), d.retention, shutdown.clone()));
+    if let Some(changes) = store.hook_changes() {
+        tasks.spawn(follow_hooks(store.clone(), router.index.clone(), changes, shutdown.clone()));
+    }
 
     let health = Health::default();
     if let Some(settings) = config.amqp.clone() {
@@ -167,6 +170,29 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     while tasks.join_next().await.is_some() {}
     tracing::info!("switchhook stopped");
     served
+}
+
+/// Applies hook changes other nodes made (through the store's notifications) to this node's
+/// index, so a hook edited anywhere takes effect everywhere.
+async fn follow_hooks(
+    store: Arc<dyn Store>,
+    index: Arc<HookIndex>,
+    mut changes: tokio::sync::mpsc::Receiver<HookChange>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            c = changes.recv() => match c { Some(c) => c, None => return },
+            () = shutdown.cancelled() => return,
+        };
+        let applied = match change {
+            HookChange::Hook(id) => store.hook_by_id(&id).await.map(|stored| index.refresh(&id, stored)),
+            HookChange::Resync => store.all_hooks().await.map(|hooks| index.replace_all(hooks)),
+        };
+        if let Err(e) = applied {
+            tracing::warn!(error = %e, "cannot apply a hook change from another node");
+        }
+    }
 }
 
 /// This node's name in delivery leases, kept in `<data dir>/node.id` so it survives restarts

@@ -79,6 +79,28 @@ impl HookIndex {
         (Self { index: RwLock::new(index), version }, broken)
     }
 
+    /// Replaces every hook (a resync with the store).
+    pub fn replace_all(&self, hooks: Vec<StoredHook>) {
+        let (fresh, broken) = HookIndex::new(hooks);
+        for (id, error) in broken {
+            tracing::error!(hook = %id, %error, "stored hook does not compile; it is left out");
+        }
+        *self.index.write().expect("hook index lock") = fresh.index.into_inner().expect("fresh index lock");
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Brings one hook in line with the store: changed, or gone.
+    pub fn refresh(&self, id: &str, stored: Option<StoredHook>) {
+        match stored.map(|h| h.doc.compile().map(|c| (h.id, c))) {
+            Some(Ok((id, hook))) => self.upsert(&id, hook),
+            Some(Err(error)) => {
+                tracing::error!(hook = %id, %error, "stored hook does not compile; it is left out");
+                self.remove(id);
+            }
+            None => self.remove(id),
+        }
+    }
+
     /// Adds or replaces a hook.
     pub fn upsert(&self, id: &str, hook: CompiledHook) {
         {
@@ -167,8 +189,9 @@ impl Router {
         self.wake.notify_one();
     }
 
-    /// Appends the deliveries `event` causes to `out`; returns how many.
-    pub fn route(&self, event: &Event, now_ms: i64, out: &mut Vec<NewDelivery>) -> usize {
+    /// Appends the deliveries `event` causes to `out`; returns how many. With `once`, they
+    /// carry the event's identity so the store keeps them only the first time it sees it.
+    pub fn route(&self, event: &Event, now_ms: i64, once: bool, out: &mut Vec<NewDelivery>) -> usize {
         let Some(Matched { domain, name, hooks }) = self.index.matching(event) else {
             telemetry::event_dropped();
             return 0;
@@ -176,15 +199,20 @@ impl Router {
         if !hooks.is_empty() {
             telemetry::event_matched();
         }
+        let sequence = || event.text("Event-Sequence").and_then(|s| s.parse::<i64>().ok());
+        let event_key = once.then(|| Some((event.text("Core-UUID")?.into_owned(), sequence()?))).flatten();
         for live in &hooks {
             let id = uuid::Uuid::now_v7().to_string();
+            let order_key = live.hook.ordered.then(|| event.text("Unique-ID").map(Cow::into_owned)).flatten();
             let request = live.hook.render(event, &name, &id);
             out.push(NewDelivery {
                 request,
                 // Headers that use the auth pre-request's answer are rendered at send time,
                 // from this copy of the event.
                 event: live.hook.auth.is_some().then(|| serde_json::to_string(&event.0).expect("JSON serializes")),
-                order_key: live.hook.ordered.then(|| event.text("Unique-ID").map(Cow::into_owned)).flatten(),
+                order_seq: order_key.as_ref().and_then(|_| sequence()),
+                order_key,
+                event_key: event_key.clone(),
                 id,
                 hook_id: live.id.clone(),
                 domain: domain.clone().into_owned(),
@@ -197,37 +225,38 @@ impl Router {
     }
 
     /// Routes `events` and commits their deliveries in one transaction; returns once they are
-    /// durable, so the caller may acknowledge its source.
-    pub async fn accept(&self, events: &[Event]) -> Result<Accepted, StoreError> {
+    /// durable, so the caller may acknowledge its source. With `once` (events of an event
+    /// socket that other nodes may read too), an event already taken is not queued again.
+    pub async fn accept(&self, events: &[Event], once: bool) -> Result<Accepted, StoreError> {
         telemetry::events_received(events.len());
         let now = crate::auth::now_ms();
         let mut deliveries = Vec::new();
         for event in events {
-            self.route(event, now, &mut deliveries);
+            self.route(event, now, once, &mut deliveries);
         }
         if deliveries.is_empty() {
             return Ok(Accepted { events: events.len(), deliveries: 0 });
         }
         // Room in the dispatcher, taken before the commit so what is written leased is sent.
+        // Ordered deliveries always go through the queue, which keeps their order.
+        let lease_until = now + self.hot.lease.as_millis() as i64;
         let mut room = Vec::new();
-        while room.len() < deliveries.len() {
-            match self.hot.deliveries.try_reserve() {
-                Ok(permit) => room.push(permit),
-                Err(_) => break,
+        for d in deliveries.iter_mut().filter(|d| d.order_key.is_none()) {
+            let Ok(permit) = self.hot.deliveries.try_reserve() else { break };
+            d.lease_until_ms = Some(lease_until);
+            room.push(permit);
+        }
+        let skipped = self.store.enqueue(&deliveries, &self.hot.owner).await?;
+        deliveries.retain(|d| !skipped.contains(&d.id));
+        let queued = deliveries.len();
+        let mut room = room.into_iter();
+        for d in deliveries {
+            if d.lease_until_ms.is_none() {
+                self.wake.notify_one();
+            } else if let Some(permit) = room.next() {
+                permit.send(d.into());
             }
         }
-        let lease_until = now + self.hot.lease.as_millis() as i64;
-        for d in deliveries.iter_mut().take(room.len()) {
-            d.lease_until_ms = Some(lease_until);
-        }
-        self.store.enqueue(&deliveries, &self.hot.owner).await?;
-        let n = deliveries.len();
-        if room.len() < n {
-            self.wake.notify_one();
-        }
-        for (permit, d) in room.into_iter().zip(deliveries) {
-            permit.send(d.into());
-        }
-        Ok(Accepted { events: events.len(), deliveries: n })
+        Ok(Accepted { events: events.len(), deliveries: queued })
     }
 }

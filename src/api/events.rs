@@ -24,7 +24,7 @@ pub async fn ingest(State(state): State<ApiState>, caller: Caller, body: Body) -
             return Err(ApiError::forbidden());
         }
     }
-    let accepted = state.router.accept(&events).await?;
+    let accepted = state.router.accept(&events, false).await?;
     Ok(ok(json!({"accepted": accepted.events, "deliveries": accepted.deliveries})))
 }
 

@@ -185,6 +185,8 @@ impl Events {
                 headers.insert("variable_domain_name".into(), Value::String(domain.clone()));
                 headers.insert("Channel-Presence-ID".into(), Value::String(format!("1000@{domain}")));
                 headers.insert("bench_seq".into(), Value::String(SEQ_MARK.into()));
+                // Each event its own identity: two readers of one switch deliver an event once.
+                headers.insert("Event-Sequence".into(), Value::String(SEQ_MARK.into()));
                 e
             })
             .collect();

@@ -40,8 +40,13 @@ impl Service {
         };
         let config_path = dir.path().join("bench.toml");
         std::fs::write(&config_path, config)?;
-        let mut command = Command::new(std::env::current_exe()?);
+        // SWITCHHOOK_BENCH_WRAP runs the service under a profiler, e.g. "valgrind --tool=massif".
+        let wrap = std::env::var("SWITCHHOOK_BENCH_WRAP").unwrap_or_default();
+        let mut words: Vec<String> = wrap.split_whitespace().map(str::to_owned).collect();
+        words.push(std::env::current_exe()?.to_string_lossy().into_owned());
+        let mut command = Command::new(&words[0]);
         command
+            .args(&words[1..])
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")

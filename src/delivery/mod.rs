@@ -17,6 +17,9 @@ use crate::telemetry;
 
 /// How often finished deliveries past retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How long event identities are kept for deduplication: two nodes read one event within
+/// milliseconds of each other.
+const SEEN_EVENTS_KEPT: Duration = Duration::from_secs(3600);
 /// How often the queue-depth gauge is refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
 
@@ -33,7 +36,7 @@ pub async fn maintain(store: Arc<dyn Store>, retention: Duration, shutdown: Canc
             },
             _ = prune.tick() => {
                 let before = now_ms() - retention.as_millis() as i64;
-                match store.prune(before).await {
+                match store.prune(before, now_ms() - SEEN_EVENTS_KEPT.as_millis() as i64).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deliveries = n, "pruned finished deliveries past retention"),
                     Err(e) => tracing::warn!(error = %e, "cannot prune finished deliveries"),

@@ -14,7 +14,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::client::{AttemptResult, Client};
 use super::retry::{self, Decision, Outcome, Policy};
 use crate::auth::now_ms;
-use crate::router::HookIndex;
+use crate::router::{HookIndex, LiveHook};
 use crate::store::{AttemptRecord, LeasedDelivery, Status, Store};
 use crate::telemetry;
 
@@ -169,7 +169,9 @@ impl Dispatcher {
             // The slot is free once the attempt ends; the record channel's bound still holds
             // the dispatcher back if recording falls behind.
             drop(permit);
-            let _ = records.send(record).await;
+            if let Some(record) = record {
+                let _ = records.send(record).await;
+            }
         });
     }
 
@@ -248,10 +250,30 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt and the record of it.
-    async fn attempt(&self, row: LeasedDelivery) -> AttemptRecord {
+    /// The hook of a delivery. One this node has not heard of yet (created on another node a
+    /// moment ago) is looked up in the store before the delivery is given up on.
+    async fn hook(&self, id: &str) -> crate::store::Result<Option<Arc<LiveHook>>> {
+        if let Some(live) = self.index.get(id) {
+            return Ok(Some(live));
+        }
+        let stored = self.store.hook_by_id(id).await?;
+        self.index.refresh(id, stored);
+        Ok(self.index.get(id))
+    }
+
+    /// One attempt and the record of it; `None` when it could not even be tried (the store was
+    /// unreachable): its lease then runs out and it is tried again.
+    async fn attempt(&self, row: LeasedDelivery) -> Option<AttemptRecord> {
         let n = row.attempts + 1;
-        let record = match self.index.get(&row.hook_id) {
+        let hook = match self.hook(&row.hook_id).await {
+            Ok(hook) => hook,
+            Err(e) => {
+                tracing::warn!(error = %e, hook = %row.hook_id, "cannot look up a hook; the delivery waits");
+                self.unclaim(&row);
+                return None;
+            }
+        };
+        let record = match hook {
             None => {
                 telemetry::attempt("failed", Duration::ZERO);
                 record_of(&row, n, AttemptResult::failed("the hook was deleted"), Status::Failed, now_ms())
@@ -281,7 +303,7 @@ impl Dispatcher {
             }
         };
         self.unclaim(&row);
-        record
+        Some(record)
     }
 }
 

@@ -172,7 +172,7 @@ impl AmqpSource {
             return Ok(true);
         };
         let mut wait = Duration::from_millis(100);
-        while let Err(e) = self.router.accept(&events).await {
+        while let Err(e) = self.router.accept(&events, false).await {
             tracing::warn!(error = %e, "RabbitMQ source: cannot commit events; holding them unacknowledged");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}

@@ -319,7 +319,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 async fn commit(router: &Router, events: &[Event], shutdown: &CancellationToken) {
     let mut wait = Duration::from_millis(100);
     let mut deadline = None;
-    while let Err(e) = router.accept(events).await {
+    while let Err(e) = router.accept(events, true).await {
         tracing::warn!(error = %e, events = events.len(), "ESL source: cannot commit events; retrying");
         if shutdown.is_cancelled() {
             let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);

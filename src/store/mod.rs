@@ -99,6 +99,11 @@ pub struct NewDelivery {
     pub event_name: String,
     /// `Unique-ID`, for ordered hooks.
     pub order_key: Option<String>,
+    /// The event's place in its call (`Event-Sequence`), for ordered hooks.
+    pub order_seq: Option<i64>,
+    /// The event's identity (`Core-UUID`, `Event-Sequence`) when it must be delivered once even
+    /// if several nodes read it (ESL high availability).
+    pub event_key: Option<(String, i64)>,
     pub created_at_ms: i64,
     pub request: Request,
     /// The event as JSON, kept only when the headers must be rendered at send time.
@@ -181,6 +186,15 @@ pub struct AttemptView {
     pub response: Option<String>,
 }
 
+/// A change to the hooks, as another node reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookChange {
+    /// This hook was created, changed or deleted.
+    Hook(String),
+    /// Changes may have been missed (the listening connection was lost): reload them all.
+    Resync,
+}
+
 /// What a manual retry found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryOutcome {
@@ -232,10 +246,15 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_hook(&self, domain: &str, id: &str) -> Result<bool>;
     /// Every hook of every domain, for the in-memory index.
     async fn all_hooks(&self) -> Result<Vec<StoredHook>>;
+    /// A hook by id, whatever its domain (for the index, never for the API).
+    async fn hook_by_id(&self, id: &str) -> Result<Option<StoredHook>>;
+    /// Hook changes other nodes make, where the store can tell (PostgreSQL LISTEN/NOTIFY).
+    fn hook_changes(&self) -> Option<tokio::sync::mpsc::Receiver<HookChange>>;
 
     /// Queues deliveries, all or none, in one transaction. Rows with `lease_until_ms` are
-    /// written leased to `owner`.
-    async fn enqueue(&self, deliveries: &[NewDelivery], owner: &str) -> Result<()>;
+    /// written leased to `owner`. Deliveries whose `event_key` was already seen are left out;
+    /// their ids are returned.
+    async fn enqueue(&self, deliveries: &[NewDelivery], owner: &str) -> Result<Vec<String>>;
     /// Leases up to `limit` due deliveries to `owner` until `lease_until_ms`, oldest due first,
     /// leaving out the hooks in `exclude` (those already at their concurrency limit).
     async fn lease(
@@ -268,8 +287,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<DeliveryView>>;
     /// Queues a failed delivery of `domain` again, due at `now_ms`, with a fresh retry budget.
     async fn retry_delivery(&self, domain: &str, id: &str, now_ms: i64) -> Result<RetryOutcome>;
-    /// Deletes delivered and failed deliveries last changed before `before_ms`.
-    async fn prune(&self, before_ms: i64) -> Result<u64>;
+    /// Deletes delivered and failed deliveries last changed before `before_ms`, and event
+    /// identities seen before `seen_before_ms`.
+    async fn prune(&self, before_ms: i64, seen_before_ms: i64) -> Result<u64>;
 }
 
 /// Opens (and migrates) the store a URL names: `sqlite:<path>` or `postgres://…`.

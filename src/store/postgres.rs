@@ -4,10 +4,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Postgres;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::mpsc;
 
-use super::Result;
 use super::sql::{Dialect, SqlStore};
+use super::{HookChange, Result};
 
 impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
@@ -23,6 +24,14 @@ impl Dialect for Postgres {
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }
+
+    const NOTIFY_HOOK: Option<&'static str> = Some("SELECT pg_notify('switchhook_hooks', $1)");
+
+    fn hook_changes(pool: &sqlx::Pool<Self>) -> Option<mpsc::Receiver<HookChange>> {
+        let (changes, rx) = mpsc::channel(1024);
+        tokio::spawn(listen(pool.clone(), changes));
+        Some(rx)
+    }
 }
 
 pub async fn open(url: &str) -> Result<SqlStore<Postgres>> {
@@ -32,4 +41,51 @@ pub async fn open(url: &str) -> Result<SqlStore<Postgres>> {
     let store = SqlStore { pool };
     store.migrate().await?;
     Ok(store)
+}
+
+/// Forwards `switchhook_hooks` notifications until the receiver goes away. After the listening
+/// connection was lost (and sqlx reconnected it), asks for a full resync: notifications sent
+/// meanwhile are gone.
+async fn listen(pool: sqlx::Pool<Postgres>, changes: mpsc::Sender<HookChange>) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for hook changes; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen("switchhook_hooks").await {
+            tracing::warn!(error = %e, "cannot listen for hook changes; retrying");
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        wait = Duration::from_secs(1);
+        // Whatever changed before this connection listened.
+        if changes.send(HookChange::Resync).await.is_err() {
+            return;
+        }
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    if changes.send(HookChange::Hook(n.payload().to_owned())).await.is_err() {
+                        return;
+                    }
+                }
+                // The connection was lost; sqlx reconnects on the next call.
+                Ok(None) => {
+                    if changes.send(HookChange::Resync).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the hook-change listener");
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -8,8 +8,8 @@ use sqlx::{
 };
 
 use super::{
-    AttemptRecord, AttemptView, DeliveryView, LeasedDelivery, NewDelivery, Result, RetryOutcome, Status, Store,
-    StoreError, StoredHook, TokenRecord,
+    AttemptRecord, AttemptView, DeliveryView, HookChange, LeasedDelivery, NewDelivery, Result, RetryOutcome, Status,
+    Store, StoreError, StoredHook, TokenRecord,
 };
 use crate::auth::Role;
 use crate::hook::payload::Request;
@@ -18,7 +18,8 @@ use crate::hook::payload::Request;
 const INSERT_CHUNK: usize = 500;
 
 /// The lease statement: due, unleased rows of hooks not in the `excluded` list (`$5…`), oldest
-/// first. `lock` is the backend's row-locking clause for the inner SELECT.
+/// first; a row of an ordered hook only when no earlier event of its call is still pending.
+/// `lock` is the backend's row-locking clause for the inner SELECT.
 fn lease_sql(lock: &str, excluded: usize) -> String {
     let not_in = if excluded == 0 {
         String::new()
@@ -28,10 +29,54 @@ fn lease_sql(lock: &str, excluded: usize) -> String {
     };
     format!(
         "UPDATE deliveries SET lease_until = $1, lease_owner = $2 WHERE id IN (\
-         SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= $3 \
-         AND (lease_until IS NULL OR lease_until < $3){not_in} ORDER BY next_at LIMIT $4 {lock}) \
+         SELECT id FROM deliveries d WHERE status = 'pending' AND next_at <= $3 \
+         AND (lease_until IS NULL OR lease_until < $3){not_in} \
+         AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.hook_id = d.hook_id \
+         AND p.order_key = d.order_key AND p.status = 'pending' \
+         AND (p.order_seq < d.order_seq OR (p.order_seq = d.order_seq AND p.id < d.id)))) \
+         ORDER BY next_at LIMIT $4 {lock}) \
          RETURNING id, hook_id, attempts, retry_from, next_at"
     )
+}
+
+/// Splits deliveries into those to queue and the ids of those whose event (by `event_key`)
+/// another reader already took. The identities are recorded in the caller's transaction, so
+/// of two nodes committing the same event, exactly one queues its deliveries.
+async fn dedupe<'d, DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    deliveries: &'d [NewDelivery],
+) -> Result<(std::borrow::Cow<'d, [NewDelivery]>, Vec<String>)>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let mut keys: Vec<&(String, i64)> = deliveries.iter().filter_map(|d| d.event_key.as_ref()).collect();
+    if keys.is_empty() {
+        return Ok((std::borrow::Cow::Borrowed(deliveries), Vec::new()));
+    }
+    keys.sort();
+    keys.dedup();
+    let now = crate::auth::now_ms();
+    let mut new = std::collections::HashSet::new();
+    for chunk in keys.chunks(INSERT_CHUNK) {
+        let mut insert = sqlx::QueryBuilder::<DB>::new("INSERT INTO seen_events (core_uuid, sequence, seen_at) ");
+        insert.push_values(chunk, |mut row, (core, seq)| {
+            row.push_bind(clean(core)).push_bind(*seq).push_bind(now);
+        });
+        insert.push(" ON CONFLICT (core_uuid, sequence) DO NOTHING RETURNING core_uuid, sequence");
+        for row in insert.build().persistent(false).fetch_all(&mut **tx).await? {
+            new.insert((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?));
+        }
+    }
+    let (fresh, seen): (Vec<NewDelivery>, Vec<NewDelivery>) = deliveries
+        .iter()
+        .cloned()
+        .partition(|d| d.event_key.as_ref().is_none_or(|(core, seq)| new.contains(&(clean(core), *seq))));
+    Ok((std::borrow::Cow::Owned(fresh), seen.into_iter().map(|d| d.id).collect()))
 }
 
 /// Text as both backends can store it: PostgreSQL refuses NUL in TEXT, and response bodies,
@@ -51,10 +96,32 @@ pub trait Dialect: Database + sqlx::database::HasStatementCache {
     const LEASE_LOCK: &'static str;
     /// Rows a statement touched; each backend's result type reports it its own way.
     fn rows_affected(result: &Self::QueryResult) -> u64;
+    /// Tells other nodes a hook changed (`$1` = its id), where the backend can.
+    const NOTIFY_HOOK: Option<&'static str>;
+    /// Hook changes other nodes report (see [`Store::hook_changes`]).
+    fn hook_changes(pool: &Pool<Self>) -> Option<tokio::sync::mpsc::Receiver<HookChange>>;
 }
 
 pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+{
+    /// Tells the other nodes that hook `id` changed. A failure only delays them (they resync
+    /// when their listening connection comes back), so it is logged, not returned.
+    async fn notify_hook(&self, id: &str) {
+        if let Some(sql) = DB::NOTIFY_HOOK {
+            if let Err(e) = sqlx::query(sql).bind(id.to_owned()).execute(&self.pool).await {
+                tracing::warn!(error = %e, hook = %id, "cannot tell other nodes about a hook change");
+            }
+        }
+    }
 }
 
 impl<DB> SqlStore<DB>
@@ -252,6 +319,7 @@ where
         .bind(now_ms)
         .execute(&self.pool)
         .await?;
+        self.notify_hook(&hook.id).await;
         Ok(())
     }
 
@@ -268,6 +336,7 @@ where
         .bind(now_ms)
         .execute(&self.pool)
         .await?;
+        self.notify_hook(&hook.id).await;
         Ok(DB::rows_affected(&done) > 0)
     }
 
@@ -277,7 +346,20 @@ where
             .bind(domain.to_owned())
             .execute(&self.pool)
             .await?;
+        self.notify_hook(id).await;
         Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn hook_by_id(&self, id: &str) -> Result<Option<StoredHook>> {
+        let row = sqlx::query("SELECT id, doc FROM hooks WHERE id = $1")
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?)).transpose()
+    }
+
+    fn hook_changes(&self) -> Option<tokio::sync::mpsc::Receiver<HookChange>> {
+        DB::hook_changes(&self.pool)
     }
 
     async fn all_hooks(&self) -> Result<Vec<StoredHook>> {
@@ -285,11 +367,12 @@ where
         rows.into_iter().map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?)).collect()
     }
 
-    async fn enqueue(&self, deliveries: &[NewDelivery], owner: &str) -> Result<()> {
+    async fn enqueue(&self, deliveries: &[NewDelivery], owner: &str) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
-        for chunk in deliveries.chunks(INSERT_CHUNK) {
+        let (fresh, skipped) = dedupe::<DB>(&mut tx, deliveries).await?;
+        for chunk in fresh.chunks(INSERT_CHUNK) {
             let mut insert = sqlx::QueryBuilder::<DB>::new(
-                "INSERT INTO deliveries (id, hook_id, domain, event_name, order_key, status, next_at, \
+                "INSERT INTO deliveries (id, hook_id, domain, event_name, order_key, order_seq, status, next_at, \
                  created_at, updated_at, lease_until, lease_owner) ",
             );
             insert.push_values(chunk, |mut row, d| {
@@ -298,6 +381,7 @@ where
                     .push_bind(d.domain.clone())
                     .push_bind(d.event_name.clone())
                     .push_bind(d.order_key.as_deref().map(clean))
+                    .push_bind(d.order_seq)
                     .push_bind(Status::Pending.as_str().to_owned())
                     .push_bind(d.created_at_ms)
                     .push_bind(d.created_at_ms)
@@ -320,7 +404,7 @@ where
             payloads.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(skipped)
     }
 
     async fn lease(
@@ -579,11 +663,12 @@ where
         })
     }
 
-    async fn prune(&self, before_ms: i64) -> Result<u64> {
+    async fn prune(&self, before_ms: i64, seen_before_ms: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM deliveries WHERE status <> 'pending' AND updated_at < $1")
             .bind(before_ms)
             .execute(&self.pool)
             .await?;
+        sqlx::query("DELETE FROM seen_events WHERE seen_at < $1").bind(seen_before_ms).execute(&self.pool).await?;
         Ok(DB::rows_affected(&done))
     }
 }

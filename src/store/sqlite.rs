@@ -6,8 +6,8 @@ use std::time::Duration;
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::Result;
 use super::sql::{Dialect, SqlStore};
+use super::{HookChange, Result};
 
 impl Dialect for Sqlite {
     const BACKEND: &'static str = "sqlite";
@@ -20,6 +20,13 @@ impl Dialect for Sqlite {
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    /// One SQLite file is one node: nobody else changes its hooks.
+    const NOTIFY_HOOK: Option<&'static str> = None;
+
+    fn hook_changes(_: &sqlx::Pool<Self>) -> Option<tokio::sync::mpsc::Receiver<HookChange>> {
+        None
     }
 }
 

@@ -7,8 +7,10 @@ CREATE TABLE deliveries (
     hook_id     TEXT NOT NULL,
     domain      TEXT NOT NULL,
     event_name  TEXT NOT NULL,
-    -- Unique-ID of the call, for hooks that deliver a call's events in order.
+    -- For hooks that deliver a call's events in order: the call (Unique-ID), and the event's
+    -- place in it (Event-Sequence).
     order_key   TEXT,
+    order_seq   BIGINT,
     status      TEXT NOT NULL,
     attempts    BIGINT NOT NULL DEFAULT 0,
     -- Attempts made before the last manual retry; the retry budget counts from here.
@@ -22,6 +24,8 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (next_at) WHERE status = 'pending';
 CREATE INDEX deliveries_by_hook ON deliveries (hook_id, created_at);
 CREATE INDEX deliveries_finished ON deliveries (updated_at) WHERE status <> 'pending';
+CREATE INDEX deliveries_ordered ON deliveries (hook_id, order_key, order_seq)
+    WHERE status = 'pending' AND order_key IS NOT NULL;
 
 -- The rendered request, so retries send the same bytes; deleted once delivered. `event` is
 -- kept only for hooks whose headers need the auth pre-request's answer.
@@ -45,3 +49,13 @@ CREATE TABLE attempts (
     response    TEXT,
     PRIMARY KEY (delivery_id, n)
 );
+
+-- Events already taken from FreeSWITCH's event socket, by identity, so that two nodes reading
+-- the same switch deliver each event once. Kept for an hour.
+CREATE TABLE seen_events (
+    core_uuid TEXT NOT NULL,
+    sequence  BIGINT NOT NULL,
+    seen_at   BIGINT NOT NULL,
+    PRIMARY KEY (core_uuid, sequence)
+);
+CREATE INDEX seen_events_by_time ON seen_events (seen_at);

@@ -1,0 +1,195 @@
+//! Receivers that misbehave: down for a while, failing, too slow, hanging up mid-answer,
+//! asking to wait, or gone for good. Each follows its rule in SPEC §5, on both stores.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::events::channel;
+use common::receiver::{Receiver, Reply};
+use common::{Backend, TestServer};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+on_both_stores!(
+    a_receiver_down_for_a_while_gets_it_when_back,
+    failing_receivers_exhaust_retries_and_fail,
+    a_receiver_slower_than_the_timeout_times_out,
+    a_connection_reset_mid_answer_is_retried,
+    retry_after_is_honoured,
+    gone_410_stops_retrying,
+    exponential_backoff_doubles_the_wait,
+);
+
+const D: &str = "faults.example.com";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn hook(url: &str, extra: Value) -> Value {
+    let mut h = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}});
+    h.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    h
+}
+
+fn gaps(times: &[Instant]) -> Vec<Duration> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+async fn a_receiver_down_for_a_while_gets_it_when_back(b: Backend) {
+    let s = TestServer::start(b).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let id = s.create_hook(D, hook(&format!("http://127.0.0.1:{port}/back"), json!({"retries": 20, "delay": 1}))).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = Receiver::start_on(port).await;
+    let got = r.wait_for("/back", 1, WAIT).await;
+    let log = s.settled(D, &id, 1).await;
+    let d = &log[0];
+    assert_eq!(d["status"], "delivered");
+    assert_eq!(got[0].json()["id"], d["id"]);
+    let attempts = d["log"].as_array().unwrap();
+    assert!(attempts.len() >= 3, "{d:#}");
+    assert!(
+        attempts[..attempts.len() - 1]
+            .iter()
+            .all(|a| a["statusCode"].is_null() && a["error"].as_str().unwrap().contains("connection"))
+    );
+    assert_eq!(attempts.last().unwrap()["statusCode"], 200);
+}
+
+async fn failing_receivers_exhaust_retries_and_fail(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/fail", (0..10).map(|_| Reply::status(503).body("down for maintenance")));
+    let id = s.create_hook(D, hook(&r.url("/fail"), json!({"retries": 2, "delay": 1}))).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let log = s.settled(D, &id, 1).await;
+    let d = &log[0];
+    assert_eq!((&d["status"], &d["attempts"]), (&json!("failed"), &json!(3)));
+    for a in d["log"].as_array().unwrap() {
+        assert_eq!(
+            (&a["statusCode"], &a["error"], &a["response"]),
+            (&json!(503), &json!("answered 503"), &json!("down for maintenance"))
+        );
+    }
+    let times: Vec<Instant> = r.at("/fail").iter().map(|q| q.at).collect();
+    assert_eq!(times.len(), 3);
+    assert!(
+        gaps(&times).iter().all(|g| *g >= Duration::from_millis(950) && *g < Duration::from_secs(4)),
+        "{:?}",
+        gaps(&times)
+    );
+}
+
+async fn a_receiver_slower_than_the_timeout_times_out(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/slow", [Reply::status(200).delay(Duration::from_secs(2)), Reply::status(200)]);
+    let id = s.create_hook(D, hook(&r.url("/slow"), json!({"retries": 1, "delay": 1, "timeout": 300}))).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let log = s.settled(D, &id, 1).await;
+    let d = &log[0];
+    assert_eq!((&d["status"], &d["attempts"]), (&json!("delivered"), &json!(2)));
+    let first = &d["log"][0];
+    assert_eq!(first["error"], "timed out after 300 ms");
+    assert!(first["statusCode"].is_null());
+    let ms = first["durationMs"].as_u64().unwrap();
+    assert!((300..1500).contains(&ms), "the attempt took {ms} ms");
+}
+
+/// A receiver that hangs up in the middle of its status line, once; then answers properly.
+async fn reset_receiver() -> (String, tokio::task::JoinHandle<usize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/reset", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut served = 0;
+        while served < 2 {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            // Read the head and the body the request announces.
+            loop {
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                        .unwrap_or(0);
+                    if got.len() >= head_end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            served += 1;
+            let answer: &[u8] = if served == 1 {
+                b"HTTP/1.1 20"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            };
+            let _ = sock.write_all(answer).await;
+            drop(sock);
+        }
+        served
+    });
+    (url, task)
+}
+
+async fn a_connection_reset_mid_answer_is_retried(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (url, receiver) = reset_receiver().await;
+    let id = s.create_hook(D, hook(&url, json!({"retries": 3, "delay": 1}))).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let log = s.settled(D, &id, 1).await;
+    let d = &log[0];
+    assert_eq!((&d["status"], &d["attempts"]), (&json!("delivered"), &json!(2)), "{d:#}");
+    let first = &d["log"][0];
+    assert!(first["statusCode"].is_null() && first["error"].as_str().unwrap().starts_with("request failed"), "{first}");
+    assert_eq!(receiver.await.unwrap(), 2);
+}
+
+async fn retry_after_is_honoured(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/busy", [Reply::status(429).header("Retry-After", "2"), Reply::status(200)]);
+    // The hook's own delay (an hour) would put the retry far away: Retry-After wins.
+    let id = s.create_hook(D, hook(&r.url("/busy"), json!({"retries": 3, "delay": 3600}))).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let got = r.wait_for("/busy", 2, WAIT).await;
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_millis(1900) && gap < Duration::from_secs(5), "{gap:?}");
+    let log = s.settled(D, &id, 1).await;
+    assert_eq!(log[0]["log"][0]["statusCode"], 429);
+    assert_eq!(log[0]["status"], "delivered");
+}
+
+async fn gone_410_stops_retrying(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/gone", (0..5).map(|_| Reply::status(410)));
+    let id = s.create_hook(D, hook(&r.url("/gone"), json!({"retries": 5, "delay": 1}))).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let log = s.settled(D, &id, 1).await;
+    assert_eq!((&log[0]["status"], &log[0]["attempts"]), (&json!("failed"), &json!(1)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(r.at("/gone").len(), 1);
+}
+
+async fn exponential_backoff_doubles_the_wait(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/exp", [Reply::status(500), Reply::status(500), Reply::status(500), Reply::status(200)]);
+    let id = s.create_hook(D, hook(&r.url("/exp"), json!({"retries": 5, "delay": 1, "backoff": "exponential"}))).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let got = r.wait_for("/exp", 4, WAIT).await;
+    let g = gaps(&got.iter().map(|q| q.at).collect::<Vec<_>>());
+    // 1 s, 2 s, 4 s, each with jitter between half and all of it.
+    for (gap, full) in g.iter().zip([1.0, 2.0, 4.0]) {
+        let secs = gap.as_secs_f64();
+        assert!(secs >= full * 0.5 - 0.1 && secs <= full + 1.2, "gaps {g:?}");
+    }
+    assert_eq!(s.settled(D, &id, 1).await[0]["status"], "delivered");
+}
