@@ -35,7 +35,8 @@ async fn receiver(tally: Arc<Mutex<Tally>>) -> String {
         let tally = tally.clone();
         async move {
             let v: Value = serde_json::from_slice(&body).unwrap();
-            let (id, event) = (v["id"].as_str().unwrap().to_owned(), v["data"]["Unique-ID"].as_str().unwrap().to_owned());
+            let (id, event) =
+                (v["id"].as_str().unwrap().to_owned(), v["data"]["Unique-ID"].as_str().unwrap().to_owned());
             let mut t = tally.lock().unwrap();
             t.webhooks += 1;
             *t.by_delivery.entry(id.clone()).or_default() += 1;
@@ -75,7 +76,12 @@ async fn wait_up(http: &reqwest::Client, base: &str) {
 }
 
 fn root() -> String {
-    TokenKeys::new(TOKEN_SECRET.as_bytes()).unwrap().sign(&Claims::new("crash".into(), now_ms() + 3_600_000, Role::Root, None))
+    TokenKeys::new(TOKEN_SECRET.as_bytes()).unwrap().sign(&Claims::new(
+        "crash".into(),
+        now_ms() + 3_600_000,
+        Role::Root,
+        None,
+    ))
 }
 
 fn free_port() -> u16 {
@@ -129,7 +135,13 @@ async fn run_http_crash(env: &[(&str, String)]) {
     let mut child = serve(dir.path(), port, env);
     wait_up(&http, &base).await;
     let hook = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}, "retries": 10, "delay": 1});
-    let r = http.post(format!("{base}/api/v2/hooks?domain={D}")).header("X-Access-Token", &token).json(&hook).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/api/v2/hooks?domain={D}"))
+        .header("X-Access-Token", &token)
+        .json(&hook)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
 
     // Events are pushed in batches of 100 by 4 senders; a batch counts as accepted only if
@@ -149,7 +161,8 @@ async fn run_http_crash(env: &[(&str, String)]) {
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let push = |base: String| {
-        let (http, token, accepted, next, done) = (http.clone(), token.clone(), accepted.clone(), next.clone(), done.clone());
+        let (http, token, accepted, next, done) =
+            (http.clone(), token.clone(), accepted.clone(), next.clone(), done.clone());
         let body = body.clone();
         async move {
             loop {
@@ -157,7 +170,12 @@ async fn run_http_crash(env: &[(&str, String)]) {
                 if first >= EVENTS {
                     return;
                 }
-                let r = http.post(format!("{base}/api/v2/events")).header("X-Access-Token", &token).json(&body(first)).send().await;
+                let r = http
+                    .post(format!("{base}/api/v2/events"))
+                    .header("X-Access-Token", &token)
+                    .json(&body(first))
+                    .send()
+                    .await;
                 if r.is_ok_and(|r| r.status().is_success()) {
                     accepted.lock().unwrap().extend((first..first + 100).map(|i| format!("e{i}")));
                     done.fetch_add(100, Ordering::SeqCst);
@@ -187,7 +205,13 @@ async fn run_http_crash(env: &[(&str, String)]) {
         (0..EVENTS).step_by(100).filter(|f| !got.contains(&format!("e{f}"))).collect()
     };
     for first in missing {
-        let r = http.post(format!("{base}/api/v2/events")).header("X-Access-Token", &token).json(&body(first)).send().await.unwrap();
+        let r = http
+            .post(format!("{base}/api/v2/events"))
+            .header("X-Access-Token", &token)
+            .json(&body(first))
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success());
         accepted.lock().unwrap().extend((first..first + 100).map(|i| format!("e{i}")));
     }
@@ -214,17 +238,25 @@ async fn kill_9_during_amqp_consumption_loses_no_message() {
         return;
     };
     use amqprs::BasicProperties;
-    use amqprs::channel::{BasicPublishArguments, ExchangeDeclareArguments, ExchangeDeleteArguments, QueueDeleteArguments};
+    use amqprs::channel::{
+        BasicPublishArguments, ExchangeDeclareArguments, ExchangeDeleteArguments, QueueDeleteArguments,
+    };
     switchhook::app::install_crypto_provider();
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let (exchange, queue) = (format!("crash.{tag}"), format!("crash.{tag}.q"));
-    let conn = amqprs::connection::Connection::open(&switchhook::sources::amqp::connection_args(&amqp).unwrap()).await.unwrap();
+    let conn = amqprs::connection::Connection::open(&switchhook::sources::amqp::connection_args(&amqp).unwrap())
+        .await
+        .unwrap();
     let ch = conn.open_channel(None).await.unwrap();
     ch.exchange_declare(ExchangeDeclareArguments::new(&exchange, "topic").durable(true).finish()).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
-    std::fs::write(&config, format!("[amqp]\nurl = {amqp:?}\nqueue = {queue:?}\n[[amqp.exchanges]]\nname = {exchange:?}\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("[amqp]\nurl = {amqp:?}\nqueue = {queue:?}\n[[amqp.exchanges]]\nname = {exchange:?}\n"),
+    )
+    .unwrap();
     let env = [("SWITCHHOOK_CONFIG", config.to_string_lossy().into_owned())];
     let tally = Arc::new(Mutex::new(Tally::default()));
     let url = receiver(tally.clone()).await;
@@ -235,7 +267,12 @@ async fn kill_9_during_amqp_consumption_loses_no_message() {
     let mut child = serve(dir.path(), port, &env);
     wait_up(&http, &base).await;
     let hook = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}, "retries": 10, "delay": 1});
-    http.post(format!("{base}/api/v2/hooks?domain={D}")).header("X-Access-Token", &token).json(&hook).send().await.unwrap();
+    http.post(format!("{base}/api/v2/hooks?domain={D}"))
+        .header("X-Access-Token", &token)
+        .json(&hook)
+        .send()
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await; // the binding follows the hook
 
     let fields = switchhook::event::routing::fields(switchhook::event::routing::DEFAULT_FORMAT);
@@ -244,7 +281,10 @@ async fn kill_9_during_amqp_consumption_loses_no_message() {
     for i in 0..EVENTS {
         let mut e = template.clone();
         e["Unique-ID"] = format!("m{i}").into();
-        let key = switchhook::event::routing::routing_key(&switchhook::event::Event::new(e.as_object().unwrap().clone()), &fields);
+        let key = switchhook::event::routing::routing_key(
+            &switchhook::event::Event::new(e.as_object().unwrap().clone()),
+            &fields,
+        );
         let props = BasicProperties::default().with_content_type("text/json").finish();
         ch.basic_publish(props, e.to_string().into_bytes(), BasicPublishArguments::new(&exchange, &key)).await.unwrap();
         all.push(format!("m{i}"));

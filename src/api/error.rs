@@ -53,11 +53,28 @@ impl From<DocError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store request failed");
-        match e {
-            StoreError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "Store unavailable, try again"),
+        let unavailable =
+            |why: &str| Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("Store unavailable: {why}, try again"));
+        match &e {
+            StoreError::Unavailable(_) => unavailable("cannot reach the database"),
+            StoreError::Database(db) => match db.as_database_error().and_then(|d| d.code()).as_deref() {
+                // SQLite's primary result codes, also inside extended ones (low byte).
+                Some(code) if sqlite_code(code) == Some(13) => unavailable("the disk is full"),
+                Some(code) if sqlite_code(code) == Some(8) => unavailable("the database is read-only"),
+                Some(code) if sqlite_code(code) == Some(10) => unavailable("the database cannot write to disk"),
+                Some(code) if matches!(sqlite_code(code), Some(5 | 6)) => unavailable("the database is busy"),
+                // PostgreSQL: a read-only transaction (a standby).
+                Some("25006") => unavailable("the database is not accepting writes"),
+                _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+            },
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
         }
     }
+}
+
+/// The primary result code of an SQLite (extended) code given as text.
+fn sqlite_code(code: &str) -> Option<i64> {
+    code.parse::<i64>().ok().map(|c| c & 0xff)
 }
 
 impl IntoResponse for ApiError {

@@ -41,10 +41,15 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
-        match e {
-            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => StoreError::Unavailable(e),
-            other => StoreError::Database(other),
-        }
+        let lost = |e: &E| match e {
+            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
+            // PostgreSQL going away: connection exceptions (08…), shutdown, cannot connect now.
+            E::Database(db) => {
+                db.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03"))
+            }
+            _ => false,
+        };
+        if lost(&e) { StoreError::Unavailable(e) } else { StoreError::Database(e) }
     }
 }
 

@@ -39,9 +39,8 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true)
-        // Fewer, larger checkpoints: a delivery's request is written and deleted within
-        // seconds, so most of its pages never reach the database file at all.
-        .pragma("wal_autocheckpoint", "16384")
+        // The default checkpoint interval (1000 pages) is kept on purpose: a larger WAL grows
+        // the mmapped -shm index, and growing it on a full disk is a SIGBUS, not an error.
         .pragma("temp_store", "memory");
     let pool = SqlitePoolOptions::new()
         .max_connections(4)

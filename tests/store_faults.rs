@@ -1,0 +1,217 @@
+//! The store failing under the service: PostgreSQL unreachable mid-load (its connections cut
+//! by a proxy, as a restart does), and SQLite on a disk that fills up or turns read-only.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::events::channel;
+use common::receiver::Receiver;
+use common::{PgDatabase, TestServer, config_for};
+use serde_json::{Value, json};
+
+/// A TCP proxy whose connections can be cut and whose door can be shut.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy { port, up, conns }
+    }
+
+    /// Cuts every connection and refuses new ones, as a database restart looks to clients.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn web(url: &str) -> Value {
+    json!({"type": "web", "method": "POST", "url": url})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_answers_503_and_loses_nothing_answered_200() {
+    let Some(common::Backend::Postgres(admin)) = common::Backend::postgres() else { return };
+    switchhook::app::install_crypto_provider();
+    let db = PgDatabase::create(&admin).await;
+    let real: url::Url = db.url.parse().unwrap();
+    let target = format!("{}:{}", real.host_str().unwrap(), real.port().unwrap_or(5432));
+    let proxy = Proxy::start(tokio::net::lookup_host(&target).await.unwrap().next().unwrap()).await;
+    let mut via = real.clone();
+    via.set_host(Some("127.0.0.1")).unwrap();
+    via.set_port(Some(proxy.port)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_with(config_for(dir.path(), Some(via.to_string())), dir, Some(db)).await;
+    let r = Receiver::start().await;
+    let domain = "outage.example.com";
+    s.create_hook(domain, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")), "retries": 30, "delay": 1}))
+        .await;
+
+    let answers: Arc<Mutex<Vec<(String, u16, Value)>>> = Arc::default();
+    let pusher = {
+        let (http, url, token, answers) = (s.http.clone(), s.url("/api/v2/events"), s.root.clone(), answers.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut i = 0;
+            while started.elapsed() < Duration::from_secs(9) {
+                let id = format!("o{i}");
+                i += 1;
+                let event = channel("CHANNEL_ANSWER", domain, &id);
+                let r = http.post(&url).header("X-Access-Token", &token).json(&event).send().await.unwrap();
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap();
+                answers.lock().unwrap().push((id, status, body));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+    pusher.await.unwrap();
+
+    let answers = answers.lock().unwrap().clone();
+    let ok: Vec<&String> = answers.iter().filter(|a| a.1 == 200).map(|a| &a.0).collect();
+    let refused: Vec<&(String, u16, Value)> = answers.iter().filter(|a| a.1 != 200).collect();
+    assert!(!refused.is_empty(), "the outage was not noticed");
+    for (_, status, body) in &refused {
+        assert_eq!(*status, 503, "{body}");
+        assert_eq!(body["status"], "error");
+        assert!(body["info"].as_str().unwrap().starts_with("Store unavailable"), "{body}");
+    }
+    // Everything answered 200 arrives, outage or not.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: std::collections::HashSet<String> =
+            r.at("/h").iter().map(|q| q.json()["data"]["Unique-ID"].as_str().unwrap().to_owned()).collect();
+        let missing = ok.iter().filter(|id| !got.contains(id.as_str())).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing} of {} accepted events never arrived", ok.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("postgres outage: {} answered 200 (all delivered), {} answered 503", ok.len(), refused.len());
+}
+
+/// A small tmpfs of our own, or `None` (with a line saying why) where mounting is not allowed.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            println!("skipped: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+async fn sqlite_server(fs: &Tmpfs) -> TestServer {
+    switchhook::app::install_crypto_provider();
+    let data = tempfile::tempdir_in(fs.0.path()).unwrap();
+    TestServer::start_with(config_for(data.path(), None), data, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_on_a_full_disk_answers_503_and_recovers() {
+    let Some(fs) = Tmpfs::mount("4m") else { return };
+    let s = sqlite_server(&fs).await;
+    // Receiver down: every request stays in the store until the disk is full.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let domain = "full.example.com";
+    s.create_hook(domain, json!({"event": "CHANNEL_ANSWER", "action": web(&format!("http://127.0.0.1:{port}/")), "retries": 5, "delay": 3600}))
+        .await;
+    // Every refusal is a 503 in the envelope; one of them says the disk is full.
+    let mut full = false;
+    for batch in 0..200 {
+        let events: Vec<Value> = (0..50).map(|i| channel("CHANNEL_ANSWER", domain, &format!("f{batch}-{i}"))).collect();
+        let (status, body) = s.call("POST", "/api/v2/events", Some(&s.root), Some(Value::Array(events))).await;
+        if status != 200 {
+            assert_eq!((status, &body["status"]), (503, &json!("error")), "{body}");
+            if body["info"] == "Store unavailable: the disk is full, try again" {
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "the 4 MB disk never filled");
+    // Still up, still reading.
+    let (status, v) = s.call("GET", &format!("/api/v2/hooks?domain={domain}"), Some(&s.root), None).await;
+    assert_eq!((status, v["data"].as_array().map(Vec::len)), (200, Some(1)));
+    let (status, _) = s.call("GET", "/health", None, None).await;
+    assert_eq!(status, 200);
+    drop(s);
+}
+
+/// Makes files immutable (`chattr +i`): even root cannot write them, as on a read-only disk.
+fn immutable(files: &[std::path::PathBuf], on: bool) -> bool {
+    std::process::Command::new("chattr")
+        .arg(if on { "+i" } else { "-i" })
+        .args(files)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_read_only_sqlite_store_stops_start_up_with_a_clear_error() {
+    let bin = env!("CARGO_BIN_EXE_switchhook");
+    let data = tempfile::tempdir().unwrap();
+    let run =
+        |args: &[&str]| std::process::Command::new(bin).args(args).arg("--data-dir").arg(data.path()).output().unwrap();
+    assert!(run(&["migrate"]).status.success());
+    let db = data.path().join("switchhook.db");
+    if !immutable(&[db.clone()], true) {
+        println!("skipped: chattr +i is not allowed here (needs root on a filesystem that supports it)");
+        return;
+    }
+    let out = run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(immutable(&[db], false));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("readonly database") && !err.contains("panicked"), "{err}");
+}
