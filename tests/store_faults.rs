@@ -205,7 +205,7 @@ fn a_read_only_sqlite_store_stops_start_up_with_a_clear_error() {
         |args: &[&str]| std::process::Command::new(bin).args(args).arg("--data-dir").arg(data.path()).output().unwrap();
     assert!(run(&["migrate"]).status.success());
     let db = data.path().join("switchhook.db");
-    if !immutable(&[db.clone()], true) {
+    if !immutable(std::slice::from_ref(&db), true) {
         println!("skipped: chattr +i is not allowed here (needs root on a filesystem that supports it)");
         return;
     }
