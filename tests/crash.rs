@@ -264,7 +264,7 @@ async fn kill_9_during_amqp_consumption_loses_no_message() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let token = root();
-    let mut child = serve(dir.path(), port, &env);
+    let mut first = Some(serve(dir.path(), port, &env));
     wait_up(&http, &base).await;
     let hook = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}, "retries": 10, "delay": 1});
     http.post(format!("{base}/api/v2/hooks?domain={D}"))
@@ -289,8 +289,10 @@ async fn kill_9_during_amqp_consumption_loses_no_message() {
         ch.basic_publish(props, e.to_string().into_bytes(), BasicPublishArguments::new(&exchange, &key)).await.unwrap();
         all.push(format!("m{i}"));
         if i == EVENTS / 2 {
-            child.kill().unwrap(); // SIGKILL while it consumes
-            child.wait().unwrap();
+            if let Some(mut child) = first.take() {
+                child.kill().unwrap(); // SIGKILL while it consumes
+                child.wait().unwrap();
+            }
         }
     }
     let mut child = serve(dir.path(), port, &env);
