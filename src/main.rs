@@ -96,6 +96,9 @@ struct BenchArgs {
     /// Hooks point at a closed port: measures the service holding a backlog.
     #[arg(long)]
     receiver_down: bool,
+    /// Nodes sharing one PostgreSQL database (needs --database-url postgres://…).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 #[derive(Args)]
@@ -211,6 +214,7 @@ async fn run(command: Command, config: Config, explicit_database: Option<String>
                 senders: args.senders.max(1),
                 concurrency: args.concurrency.max(1),
                 receiver_down: args.receiver_down,
+                nodes: args.nodes.max(1),
             };
             let report = switchhook::bench::run(options).await?;
             print!("{report}");

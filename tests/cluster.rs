@@ -37,7 +37,8 @@ async fn receiver(seen: Seen) -> String {
             let v: Value = serde_json::from_slice(&body).unwrap();
             let data = &v["data"];
             let seq = data["Event-Sequence"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-            let entry = (v["id"].as_str().unwrap().to_owned(), data["Unique-ID"].as_str().unwrap_or("").to_owned(), seq);
+            let entry =
+                (v["id"].as_str().unwrap().to_owned(), data["Unique-ID"].as_str().unwrap_or("").to_owned(), seq);
             seen.lock().unwrap().entry(uri.path().to_owned()).or_default().push(entry.clone());
             if uri.path() == "/ordered" && seq % 3 == 0 && failed.lock().unwrap().insert(entry.0) {
                 return StatusCode::INTERNAL_SERVER_ERROR;
@@ -106,7 +107,12 @@ async fn three_nodes_lose_nothing_when_one_dies() {
     let seen: Seen = Arc::default();
     let rx = receiver(seen.clone()).await;
     let http = reqwest::Client::new();
-    let token = TokenKeys::new(TOKEN_SECRET.as_bytes()).unwrap().sign(&Claims::new("c".into(), now_ms() + 3_600_000, Role::Root, None));
+    let token = TokenKeys::new(TOKEN_SECRET.as_bytes()).unwrap().sign(&Claims::new(
+        "c".into(),
+        now_ms() + 3_600_000,
+        Role::Root,
+        None,
+    ));
 
     // One simulated FreeSWITCH that every node reads; one exchange they all consume from.
     let (ready, addr) = tokio::sync::oneshot::channel();
@@ -126,7 +132,9 @@ async fn three_nodes_lose_nothing_when_one_dies() {
     let esl = addr.await.unwrap();
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let (exchange, queue) = (format!("cluster.{tag}"), format!("cluster.{tag}.q"));
-    let conn = amqprs::connection::Connection::open(&switchhook::sources::amqp::connection_args(&amqp).unwrap()).await.unwrap();
+    let conn = amqprs::connection::Connection::open(&switchhook::sources::amqp::connection_args(&amqp).unwrap())
+        .await
+        .unwrap();
     let ch = conn.open_channel(None).await.unwrap();
     ch.exchange_declare(ExchangeDeclareArguments::new(&exchange, "topic").durable(true).finish()).await.unwrap();
     let config = format!(
@@ -146,17 +154,26 @@ async fn three_nodes_lose_nothing_when_one_dies() {
         .as_str()
         .unwrap()
         .to_owned();
-    let probe = json!({"Event-Name": "CHANNEL_HANGUP", "variable_domain_name": "probe.example.com", "Unique-ID": "probe"});
-    post(&http, format!("{}/api/v2/hooks?domain=probe.example.com", nodes[0].base), &token,
-        json!({"event": "CHANNEL_HANGUP", "action": {"type": "web", "method": "POST", "url": format!("{rx}/probe")}}))
-        .await;
+    let probe =
+        json!({"Event-Name": "CHANNEL_HANGUP", "variable_domain_name": "probe.example.com", "Unique-ID": "probe"});
+    post(
+        &http,
+        format!("{}/api/v2/hooks?domain=probe.example.com", nodes[0].base),
+        &token,
+        json!({"event": "CHANNEL_HANGUP", "action": {"type": "web", "method": "POST", "url": format!("{rx}/probe")}}),
+    )
+    .await;
     for node in &nodes[1..] {
         loop {
             let d = post(&http, format!("{}/api/v2/events", node.base), &token, probe.clone()).await;
             if d["data"]["deliveries"] == 1 {
                 break;
             }
-            assert!(created.elapsed() < Duration::from_secs(1), "node {} did not see the new hook within 1 s", node.base);
+            assert!(
+                created.elapsed() < Duration::from_secs(1),
+                "node {} did not see the new hook within 1 s",
+                node.base
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -213,7 +230,11 @@ async fn three_nodes_lose_nothing_when_one_dies() {
         let (esl_ids, amqp_ids) = (unique("/esl"), unique("/amqp"));
         let ordered_ok = s.get("/ordered").map(|v| v.len()).unwrap_or(0) >= 2 * 24 + 16;
         if esl_ids.len() >= want_esl && amqp_ids.len() >= amqp_events.len() && ordered_ok {
-            break (s.get("/esl").cloned().unwrap(), s.get("/amqp").cloned().unwrap(), s.get("/ordered").cloned().unwrap());
+            break (
+                s.get("/esl").cloned().unwrap(),
+                s.get("/amqp").cloned().unwrap(),
+                s.get("/ordered").cloned().unwrap(),
+            );
         }
         assert!(
             Instant::now() < deadline,

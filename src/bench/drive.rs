@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::service::{Service, esl_arg};
+use super::service::{Cluster, esl_arg};
 use super::{Clock, Events, Options, Source, seq_of, show_progress};
 use crate::event::{Event, routing};
 use crate::hook::{HookDoc, Limits};
@@ -156,7 +156,7 @@ impl Input {
     pub async fn push(
         self: Arc<Self>,
         options: &Options,
-        svc: &Service,
+        cluster: &Cluster,
         events: Arc<Events>,
         clock: Arc<Clock>,
     ) -> anyhow::Result<Pusher> {
@@ -210,10 +210,13 @@ impl Input {
             _ => 1,
         };
         let workers = (0..senders)
-            .map(|_| {
+            .map(|w| {
                 let (input, inbox, events, clock, accepted) =
                     (self.clone(), inbox.clone(), events.clone(), clock.clone(), accepted.clone());
-                let (http, url, token) = (svc.http.clone(), format!("{}/api/v2/events", svc.base), svc.token.clone());
+                // Senders spread over the nodes.
+                let node = &cluster.nodes[w % cluster.nodes.len()];
+                let (http, url, token) =
+                    (node.http.clone(), format!("{}/api/v2/events", node.base), node.token.clone());
                 tokio::spawn(async move {
                     loop {
                         let Some((first, k)) = inbox.lock().await.recv().await else {
@@ -307,9 +310,8 @@ impl Pusher {
     /// in (ESL, RabbitMQ: neither acknowledges to the sender). Returns the time it took.
     pub async fn finished(
         self,
-        svc: &Service,
+        cluster: &Cluster,
         n: u64,
-        clock: &Clock,
         progress: bool,
         started: Instant,
     ) -> anyhow::Result<Duration> {
@@ -328,7 +330,7 @@ impl Pusher {
         if !matches!(*self.input, Input::Http) {
             let deadline = Instant::now() + Duration::from_secs(600);
             loop {
-                let got = svc.events_received().await;
+                let got = cluster.events_received(matches!(*self.input, Input::Esl { .. })).await;
                 if progress {
                     show_progress("read", got, n, started);
                 }
@@ -341,7 +343,6 @@ impl Pusher {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        let _ = clock;
         Ok(started.elapsed())
     }
 }

@@ -46,6 +46,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Point the hooks at a closed port: measures the service holding a backlog.
     pub receiver_down: bool,
+    /// Nodes sharing the store (PostgreSQL only).
+    pub nodes: usize,
 }
 
 /// The figures a run produces; also the `--json` file.
@@ -61,6 +63,7 @@ pub struct Report {
     pub peak_rss_mb: f64,
     pub source: Source,
     pub store: String,
+    pub nodes: usize,
     pub offered_rate: Option<f64>,
     pub elapsed_s: f64,
 }
@@ -93,7 +96,12 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(f, "ratio to baseline {:.2}", self.ratio_to_baseline)?;
         writeln!(f, "latency (ms)      p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}", l.p50, l.p90, l.p99, l.max)?;
-        writeln!(f, "peak service RSS  {:.1} MB", self.peak_rss_mb)
+        writeln!(
+            f,
+            "peak service RSS  {:.1} MB{}",
+            self.peak_rss_mb,
+            if self.nodes > 1 { " (largest node)" } else { "" }
+        )
     }
 }
 
@@ -239,10 +247,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let clock = Clock::new(options.events);
     let receiver = drive::Receiver::start(clock.clone()).await?;
     let input = Arc::new(drive::Input::prepare(&options).await?);
-    let svc = service::Service::start(&options, &input.args(), &input.config(&options)).await?;
-    let result = measure(&options, &svc, &receiver, input.clone(), clock.clone(), progress).await;
-    let peak_rss_mb = svc.peak_rss_mb();
-    svc.stop().await;
+    let cluster = service::Cluster::start(&options, &input.args(), &input.config(&options)).await?;
+    let result = measure(&options, &cluster, &receiver, input.clone(), clock.clone(), progress).await;
+    let peak_rss_mb = cluster.peak_rss_mb();
+    cluster.stop().await;
     input.cleanup().await;
     let (accepted, done) = result?;
 
@@ -265,6 +273,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         peak_rss_mb,
         source: options.source,
         store: if options.database_url.is_some() { "postgres".into() } else { "sqlite".into() },
+        nodes: options.nodes,
         offered_rate: options.rate,
         elapsed_s: done.as_secs_f64(),
     };
@@ -284,7 +293,7 @@ fn expected(options: &Options) -> u64 {
 /// accepted and until every webhook arrived.
 async fn measure(
     options: &Options,
-    svc: &service::Service,
+    cluster: &service::Cluster,
     receiver: &drive::Receiver,
     input: Arc<drive::Input>,
     clock: Arc<Clock>,
@@ -295,12 +304,12 @@ async fn measure(
     } else {
         receiver.url("/h")
     };
-    svc.create_hooks(options.hooks, &url, options.receiver_down).await?;
+    cluster.nodes[0].create_hooks(options.hooks, &url, options.receiver_down).await?;
     let events = Arc::new(Events::new(options.hooks));
     eprintln!("pushing {} events through {:?} ({} hooks)…", options.events, options.source, options.hooks);
     let started = Instant::now();
-    let pusher = input.push(options, svc, events, clock.clone()).await?;
-    let accepted = pusher.finished(svc, options.events, &clock, progress, started).await?;
+    let pusher = input.push(options, cluster, events, clock.clone()).await?;
+    let accepted = pusher.finished(cluster, options.events, progress, started).await?;
     let expected = expected(options);
     let done = if expected > 0 { drive::wait_arrivals(&clock, expected, progress, started).await? } else { accepted };
     if progress {

@@ -16,8 +16,54 @@ pub struct Service {
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
-    pg: Option<(String, String)>,
     _dir: tempfile::TempDir,
+}
+
+/// The nodes under test: one, or several sharing a PostgreSQL database of the run's own.
+pub struct Cluster {
+    pub nodes: Vec<Service>,
+    pg: Option<(String, String)>,
+}
+
+impl Cluster {
+    pub async fn start(options: &Options, args: &[String], config: &str) -> anyhow::Result<Cluster> {
+        let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        let pg = match &options.database_url {
+            Some(admin) => Some((admin.clone(), fresh_database(admin).await?)),
+            None if options.nodes > 1 => bail!("--nodes needs a PostgreSQL --database-url to share"),
+            None => None,
+        };
+        let url = pg.as_ref().map(|(_, (url, _))| url.as_str());
+        let mut nodes = Vec::new();
+        for _ in 0..options.nodes {
+            nodes.push(Service::start(options, args, config, url, &secret).await?);
+        }
+        Ok(Cluster { nodes, pg: pg.map(|(admin, (_, name))| (admin, name)) })
+    }
+
+    /// Events the nodes have read: with an event socket every node reads every event, so the
+    /// slowest node counts; from a shared queue each message goes to one node, so they add up.
+    pub async fn events_received(&self, each_reads_all: bool) -> u64 {
+        let mut counts = Vec::new();
+        for node in &self.nodes {
+            counts.push(node.events_received().await);
+        }
+        if each_reads_all { counts.into_iter().min().unwrap_or(0) } else { counts.into_iter().sum() }
+    }
+
+    /// The largest peak RSS of any node, in MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        self.nodes.iter().map(Service::peak_rss_mb).fold(0.0, f64::max)
+    }
+
+    pub async fn stop(self) {
+        for node in self.nodes {
+            node.stop().await;
+        }
+        if let Some((admin, name)) = &self.pg {
+            drop_database(admin, name).await;
+        }
+    }
 }
 
 /// A local port nothing listens on (for `--receiver-down`).
@@ -26,17 +72,20 @@ pub fn closed_port() -> anyhow::Result<u16> {
 }
 
 impl Service {
-    /// Starts `serve` with `args` (source settings) and `config` (a TOML file's text).
-    pub async fn start(options: &Options, args: &[String], config: &str) -> anyhow::Result<Service> {
+    /// Starts `serve` on `database_url` (a node's own SQLite file when `None`), with `args`
+    /// (source settings), `config` (a TOML file's text) and the token `secret`.
+    pub async fn start(
+        options: &Options,
+        args: &[String],
+        config: &str,
+        database_url: Option<&str>,
+        secret: &str,
+    ) -> anyhow::Result<Service> {
         let dir = tempfile::tempdir()?;
         let port = closed_port()?;
-        let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-        let (database_url, pg) = match &options.database_url {
-            Some(admin) => {
-                let (url, name) = fresh_database(admin).await?;
-                (url, Some((admin.clone(), name)))
-            }
-            None => (crate::config::sqlite_url(&dir.path().join("bench.db")), None),
+        let database_url = match database_url {
+            Some(url) => url.to_owned(),
+            None => crate::config::sqlite_url(&dir.path().join("bench.db")),
         };
         let config_path = dir.path().join("bench.toml");
         std::fs::write(&config_path, config)?;
@@ -55,7 +104,7 @@ impl Service {
             .arg("--config")
             .arg(&config_path)
             .args(args)
-            .env("SWITCHHOOK_TOKEN_SECRET", &secret)
+            .env("SWITCHHOOK_TOKEN_SECRET", secret)
             .env("SWITCHHOOK_LOG", "warn")
             .env("SWITCHHOOK_DELIVERY_CONCURRENCY", options.concurrency.to_string())
             .env("SWITCHHOOK_DELIVERY_PER_HOOK_CONCURRENCY", options.concurrency.to_string())
@@ -64,7 +113,7 @@ impl Service {
         let keys = TokenKeys::new(secret.as_bytes()).expect("the secret is not empty");
         let token = keys.sign(&Claims::new("bench".into(), now_ms() + 86_400_000, Role::Root, None));
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-        let service = Service { child, base: format!("http://127.0.0.1:{port}"), token, http, pg, _dir: dir };
+        let service = Service { child, base: format!("http://127.0.0.1:{port}"), token, http, _dir: dir };
         service.wait_healthy().await?;
         Ok(service)
     }
@@ -138,9 +187,6 @@ impl Service {
         }
         if tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;
-        }
-        if let Some((admin, name)) = &self.pg {
-            drop_database(admin, name).await;
         }
     }
 }
