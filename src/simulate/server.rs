@@ -251,7 +251,8 @@ impl Client {
 
     fn answer(&self, command: &str, authed: &mut bool, sub: &mut Subscription) -> Answer {
         let words: Vec<&str> = command.split_whitespace().collect();
-        tracing::debug!(command = %command, "simulate: command");
+        // Never the password of an `auth` command.
+        tracing::debug!(command = %words.first().unwrap_or(&""), "simulate: command");
         let reply = |text: &str| Answer::Reply(wire::command_reply(text));
         match (words.as_slice(), *authed) {
             (["auth", password], false) if *password == self.password => {

@@ -48,7 +48,7 @@ pub async fn open(url: &str) -> Result<SqlStore<Postgres>> {
 /// meanwhile are gone.
 async fn listen(pool: sqlx::Pool<Postgres>, changes: mpsc::Sender<HookChange>) {
     let mut wait = Duration::from_secs(1);
-    loop {
+    while !changes.is_closed() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
             Err(e) => {
@@ -69,7 +69,12 @@ async fn listen(pool: sqlx::Pool<Postgres>, changes: mpsc::Sender<HookChange>) {
             return;
         }
         loop {
-            match listener.try_recv().await {
+            // Stop with the service: its end drops the receiving side.
+            let next = tokio::select! {
+                next = listener.try_recv() => next,
+                () = changes.closed() => return,
+            };
+            match next {
                 Ok(Some(n)) => {
                     if changes.send(HookChange::Hook(n.payload().to_owned())).await.is_err() {
                         return;
