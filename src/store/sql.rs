@@ -39,13 +39,10 @@ fn lease_sql(lock: &str, excluded: usize) -> String {
     )
 }
 
-/// Splits deliveries into those to queue and the ids of those whose event (by `event_key`)
-/// another reader already took. The identities are recorded in the caller's transaction, so
-/// of two nodes committing the same event, exactly one queues its deliveries.
-async fn dedupe<'d, DB>(
-    tx: &mut sqlx::Transaction<'static, DB>,
-    deliveries: &'d [NewDelivery],
-) -> Result<(std::borrow::Cow<'d, [NewDelivery]>, Vec<String>)>
+/// The ids of deliveries whose event (by `event_key`) another reader already took. The
+/// identities are recorded in the caller's transaction, so of two nodes committing the same
+/// event, exactly one queues its deliveries.
+async fn already_seen<DB>(tx: &mut sqlx::Transaction<'static, DB>, deliveries: &[NewDelivery]) -> Result<Vec<String>>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -56,7 +53,7 @@ where
 {
     let mut keys: Vec<&(String, i64)> = deliveries.iter().filter_map(|d| d.event_key.as_ref()).collect();
     if keys.is_empty() {
-        return Ok((std::borrow::Cow::Borrowed(deliveries), Vec::new()));
+        return Ok(Vec::new());
     }
     keys.sort();
     keys.dedup();
@@ -72,11 +69,11 @@ where
             new.insert((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?));
         }
     }
-    let (fresh, seen): (Vec<NewDelivery>, Vec<NewDelivery>) = deliveries
+    Ok(deliveries
         .iter()
-        .cloned()
-        .partition(|d| d.event_key.as_ref().is_none_or(|(core, seq)| new.contains(&(clean(core), *seq))));
-    Ok((std::borrow::Cow::Owned(fresh), seen.into_iter().map(|d| d.id).collect()))
+        .filter(|d| d.event_key.as_ref().is_some_and(|(core, seq)| !new.contains(&(clean(core), *seq))))
+        .map(|d| d.id.clone())
+        .collect())
 }
 
 /// Text as both backends can store it: PostgreSQL refuses NUL in TEXT, and response bodies,
@@ -369,7 +366,8 @@ where
 
     async fn enqueue(&self, deliveries: &[NewDelivery], owner: &str) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
-        let (fresh, skipped) = dedupe::<DB>(&mut tx, deliveries).await?;
+        let skipped = already_seen::<DB>(&mut tx, deliveries).await?;
+        let fresh: Vec<&NewDelivery> = deliveries.iter().filter(|d| !skipped.contains(&d.id)).collect();
         for chunk in fresh.chunks(INSERT_CHUNK) {
             let mut insert = sqlx::QueryBuilder::<DB>::new(
                 "INSERT INTO deliveries (id, hook_id, domain, event_name, order_key, order_seq, status, next_at, \
