@@ -1,14 +1,14 @@
 //! The delivery log (`GET /api/v2/hooks/{id}/deliveries`) and manual retry
 //! (`POST /api/v2/deliveries/{id}/retry`), both scoped to the caller's domain.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
 use super::ApiState;
 use super::error::{ApiError, ok};
-use super::extract::{Caller, Params};
+use super::extract::{Caller, Id, Params};
 use crate::auth::{Perm, now_ms};
 use crate::hook::id::parse_id;
 use crate::store::{RetryOutcome, Status};
@@ -19,7 +19,7 @@ pub async fn list(
     State(state): State<ApiState>,
     caller: Caller,
     params: Params,
-    Path(hook_id): Path<String>,
+    Id(hook_id): Id,
 ) -> Result<Response, ApiError> {
     let domain = caller.scope(Perm::Read, &params)?;
     let hook_id = parse_id(&hook_id).ok_or_else(ApiError::bad_id)?;
@@ -39,7 +39,7 @@ pub async fn retry(
     State(state): State<ApiState>,
     caller: Caller,
     params: Params,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     let domain = caller.scope(Perm::Update, &params)?;
     let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::bad_id())?.to_string();

@@ -128,6 +128,21 @@ impl FromRequestParts<ApiState> for Caller {
     }
 }
 
+/// The `{id}` of a route, as text. An id that is not even UTF-8 is a `Bad id` in the
+/// envelope, like any other malformed id (axum would answer in plain text).
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(Id(id)),
+            Err(_) => Err(ApiError::bad_id()),
+        }
+    }
+}
+
 /// The request body, read but not yet judged: a handler checks permissions before it looks at
 /// the body, so a caller without rights learns nothing from body errors.
 pub struct Body(Result<Bytes, ApiError>);

@@ -1,13 +1,13 @@
 //! `/api/v2/hooks`: list, item, create, update, delete, with MongoDB-shaped results.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::ApiState;
 use super::error::{ApiError, ok};
-use super::extract::{Body, Caller, Params};
+use super::extract::{Body, Caller, Id, Params};
 use crate::auth::{Perm, now_ms};
 use crate::event::Event;
 use crate::hook::id::{new_id, parse_id};
@@ -39,7 +39,7 @@ pub async fn item(
     State(state): State<ApiState>,
     caller: Caller,
     params: Params,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     let domain = caller.scope(Perm::Read, &params)?;
     let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
@@ -72,7 +72,7 @@ pub async fn update(
     State(state): State<ApiState>,
     caller: Caller,
     params: Params,
-    Path(id): Path<String>,
+    Id(id): Id,
     body: Body,
 ) -> Result<Response, ApiError> {
     let domain = caller.scope(Perm::Update, &params)?;
@@ -102,7 +102,7 @@ pub async fn delete(
     State(state): State<ApiState>,
     caller: Caller,
     params: Params,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     let domain = caller.scope(Perm::Delete, &params)?;
     let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
@@ -120,7 +120,7 @@ pub async fn test(
     State(state): State<ApiState>,
     caller: Caller,
     params: Params,
-    Path(id): Path<String>,
+    Id(id): Id,
     body: Body,
 ) -> Result<Response, ApiError> {
     let domain = caller.scope(Perm::Read, &params)?;

@@ -16,6 +16,8 @@ pub enum TemplateError {
     Unclosed { offset: usize },
     #[error("empty \"${{}}\" at byte {offset}")]
     Empty { offset: usize },
+    #[error("\"${{\" inside an escape sequence at byte {offset}")]
+    InEscape { offset: usize },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,13 +57,16 @@ impl Template {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut in_string = false;
-        let mut escaped = false;
+        let mut escape = 0;
         let mut rest = src;
         let mut offset = 0;
         while let Some(start) = rest.find("${") {
             let (before, after) = rest.split_at(start);
             if syntax == Syntax::Json {
-                track_strings(before, &mut in_string, &mut escaped);
+                track_strings(before, &mut in_string, &mut escape);
+                if escape > 0 {
+                    return Err(TemplateError::InEscape { offset: offset + start });
+                }
             }
             lit.push_str(before);
             let Some(end) = after.find('}') else {
@@ -145,12 +150,14 @@ pub fn walk<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
 }
 
 /// Advances the "inside a JSON string" state over literal template text.
-fn track_strings(text: &str, in_string: &mut bool, escaped: &mut bool) {
+/// `escape` counts the characters still owed to an escape sequence: 1 after a backslash, 4
+/// after `\u`. A placeholder must not fall inside one.
+fn track_strings(text: &str, in_string: &mut bool, escape: &mut u8) {
     for c in text.chars() {
-        if *escaped {
-            *escaped = false;
+        if *escape > 0 {
+            *escape = if *escape == 1 && c == 'u' { 4 } else { *escape - 1 };
         } else if *in_string && c == '\\' {
-            *escaped = true;
+            *escape = 1;
         } else if c == '"' {
             *in_string = !*in_string;
         }
@@ -244,6 +251,14 @@ mod tests {
     fn nested_paths_walk_objects_and_arrays() {
         let out = render("${a.b.0}-${a.c}", Syntax::Text, json!({"a": {"b": [7], "c": {"d": 1}}}));
         assert_eq!(out, r#"7-{"d":1}"#);
+    }
+
+    #[test]
+    fn placeholders_inside_escape_sequences_are_refused() {
+        assert_eq!(Template::parse(r#"{"a": "\${x}"}"#, Syntax::Json), Err(TemplateError::InEscape { offset: 8 }));
+        assert_eq!(Template::parse(r#"{"a": "\u${x}0041"}"#, Syntax::Json), Err(TemplateError::InEscape { offset: 9 }));
+        assert!(Template::parse(r#"{"a": "\u0041${x}\\${y}"}"#, Syntax::Json).is_ok());
+        assert!(Template::parse(r#"\${x}"#, Syntax::Text).is_ok(), "text templates have no escapes");
     }
 
     #[test]

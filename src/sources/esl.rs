@@ -147,6 +147,18 @@ impl EslSource {
         let committer = tokio_util::task::AbortOnDropHandle::new(committer);
 
         let result = async {
+            // Events that came in the same reads as the replies above are already buffered.
+            let mut early = Vec::new();
+            while let Some(frame) = conn.next_frame()? {
+                match frame {
+                    Frame::Event(event) => early.push(event),
+                    Frame::CommandReply { reply } => conn.replied(reply),
+                    _ => {}
+                }
+            }
+            if !early.is_empty() && batches.send(early).await.is_err() {
+                return Ok(());
+            }
             loop {
                 tokio::select! {
                     read = reader.read(&mut conn.buf) => {
