@@ -861,7 +861,8 @@ async fn random_bytes_at_the_event_socket_drop_the_connection_not_the_process() 
     config.esl = servers;
     let s = TestServer::start_with(config, dir, pg).await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A script takes a reconnect, about a second, on one of the switches.
+    let deadline = Instant::now() + Duration::from_secs(30 + 2 * (n / SWITCHES) as u64);
     loop {
         let left = scripts.lock().unwrap().len();
         let total: usize = accepted.iter().map(|a| a.load(Ordering::SeqCst)).sum();
@@ -931,13 +932,14 @@ async fn events_in_the_same_read_as_the_auth_reply_are_not_held_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a rawBody placeholder right after a backslash inside a string renders invalid JSON"]
-async fn raw_body_placeholders_after_a_backslash_keep_the_body_json() {
+#[ignore = "bug: a rawBody placeholder inside a string escape (after a backslash) renders invalid JSON"]
+async fn raw_body_placeholders_inside_an_escape_keep_the_body_json() {
     let f = Fixture::start(Backend::Sqlite).await;
     // Each renders valid JSON with no variables (so validation takes it): the placeholder sits
-    // inside an escape (`\"` once empty, `\u0041` once empty), which a value then breaks.
+    // inside an escape (`\"`, `\u0041`, the surrogate pair `\ud83d\ude00` once empty), which
+    // a value then breaks.
     let mut broken = Vec::new();
-    for raw_body in [r#"{"a": "\${x}""}"#, r#"{"a": "\u${x}0041"}"#] {
+    for raw_body in [r#"{"a": "\${x}""}"#, r#"{"a": "\u${x}0041"}"#, r#"{"a": "\ud83d${x}\ude00"}"#] {
         let mut body = hook("CHANNEL_ANSWER", DOWN);
         body["customBody"] = true.into();
         body["rawBody"] = raw_body.into();
@@ -952,6 +954,6 @@ async fn raw_body_placeholders_after_a_backslash_keep_the_body_json() {
             broken.push(format!("{raw_body} rendered {sent}"));
         }
     }
-    // Today: {"a": "\zz""} and {"a": "\uzz0041"}.
+    // Today: {"a": "\zz""}, {"a": "\uzz0041"} and {"a": "\ud83dzz\ude00"}.
     assert!(broken.is_empty(), "{broken:#?}");
 }
