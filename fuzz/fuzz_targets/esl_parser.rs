@@ -1,0 +1,44 @@
+//! Fuzz target: bytes from a misbehaving event socket into the ESL `Parser`. It must never
+//! panic, and how the bytes are chopped into reads must not change the frames it returns.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use switchhook::event::esl::Parser;
+
+fuzz_target!(|data: &[u8]| {
+    // The first two bytes choose where the reads split, so the fuzzer explores chopping too.
+    let (cuts, stream) = match data {
+        [a, b, rest @ ..] => ((usize::from(*a), usize::from(*b)), rest),
+        _ => return,
+    };
+    let whole = frames(&[stream]);
+    let one = cuts.0.min(stream.len());
+    let two = (one + cuts.1 * 7).min(stream.len());
+    let mut reads = vec![&stream[..one], &stream[one..two]];
+    // The rest in short reads: a frame split every few bytes, headers and body alike.
+    reads.extend(stream[two..].chunks(1 + cuts.1 % 13));
+    assert_eq!(whole, frames(&reads), "reads {one}, {two}, then {} bytes each", 1 + cuts.1 % 13);
+});
+
+/// What the parser yields for these reads: frames and skipped bad events in order, up to the
+/// first framing error (after which the source reconnects).
+fn frames(reads: &[&[u8]]) -> Vec<String> {
+    let mut parser = Parser::new();
+    let mut out = Vec::new();
+    for read in reads {
+        parser.push(read);
+        loop {
+            match parser.next_frame() {
+                Ok(Some(frame)) => out.push(format!("{frame:?}")),
+                Ok(None) => break,
+                Err(e) if e.is_fatal() => {
+                    out.push(format!("fatal: {e}"));
+                    return out;
+                }
+                Err(e) => out.push(format!("skipped: {e}")),
+            }
+        }
+    }
+    out.push(format!("{} bytes left", parser.buffered()));
+    out
+}
