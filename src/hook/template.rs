@@ -56,15 +56,14 @@ impl Template {
     pub fn parse(src: &str, syntax: Syntax) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut lit = String::new();
-        let mut in_string = false;
-        let mut escape = 0;
+        let mut json = JsonState::default();
         let mut rest = src;
         let mut offset = 0;
         while let Some(start) = rest.find("${") {
             let (before, after) = rest.split_at(start);
             if syntax == Syntax::Json {
-                track_strings(before, &mut in_string, &mut escape);
-                if escape > 0 {
+                json.advance(before);
+                if json.inside_escape() {
                     return Err(TemplateError::InEscape { offset: offset + start });
                 }
             }
@@ -82,7 +81,7 @@ impl Template {
             parts.push(Part::Var(Var {
                 name: name.to_owned(),
                 path: name.split('.').map(str::to_owned).collect(),
-                in_string: syntax == Syntax::Json && in_string,
+                in_string: syntax == Syntax::Json && json.in_string,
             }));
             offset += start + end + 1;
             rest = &after[end + 1..];
@@ -150,17 +149,54 @@ pub fn walk<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
 }
 
 /// Advances the "inside a JSON string" state over literal template text.
-/// `escape` counts the characters still owed to an escape sequence: 1 after a backslash, 4
-/// after `\u`. A placeholder must not fall inside one.
-fn track_strings(text: &str, in_string: &mut bool, escape: &mut u8) {
-    for c in text.chars() {
-        if *escape > 0 {
-            *escape = if *escape == 1 && c == 'u' { 4 } else { *escape - 1 };
-        } else if *in_string && c == '\\' {
-            *escape = 1;
-        } else if c == '"' {
-            *in_string = !*in_string;
+/// Where a JSON template's literal text leaves off: inside a string or not, and inside an
+/// escape sequence or not. A placeholder inside an escape (`"\${x}"`, `"\u${x}0041"`, or
+/// between the halves of a surrogate pair) would render valid JSON when empty and break with a
+/// value, so it is refused.
+#[derive(Debug, Default)]
+struct JsonState {
+    in_string: bool,
+    /// Characters still owed to an escape: 1 after a backslash, then 4 after `\u`.
+    owed: u8,
+    /// The hex digits of a `\u` escape read so far.
+    hex: String,
+    /// The last escape was a high surrogate, which needs its low half next.
+    high_surrogate: bool,
+}
+
+impl JsonState {
+    fn advance(&mut self, text: &str) {
+        for c in text.chars() {
+            if self.owed > 0 {
+                if self.owed == 1 && self.hex.is_empty() && c == 'u' {
+                    self.owed = 4;
+                    self.hex.push('u');
+                    continue;
+                }
+                self.owed -= 1;
+                if self.hex.is_empty() {
+                    self.high_surrogate = false;
+                } else {
+                    self.hex.push(c);
+                    if self.owed == 0 {
+                        let code = u16::from_str_radix(&self.hex[1..], 16).unwrap_or(0);
+                        self.high_surrogate = (0xD800..0xDC00).contains(&code);
+                        self.hex.clear();
+                    }
+                }
+            } else if self.in_string && c == '\\' {
+                self.owed = 1;
+            } else {
+                self.high_surrogate = false;
+                if c == '"' {
+                    self.in_string = !self.in_string;
+                }
+            }
         }
+    }
+
+    fn inside_escape(&self) -> bool {
+        self.owed > 0 || self.high_surrogate
     }
 }
 
@@ -258,6 +294,11 @@ mod tests {
         assert_eq!(Template::parse(r#"{"a": "\${x}"}"#, Syntax::Json), Err(TemplateError::InEscape { offset: 8 }));
         assert_eq!(Template::parse(r#"{"a": "\u${x}0041"}"#, Syntax::Json), Err(TemplateError::InEscape { offset: 9 }));
         assert!(Template::parse(r#"{"a": "\u0041${x}\\${y}"}"#, Syntax::Json).is_ok());
+        assert_eq!(
+            Template::parse(r#"{"a": "\ud83d${x}\ude00"}"#, Syntax::Json),
+            Err(TemplateError::InEscape { offset: 13 })
+        );
+        assert!(Template::parse(r#"{"a": "\ud83d\ude00${x}"}"#, Syntax::Json).is_ok());
         assert!(Template::parse(r#"\${x}"#, Syntax::Text).is_ok(), "text templates have no escapes");
     }
 
