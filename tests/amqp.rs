@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::web;
+
 use std::time::Duration;
 
 use amqprs::BasicProperties;
@@ -111,10 +113,6 @@ async fn wait_connected(s: &TestServer) {
         assert!(std::time::Instant::now() < deadline, "amqp never connected: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn web(url: &str) -> Value {
-    json!({"type": "web", "method": "POST", "url": url})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::web;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,10 +56,6 @@ impl Simulator {
         self.stop.cancel();
         let _ = self.task.await;
     }
-}
-
-fn web(url: &str) -> Value {
-    json!({"type": "web", "method": "POST", "url": url})
 }
 
 fn uid(r: &common::receiver::Received) -> String {

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::web;
+
 use std::time::Duration;
 
 use common::events::{channel, dialer_member_end, with};
@@ -34,10 +36,6 @@ on_both_stores!(
 
 const D: &str = "demo.example.com";
 const WAIT: Duration = Duration::from_secs(15);
-
-fn web(url: &str) -> Value {
-    json!({"type": "web", "method": "POST", "url": url})
-}
 
 async fn filters_decide_which_hooks_fire(b: Backend) {
     let s = TestServer::start(b).await;

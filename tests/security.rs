@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::web;
+
 use base64::Engine as _;
 use common::receiver::{Receiver, Reply};
 use common::{Backend, TOKEN_SECRET, TestServer};
@@ -43,10 +45,6 @@ struct Fixture {
 
 fn event(name: &str, domain: &str) -> Value {
     json!({"Event-Name": name, "Unique-ID": uuid::Uuid::new_v4().to_string(), "variable_domain_name": domain})
-}
-
-fn web(url: &str) -> Value {
-    json!({"type": "web", "method": "POST", "url": url})
 }
 
 async fn fixture(b: Backend) -> Fixture {

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::web;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,10 +56,6 @@ impl Proxy {
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
-}
-
-fn web(url: &str) -> Value {
-    json!({"type": "web", "method": "POST", "url": url})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -298,6 +298,11 @@ pub fn seed_hook() -> Value {
     })
 }
 
+/// A hook's `action`: POST to `url`.
+pub fn web(url: &str) -> Value {
+    serde_json::json!({"type": "web", "method": "POST", "url": url})
+}
+
 /// A minimal valid hook for `event` posting to `url`.
 pub fn hook(event: &str, url: &str) -> Value {
     serde_json::json!({"event": event, "action": {"type": "web", "method": "POST", "url": url}})
