@@ -75,6 +75,38 @@ async fn wait_up(http: &reqwest::Client, base: &str) {
     panic!("serve did not come up");
 }
 
+/// A receiver, and `serve` on `dir` with one hook (CHANNEL_ANSWER in `D`) posting to it.
+struct Node {
+    tally: Arc<Mutex<Tally>>,
+    port: u16,
+    base: String,
+    http: reqwest::Client,
+    token: String,
+    child: Child,
+}
+
+impl Node {
+    async fn start(dir: &Path, env: &[(&str, String)]) -> Node {
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let url = receiver(tally.clone()).await;
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let (http, token) = (reqwest::Client::new(), root());
+        let child = serve(dir, port, env);
+        wait_up(&http, &base).await;
+        let hook = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}, "retries": 10, "delay": 1});
+        let r = http
+            .post(format!("{base}/api/v2/hooks?domain={D}"))
+            .header("X-Access-Token", &token)
+            .json(&hook)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        Node { tally, port, base, http, token, child }
+    }
+}
+
 fn root() -> String {
     TokenKeys::new(TOKEN_SECRET.as_bytes()).unwrap().sign(&Claims::new(
         "crash".into(),
@@ -126,23 +158,8 @@ async fn kill_9_during_http_ingest_loses_no_accepted_event() {
 async fn run_http_crash(env: &[(&str, String)]) {
     switchhook::app::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let url = receiver(tally.clone()).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let token = root();
-    let mut child = serve(dir.path(), port, env);
-    wait_up(&http, &base).await;
-    let hook = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}, "retries": 10, "delay": 1});
-    let r = http
-        .post(format!("{base}/api/v2/hooks?domain={D}"))
-        .header("X-Access-Token", &token)
-        .json(&hook)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let Node { tally, port, base, http, token, child } = Node::start(dir.path(), env).await;
+    let mut child = child;
 
     // Events are pushed in batches of 100 by 4 senders; a batch counts as accepted only if
     // it was answered 200.
@@ -258,21 +275,8 @@ async fn kill_9_during_amqp_consumption_loses_no_message() {
     )
     .unwrap();
     let env = [("SWITCHHOOK_CONFIG", config.to_string_lossy().into_owned())];
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let url = receiver(tally.clone()).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let token = root();
-    let mut first = Some(serve(dir.path(), port, &env));
-    wait_up(&http, &base).await;
-    let hook = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}, "retries": 10, "delay": 1});
-    http.post(format!("{base}/api/v2/hooks?domain={D}"))
-        .header("X-Access-Token", &token)
-        .json(&hook)
-        .send()
-        .await
-        .unwrap();
+    let Node { tally, port, base, http, token: _, child } = Node::start(dir.path(), &env).await;
+    let mut first = Some(child);
     tokio::time::sleep(Duration::from_millis(500)).await; // the binding follows the hook
 
     let fields = switchhook::event::routing::fields(switchhook::event::routing::DEFAULT_FORMAT);

@@ -93,32 +93,22 @@ impl Template {
         Ok(Self { parts, syntax })
     }
 
-    /// True when the template has no placeholder (its output is its source).
-    pub fn is_static(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
-    }
-
-    /// Renders into `out`. `lookup` resolves a whole placeholder name, `root` the first word
-    /// of a dotted path; see [`Lookup`].
-    pub fn render_into(&self, lookup: &dyn Lookup, out: &mut String) {
+    /// Renders the template; `lookup` resolves the placeholders (see [`Lookup`]).
+    pub fn render(&self, lookup: &dyn Lookup) -> String {
+        let mut out = String::new();
         for part in &self.parts {
             match part {
-                Part::Lit(s) => out.push_str(s),
+                Part::Lit(text) => out.push_str(text),
                 Part::Var(v) => {
                     let value = lookup.resolve(&v.name, &v.path);
                     match (self.syntax, v.in_string) {
-                        (Syntax::Text, _) => write_text(value.as_ref(), out),
-                        (Syntax::Json, true) => write_escaped(value.as_ref(), out),
-                        (Syntax::Json, false) => write_json(value.as_ref(), out),
+                        (Syntax::Text, _) => write_text(value.as_ref(), &mut out),
+                        (Syntax::Json, true) => write_escaped(value.as_ref(), &mut out),
+                        (Syntax::Json, false) => write_json(value.as_ref(), &mut out),
                     }
                 }
             }
         }
-    }
-
-    pub fn render(&self, lookup: &dyn Lookup) -> String {
-        let mut out = String::new();
-        self.render_into(lookup, &mut out);
         out
     }
 }
@@ -311,7 +301,6 @@ mod tests {
     #[test]
     fn static_templates_render_verbatim() {
         let t = Template::parse("application/json", Syntax::Text).unwrap();
-        assert!(t.is_static());
         assert_eq!(t.render(&Empty), "application/json");
     }
 }
