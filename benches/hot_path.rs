@@ -9,7 +9,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use switchhook::event::Event;
-use switchhook::event::esl::Parser;
+use switchhook::event::esl::{Frame, Parser};
 use switchhook::hook::{CompiledHook, HookDoc, Limits};
 use switchhook::router::HookIndex;
 use switchhook::simulate::calls::Switch;
@@ -93,21 +93,31 @@ fn esl_parser(c: &mut Criterion) {
     for (format, encode) in [("plain", wire::event_plain as fn(&Event) -> Vec<u8>), ("json", wire::event_json)] {
         let stream: Vec<u8> = events.iter().flat_map(encode).collect();
         group.throughput(Throughput::Elements(events.len() as u64));
-        group.bench_function(format!("{} {format} events ({} KiB)", events.len(), stream.len() / 1024), |b| {
-            b.iter_batched(
-                Parser::new,
-                |mut parser| {
-                    parser.push(black_box(&stream));
-                    let mut n = 0;
-                    while let Some(frame) = parser.next_frame().unwrap() {
-                        black_box(frame);
-                        n += 1;
-                    }
-                    n
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        // Every event parsed (a hook wants it), or only peeked at for its route (none does).
+        for (what, parse) in [("parse", true), ("peek", false)] {
+            let name = format!("{} {format} events ({} KiB), {what}", events.len(), stream.len() / 1024);
+            group.bench_function(name, |b| {
+                b.iter_batched(
+                    Parser::new,
+                    |mut parser| {
+                        parser.push(black_box(&stream));
+                        let mut n = 0;
+                        while let Some(frame) = parser.next_frame().unwrap() {
+                            if let Frame::Event(raw) = frame {
+                                if parse {
+                                    black_box(raw.parse().unwrap());
+                                } else {
+                                    black_box(raw.peek());
+                                }
+                            }
+                            n += 1;
+                        }
+                        n
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
     }
     group.finish();
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::event::Event;
+use crate::event::{Event, RouteKey};
 use crate::hook::{CompiledHook, DocError};
 use crate::store::{LeasedDelivery, NewDelivery, Store, StoreError, StoredHook};
 use crate::telemetry;
@@ -134,6 +134,12 @@ impl HookIndex {
         Some(Matched { domain, name, hooks })
     }
 
+    /// Whether some enabled hook listens to this domain and event name (filters aside).
+    pub fn wants(&self, key: &RouteKey) -> bool {
+        let index = self.index.read().expect("hook index lock");
+        index.by_key.get(key.domain.as_ref()).is_some_and(|events| events.contains_key(key.name.as_ref()))
+    }
+
     /// The event names enabled hooks listen to, across all domains.
     pub fn event_names(&self) -> BTreeSet<String> {
         let index = self.index.read().expect("hook index lock");
@@ -187,6 +193,16 @@ impl Router {
     /// Wakes the delivery workers (after work was queued outside [`Router::accept`]).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Whether a source may drop an event unparsed: its quick look (`key`) shows that no hook
+    /// listens to its domain and event name. Counted as received, as [`Router::accept`] would.
+    pub fn unwanted(&self, key: Option<RouteKey>) -> bool {
+        let unwanted = key.is_some_and(|key| !self.index.wants(&key));
+        if unwanted {
+            telemetry::events_received(1);
+        }
+        unwanted
     }
 
     /// Appends the deliveries `event` causes to `out`; returns how many. With `once`, they

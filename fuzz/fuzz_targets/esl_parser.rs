@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchhook::event::esl::Parser;
+use switchhook::event::esl::{Frame, Parser};
 
 fuzz_target!(|data: &[u8]| {
     // The first two bytes choose where the reads split, so the fuzzer explores chopping too.
@@ -20,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole, frames(&reads), "reads {one}, {two}, then {} bytes each", 1 + cuts.1 % 13);
 });
 
-/// What the parser yields for these reads: frames and skipped bad events in order, up to the
-/// first framing error (after which the source reconnects).
+/// What the parser yields for these reads: frames in order, events peeked at and parsed, up
+/// to the first framing error (after which the source reconnects).
 fn frames(reads: &[&[u8]]) -> Vec<String> {
     let mut parser = Parser::new();
     let mut out = Vec::new();
@@ -29,13 +29,22 @@ fn frames(reads: &[&[u8]]) -> Vec<String> {
         parser.push(read);
         loop {
             match parser.next_frame() {
+                Ok(Some(Frame::Event(raw))) => {
+                    let parsed = raw.parse();
+                    // What the quick look routes by is what the full parse would route by.
+                    if let Some(key) = raw.peek() {
+                        let event = parsed.as_ref().expect("an event the peek reads also parses");
+                        assert_eq!(event.domain(), Some(key.domain));
+                        assert_eq!(event.hook_event_name(), Some(key.name));
+                    }
+                    out.push(format!("{parsed:?}"));
+                }
                 Ok(Some(frame)) => out.push(format!("{frame:?}")),
                 Ok(None) => break,
-                Err(e) if e.is_fatal() => {
+                Err(e) => {
                     out.push(format!("fatal: {e}"));
                     return out;
                 }
-                Err(e) => out.push(format!("skipped: {e}")),
             }
         }
     }

@@ -15,7 +15,7 @@ mod tests;
 
 use memchr::memchr;
 
-use super::Event;
+use super::{Event, RouteKey};
 
 /// A frame (headers and body) larger than this is refused: FreeSWITCH never sends one, so it
 /// means a corrupt stream or the wrong peer, and we must not buffer without bound.
@@ -32,8 +32,8 @@ pub enum Frame {
     ApiResponse {
         body: String,
     },
-    /// `text/event-json` or `text/event-plain`.
-    Event(Event),
+    /// `text/event-json` or `text/event-plain`, parsed when asked: see [`RawEvent`].
+    Event(RawEvent),
     /// The server is closing the connection; the body says why.
     DisconnectNotice {
         body: String,
@@ -45,10 +45,35 @@ pub enum Frame {
     },
 }
 
+/// An event as it came off the socket. Routing needs only a few of its headers and most events
+/// a switch sends concern no hook, so the source [peeks](RawEvent::peek) first and
+/// [parses](RawEvent::parse) only what a hook wants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawEvent {
+    plain: bool,
+    body: Vec<u8>,
+}
+
+impl RawEvent {
+    /// The domain and hook event name, when a quick look can tell them (`text/event-json`).
+    pub fn peek(&self) -> Option<RouteKey<'_>> {
+        if self.plain { None } else { super::peek_json(&self.body) }
+    }
+
+    /// The whole event. A body that does not parse costs only its own event: the stream goes
+    /// on, which matters because FreeSWITCH does not replay the events sent while a client
+    /// reconnects.
+    pub fn parse(&self) -> Result<Event, EslError> {
+        if self.plain {
+            plain::parse(&self.body)
+        } else {
+            super::json::parse(&self.body).map_err(EslError::BadEventJson)
+        }
+    }
+}
+
 /// Framing errors ([`EslError::is_fatal`]) leave no way to find the next frame: the caller
-/// reconnects. An event body that does not parse costs only its own frame: the decoder steps
-/// over it and the stream goes on, which matters because FreeSWITCH does not replay the events
-/// sent while a client reconnects.
+/// reconnects. The others come from [`RawEvent::parse`] and cost only that event.
 #[derive(Debug, thiserror::Error)]
 pub enum EslError {
     #[error("ESL frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")]
@@ -66,7 +91,7 @@ pub enum EslError {
 }
 
 impl EslError {
-    /// Whether the stream is lost (true) or only the frame with the bad event body (false).
+    /// Whether the stream is lost (true) or only the event with the bad body (false).
     pub fn is_fatal(&self) -> bool {
         matches!(self, Self::FrameTooLarge { .. } | Self::BadHeaderLine { .. } | Self::BadContentLength { .. })
     }
@@ -80,9 +105,6 @@ impl EslError {
 /// Breaking it gives wrong frames or errors, never a panic.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
-    /// Bytes of frames whose event body was rejected, still at the front of the caller's buffer:
-    /// stepped over, and counted into the next frame's `used`.
-    skip: usize,
     /// Start of the current frame's first header line, past any blank lines before it (seen
     /// between frames in the wild, and harmless).
     head_start: usize,
@@ -118,15 +140,13 @@ impl FrameDecoder {
     }
 
     /// The next complete frame at the front of `buf` and how many bytes it took, or `None` until
-    /// more bytes arrive. After an error that is not [fatal](EslError::is_fatal), call again.
+    /// more bytes arrive. Errors are [fatal](EslError::is_fatal).
     pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Frame, usize)>, EslError> {
-        if self.skip + self.scanned > buf.len() {
+        if self.scanned > buf.len() {
             // The caller broke the contract (the buffer shrank): start over rather than slice
             // out of bounds.
             *self = Self::default();
         }
-        let skip = self.skip;
-        let buf = &buf[skip..];
         let head = match self.head.take() {
             Some(head) => head,
             None => match self.scan_head(buf)? {
@@ -139,15 +159,9 @@ impl FrameDecoder {
             self.head = Some(head);
             return Ok(None);
         };
-        let built = build(head.kind, body);
+        let frame = build(head.kind, body);
         *self = Self::default();
-        match built {
-            Ok(frame) => Ok(Some((frame, skip + end))),
-            Err(err) => {
-                self.skip = skip + end;
-                Err(err)
-            }
-        }
+        Ok(Some((frame, end)))
     }
 
     /// Looks for the blank line ending the header block, resuming where the last call stopped;
@@ -202,17 +216,13 @@ impl Parser {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next frame, or `None` until more bytes are pushed. After an error that is not
-    /// [fatal](EslError::is_fatal), call again: the bad frame is gone.
+    /// The next frame, or `None` until more bytes are pushed. Errors are
+    /// [fatal](EslError::is_fatal).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, EslError> {
         let decoded = self.decoder.decode(&self.buf[self.start..]);
-        // Our buffer, so a rejected frame's bytes can go now rather than with the next frame.
-        let used = match &decoded {
-            Ok(Some((_, used))) => *used,
-            Ok(None) => 0,
-            Err(_) => std::mem::take(&mut self.decoder.skip),
-        };
-        self.start += used;
+        if let Ok(Some((_, used))) = &decoded {
+            self.start += used;
+        }
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -266,16 +276,16 @@ fn parse_head(block: &[u8], body_start: usize) -> Result<Head, EslError> {
     Ok(Head { kind, body_start, body_len: body_len as usize })
 }
 
-fn build(kind: Kind, body: &[u8]) -> Result<Frame, EslError> {
-    Ok(match kind {
+fn build(kind: Kind, body: &[u8]) -> Frame {
+    match kind {
         Kind::AuthRequest => Frame::AuthRequest,
         Kind::CommandReply(reply) => Frame::CommandReply { reply },
         Kind::ApiResponse => Frame::ApiResponse { body: text(body) },
-        Kind::EventJson => Frame::Event(super::json::parse(body).map_err(EslError::BadEventJson)?),
-        Kind::EventPlain => Frame::Event(plain::parse(body)?),
+        Kind::EventJson => Frame::Event(RawEvent { plain: false, body: body.to_vec() }),
+        Kind::EventPlain => Frame::Event(RawEvent { plain: true, body: body.to_vec() }),
         Kind::DisconnectNotice => Frame::DisconnectNotice { body: text(body) },
         Kind::Other(content_type) => Frame::Other { content_type },
-    })
+    }
 }
 
 /// `Name: value` → (name, value without the spaces after the colon).

@@ -1,6 +1,8 @@
 //! JSON events (ESL `text/event-json`, mod_amqp and engine messages) → [`Event`]: one JSON
 //! object, kept with its values' types.
 
+use std::borrow::Cow;
+
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -44,4 +46,43 @@ impl<'de> Visitor<'de> for PresizedMap {
         }
         Ok(map)
     }
+}
+
+/// The headers routing reads, borrowed from the JSON text where it has no escapes.
+#[derive(serde::Deserialize)]
+pub(super) struct RoutingHeaders<'a> {
+    #[serde(rename = "Event-Name", borrow)]
+    event_name: Option<Cow<'a, str>>,
+    #[serde(rename = "Event-Subclass", borrow)]
+    event_subclass: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    variable_domain_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    variable_w_domain: Option<Cow<'a, str>>,
+    #[serde(rename = "Channel-Presence-ID", borrow)]
+    channel_presence_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    variable_presence_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> RoutingHeaders<'a> {
+    /// As [`Event::text`]: `None` when absent or empty.
+    pub(super) fn text(&self, name: &str) -> Option<Cow<'a, str>> {
+        let value = match name {
+            "Event-Name" => &self.event_name,
+            "Event-Subclass" => &self.event_subclass,
+            "variable_domain_name" => &self.variable_domain_name,
+            "variable_w_domain" => &self.variable_w_domain,
+            "Channel-Presence-ID" => &self.channel_presence_id,
+            "variable_presence_id" => &self.variable_presence_id,
+            _ => return None,
+        };
+        value.clone().filter(|v| !v.is_empty())
+    }
+}
+
+/// Reads only the routing headers of a JSON object; `None` where [`parse`] might read them
+/// differently (a repeated or non-string one, invalid UTF-8) or would fail.
+pub(super) fn peek(body: &[u8]) -> Option<RoutingHeaders<'_>> {
+    serde_json::from_slice(body).ok()
 }

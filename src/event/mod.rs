@@ -168,27 +168,13 @@ impl Event {
     /// The hook event name: `Event-Name`, plus `->` + `Event-Subclass` when there is one
     /// (`CUSTOM->engine::dialer_member_end`). Borrowed when there is no subclass.
     pub fn hook_event_name(&self) -> Option<Cow<'_, str>> {
-        let name = self.text("Event-Name")?;
-        Some(match self.text("Event-Subclass") {
-            Some(sub) => Cow::Owned(format!("{name}->{sub}")),
-            None => name,
-        })
+        hook_event_name(|h| self.text(h))
     }
 
     /// The event's domain: `variable_domain_name`, `variable_w_domain`, or the part after `@`
     /// of `Channel-Presence-ID` or `variable_presence_id` (the whole value without an `@`).
     pub fn domain(&self) -> Option<Cow<'_, str>> {
-        DOMAIN_HEADERS.iter().find_map(|&header| {
-            let value = self.text(header)?;
-            let domain = match header {
-                "Channel-Presence-ID" | "variable_presence_id" => match value {
-                    Cow::Borrowed(v) => Cow::Borrowed(v.split_once('@').map_or(v, |(_, d)| d)),
-                    Cow::Owned(v) => Cow::Owned(v.split_once('@').map_or(v.as_str(), |(_, d)| d).to_owned()),
-                },
-                _ => value,
-            };
-            (!domain.is_empty()).then_some(domain)
-        })
+        domain(|h| self.text(h))
     }
 
     /// Parses an event from JSON text: it must be an object. Invalid UTF-8 (FreeSWITCH sends
@@ -205,6 +191,49 @@ pub enum EventError {
     Json(String),
     #[error("not a JSON object")]
     NotAnObject,
+}
+
+/// What routing reads from an event: its domain and hook event name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteKey<'a> {
+    pub domain: Cow<'a, str>,
+    pub name: Cow<'a, str>,
+}
+
+/// The hook event name from a header lookup (`text` as [`Event::text`]): one definition for
+/// parsed events and for [`peek_json`].
+fn hook_event_name<'a>(text: impl Fn(&str) -> Option<Cow<'a, str>>) -> Option<Cow<'a, str>> {
+    let name = text("Event-Name")?;
+    Some(match text("Event-Subclass") {
+        Some(sub) => Cow::Owned(format!("{name}->{sub}")),
+        None => name,
+    })
+}
+
+/// The domain from a header lookup: see [`Event::domain`].
+fn domain<'a>(text: impl Fn(&str) -> Option<Cow<'a, str>>) -> Option<Cow<'a, str>> {
+    DOMAIN_HEADERS.iter().find_map(|&header| {
+        let value = text(header)?;
+        let domain = match header {
+            "Channel-Presence-ID" | "variable_presence_id" => match value {
+                Cow::Borrowed(v) => Cow::Borrowed(v.split_once('@').map_or(v, |(_, d)| d)),
+                Cow::Owned(v) => Cow::Owned(v.split_once('@').map_or(v.as_str(), |(_, d)| d).to_owned()),
+            },
+            _ => value,
+        };
+        (!domain.is_empty()).then_some(domain)
+    })
+}
+
+/// The route key of a JSON event without parsing the rest of it: only the routing headers are
+/// kept, the others are checked for syntax and skipped. Most events a switch sends concern no
+/// hook, so they need no more than this. `None` when this quick look cannot tell (not an
+/// object, invalid UTF-8, a repeated or non-string routing header, no domain or name): the full
+/// parse then decides, by the same rules.
+pub fn peek_json(body: &[u8]) -> Option<RouteKey<'_>> {
+    let headers = json::peek(body)?;
+    let text = |name: &str| headers.text(name);
+    Some(RouteKey { domain: domain(text)?, name: hook_event_name(text)? })
 }
 
 impl Lookup for Event {
@@ -228,6 +257,7 @@ impl Lookup for Event {
 mod tests {
     use super::*;
     use crate::hook::template::{Syntax, Template};
+    use proptest::prelude::Strategy as _;
     use serde_json::json;
 
     fn event(v: Value) -> Event {
@@ -285,6 +315,70 @@ mod tests {
             "1ABC",
         ] {
             assert!(check_hook_event(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The route a full parse gives, in the form a peek gives it.
+    fn parsed_route(body: &[u8]) -> Option<(String, String)> {
+        let event = Event::from_json(body).ok()?;
+        Some((event.domain()?.into_owned(), event.hook_event_name()?.into_owned()))
+    }
+
+    #[test]
+    fn peek_reads_the_route_as_the_full_parse_does() {
+        let cases: &[&[u8]] = &[
+            br#"{"Event-Name":"CHANNEL_ANSWER","variable_domain_name":"d.com","Other":"x"}"#,
+            br#"{"Event-Name":"CUSTOM","Event-Subclass":"engine::x","Channel-Presence-ID":"1000@c.com"}"#,
+            br#"{"Event-Name":"CHANNEL_ANSWER","variable_domain_name":"","variable_presence_id":"p.com"}"#,
+            br#"{"Event-Name":"A","variable_w_domain":"w.com","variable_domain_name":null,"n":[1,{"a":2}]}"#,
+            br#"{"Event-Name":"A","Event-Subclass":"","variable_domain_name":"d.com"}"#,
+        ];
+        for body in cases {
+            let key = peek_json(body).expect("peek tells");
+            let route = (key.domain.into_owned(), key.name.into_owned());
+            assert_eq!(Some(route), parsed_route(body), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn peek_leaves_to_the_full_parse_what_it_cannot_tell() {
+        let unsure: &[&[u8]] = &[
+            // Repeated: the full parse keeps the last one.
+            br#"{"Event-Name":"A","variable_domain_name":"a.com","variable_domain_name":"b.com"}"#,
+            // Not a string: the full parse routes by its JSON text.
+            br#"{"Event-Name":"A","variable_domain_name":7}"#,
+            // No domain, no name, not an object, broken, invalid UTF-8 in a routing header.
+            br#"{"Event-Name":"HEARTBEAT"}"#,
+            br#"{"variable_domain_name":"d.com"}"#,
+            b"[1]",
+            br#"{"Event-Name":"A","variable_domain_name":"d.com""#,
+            b"{\"Event-Name\":\"A\",\"variable_domain_name\":\"d\xe9.com\"}",
+        ];
+        for body in unsure {
+            assert_eq!(peek_json(body), None, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(parsed_route(unsure[0]), Some(("b.com".into(), "A".into())));
+        assert_eq!(parsed_route(unsure[1]), Some(("7".into(), "A".into())));
+    }
+
+    proptest::proptest! {
+        /// Whatever the routing headers hold, a peek that answers agrees with the full parse.
+        #[test]
+        fn peek_never_disagrees_with_the_full_parse(
+            entries in proptest::collection::vec((
+                proptest::sample::select(vec!["Event-Name", "Event-Subclass", "variable_domain_name",
+                    "variable_w_domain", "Channel-Presence-ID", "variable_presence_id", "Other"]),
+                proptest::prop_oneof![
+                    proptest::sample::select(vec!["\"\"", "null", "1", "\"a@b\"", "\"@\"", "\"x\\u0040y\"", "[\"q\"]"])
+                        .prop_map(String::from),
+                    "[a-z@.]{0,6}".prop_map(|s| format!("\"{s}\"")),
+                ],
+            ), 0..8)
+        ) {
+            let body = format!("{{{}}}", entries.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","));
+            if let Some(key) = peek_json(body.as_bytes()) {
+                proptest::prop_assert_eq!(Some((key.domain.into_owned(), key.name.into_owned())), parsed_route(body.as_bytes()));
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Health;
-use crate::event::esl::{EslError, Frame, Parser};
+use crate::event::esl::{EslError, Frame, Parser, RawEvent};
 use crate::event::{Event, FREESWITCH_EVENTS};
 use crate::router::Router;
 use crate::telemetry;
@@ -149,9 +149,9 @@ impl EslSource {
         let result = async {
             // Events that came in the same reads as the replies above are already buffered.
             let mut early = Vec::new();
-            while let Some(frame) = conn.next_frame()? {
+            while let Some(frame) = conn.parser.next_frame()? {
                 match frame {
-                    Frame::Event(event) => early.push(event),
+                    Frame::Event(raw) => early.extend(wanted(&self.router, &raw)),
                     Frame::CommandReply { reply } => conn.replied(reply),
                     _ => {}
                 }
@@ -168,9 +168,9 @@ impl EslSource {
                         }
                         conn.parser.push(&conn.buf[..n]);
                         let mut events = Vec::new();
-                        while let Some(frame) = conn.next_frame()? {
+                        while let Some(frame) = conn.parser.next_frame()? {
                             match frame {
-                                Frame::Event(event) => events.push(event),
+                                Frame::Event(raw) => events.extend(wanted(&self.router, &raw)),
                                 Frame::CommandReply { reply } => conn.replied(reply),
                                 // The socket closes after this (or lingers with more events):
                                 // read on until it does.
@@ -286,25 +286,11 @@ impl Conn {
         }
     }
 
-    /// The next complete frame in the buffer. A bad event body costs only its own frame (it
-    /// is logged and counted); broken framing ends the connection.
-    fn next_frame(&mut self) -> Result<Option<Frame>, EslError> {
-        loop {
-            match self.parser.next_frame() {
-                Err(e) if !e.is_fatal() => {
-                    telemetry::source_rejected("esl");
-                    tracing::warn!(error = %e, "ESL source: skipped an event it could not read");
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// The next frame during setup, with a timeout.
     async fn setup_frame(&mut self, reader: &mut tokio::net::tcp::OwnedReadHalf) -> Result<Frame, SessionError> {
         tokio::time::timeout(SETUP_TIMEOUT, async {
             loop {
-                if let Some(frame) = self.next_frame()? {
+                if let Some(frame) = self.parser.next_frame()? {
                     return Ok(frame);
                 }
                 let n = reader.read(&mut self.buf).await?;
@@ -317,6 +303,21 @@ impl Conn {
         .await
         .map_err(|_| SessionError::Timeout)?
     }
+}
+
+/// The event to commit: `None` when no hook wants it (told from a quick look, without
+/// parsing it) or when its body does not parse. A bad body costs only its own event; it is
+/// logged and counted.
+fn wanted(router: &Router, raw: &RawEvent) -> Option<Event> {
+    if router.unwanted(raw.peek()) {
+        return None;
+    }
+    raw.parse()
+        .inspect_err(|e| {
+            telemetry::source_rejected("esl");
+            tracing::warn!(error = %e, "ESL source: skipped an event it could not read");
+        })
+        .ok()
 }
 
 async fn send(writer: &mut OwnedWriteHalf, command: &str) -> std::io::Result<()> {

@@ -93,7 +93,15 @@ fn only_frame(stream: &[u8]) -> Frame {
 
 fn only_event(stream: &[u8]) -> Event {
     match only_frame(stream) {
-        Frame::Event(event) => event,
+        Frame::Event(raw) => raw.parse().expect("event parses"),
+        other => panic!("not an event: {other:?}"),
+    }
+}
+
+/// The parse error of the only frame, an event.
+fn event_error_of(stream: &[u8]) -> EslError {
+    match only_frame(stream) {
+        Frame::Event(raw) => raw.parse().expect_err("event body is bad"),
         other => panic!("not an event: {other:?}"),
     }
 }
@@ -323,7 +331,7 @@ fn bad_content_length_is_named() {
         assert!(matches!(&err, EslError::BadContentLength { value: v } if v == value), "{err:?}");
         assert!(err.to_string().contains("Content-Length"), "{err}");
     }
-    let inner = error_of(&frame("text/event-plain", b"Event-Name: CUSTOM\nContent-Length: many\n\n"));
+    let inner = event_error_of(&frame("text/event-plain", b"Event-Name: CUSTOM\nContent-Length: many\n\n"));
     assert!(matches!(&inner, EslError::BadEventContentLength { value } if value == "many"), "{inner:?}");
 }
 
@@ -348,43 +356,31 @@ fn headers_that_never_end_fail_at_max_frame() {
 
 #[test]
 fn event_bodies_that_do_not_fit_are_errors() {
-    let short = error_of(&frame("text/event-plain", b"Event-Name: CUSTOM\nContent-Length: 50\n\nshort"));
+    let short = event_error_of(&frame("text/event-plain", b"Event-Name: CUSTOM\nContent-Length: 50\n\nshort"));
     assert!(matches!(short, EslError::EventBodyTruncated { declared: 50, available: 5 }), "{short:?}");
     for body in [&b"[1,2]"[..], b"{", b"", b"\"text\""] {
-        let err = error_of(&frame("text/event-json", body));
+        let err = event_error_of(&frame("text/event-json", body));
         assert!(matches!(err, EslError::BadEventJson(_)), "{err:?}");
     }
 }
 
 #[test]
-fn a_bad_event_body_costs_only_its_own_frame() {
+fn a_bad_event_body_costs_only_its_own_event() {
     let bad_json = frame("text/event-json", b"{\"Event-Name\":");
     let short_plain = frame("text/event-plain", b"Event-Name: CUSTOM\nContent-Length: 50\n\nshort");
     let stream = [AUTH_REQUEST, &bad_json, AUTH_ACCEPTED, &short_plain, DISCONNECT].concat();
-    let expect = |parser: &mut Parser| {
-        assert_eq!(parser.next_frame().unwrap(), Some(Frame::AuthRequest));
-        let err = parser.next_frame().unwrap_err();
-        assert!(matches!(err, EslError::BadEventJson(_)) && !err.is_fatal(), "{err:?}");
-        assert_eq!(parser.next_frame().unwrap(), Some(only_frame(AUTH_ACCEPTED)));
-        let err = parser.next_frame().unwrap_err();
-        assert!(matches!(err, EslError::EventBodyTruncated { .. }) && !err.is_fatal(), "{err:?}");
-        assert_eq!(parser.next_frame().unwrap(), Some(only_frame(DISCONNECT)));
-        assert_eq!(parser.next_frame().unwrap(), None);
-        assert_eq!(parser.buffered(), 0);
-    };
-    let mut parser = Parser::new();
-    parser.push(&stream);
-    expect(&mut parser);
-
-    // The decoder on its own counts the rejected bytes into the next frame's `used`.
-    let mut decoder = FrameDecoder::new();
-    let mut buf = stream[AUTH_REQUEST.len()..].to_vec();
-    assert!(decoder.decode(&buf).is_err());
-    let (reply, used) = decoder.decode(&buf).unwrap().unwrap();
-    assert_eq!((reply, used), (only_frame(AUTH_ACCEPTED), bad_json.len() + AUTH_ACCEPTED.len()));
-    buf.drain(..used);
-    assert!(decoder.decode(&buf).is_err());
-    assert_eq!(decoder.decode(&buf).unwrap().map(|(f, _)| f), Some(only_frame(DISCONNECT)));
+    let frames = frames_of(&stream);
+    assert_eq!(frames.len(), 5, "{frames:?}");
+    assert_eq!(
+        (&frames[0], &frames[2], &frames[4]),
+        (&Frame::AuthRequest, &only_frame(AUTH_ACCEPTED), &only_frame(DISCONNECT))
+    );
+    for (at, bad) in [(1, "BadEventJson"), (3, "EventBodyTruncated")] {
+        let Frame::Event(raw) = &frames[at] else { panic!("{:?}", frames[at]) };
+        let err = raw.parse().unwrap_err();
+        assert!(format!("{err:?}").starts_with(bad) && !err.is_fatal(), "{err:?}");
+        assert_eq!(raw.peek(), None);
+    }
 }
 
 #[test]
@@ -392,8 +388,8 @@ fn only_framing_errors_are_fatal() {
     assert!(error_of(b"Content-Type command/reply\n\n").is_fatal());
     assert!(error_of(b"Content-Length: x\n\n").is_fatal());
     assert!(error_of(b"Content-Length: 99999999\n\n").is_fatal());
-    assert!(!error_of(&frame("text/event-json", b"[]")).is_fatal());
-    assert!(!error_of(&frame("text/event-plain", b"Content-Length: x\n\n")).is_fatal());
+    assert!(!event_error_of(&frame("text/event-json", b"[]")).is_fatal());
+    assert!(!event_error_of(&frame("text/event-plain", b"Content-Length: x\n\n")).is_fatal());
 }
 
 #[test]
