@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::event::{Event, RouteKey};
+use serde_json::value::RawValue;
+
+use crate::event::{Event, Incoming, RouteKey};
 use crate::hook::{CompiledHook, DocError};
 use crate::store::{LeasedDelivery, NewDelivery, Store, StoreError, StoredHook};
 use crate::telemetry;
@@ -120,24 +122,15 @@ impl HookIndex {
         self.index.read().expect("hook index lock").by_id.get(id).cloned()
     }
 
-    /// The enabled hooks `event` fires, filters applied, with the event's domain and hook
-    /// event name; `None` when the event has no domain or name.
-    pub fn matching<'e>(&self, event: &'e Event) -> Option<Matched<'e>> {
-        let (domain, name) = (event.domain()?, event.hook_event_name()?);
-        let hooks = {
-            let index = self.index.read().expect("hook index lock");
-            match index.by_key.get(domain.as_ref()).and_then(|events| events.get(name.as_ref())) {
-                Some(hooks) => hooks.iter().filter(|h| h.hook.failed_filter(event).is_none()).cloned().collect(),
-                None => Vec::new(),
-            }
-        };
-        Some(Matched { domain, name, hooks })
-    }
-
-    /// Whether some enabled hook listens to this domain and event name (filters aside).
-    pub fn wants(&self, key: &RouteKey) -> bool {
+    /// The enabled hooks listening to this domain and event name, before their filters.
+    pub fn hooks(&self, key: &RouteKey) -> Vec<Arc<LiveHook>> {
         let index = self.index.read().expect("hook index lock");
-        index.by_key.get(key.domain.as_ref()).is_some_and(|events| events.contains_key(key.name.as_ref()))
+        index
+            .by_key
+            .get(key.domain.as_ref())
+            .and_then(|events| events.get(key.name.as_ref()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The event names enabled hooks listen to, across all domains.
@@ -152,11 +145,11 @@ impl HookIndex {
     }
 }
 
-/// The hooks an event fires.
-pub struct Matched<'e> {
-    pub domain: Cow<'e, str>,
-    pub name: Cow<'e, str>,
-    pub hooks: Vec<Arc<LiveHook>>,
+/// What the deliveries of an event are rendered from.
+enum Form<'a> {
+    /// The JSON text as it came, for hooks that send it whole.
+    Text(&'a RawValue),
+    Parsed(Cow<'a, Event>),
 }
 
 /// What an accept call did.
@@ -195,44 +188,70 @@ impl Router {
         self.wake.notify_one();
     }
 
-    /// Whether a source may drop an event unparsed: its quick look (`key`) shows that no hook
-    /// listens to its domain and event name. Counted as received, as [`Router::accept`] would.
-    pub fn unwanted(&self, key: Option<RouteKey>) -> bool {
-        let unwanted = key.is_some_and(|key| !self.index.wants(&key));
-        if unwanted {
-            telemetry::events_received(1);
-        }
-        unwanted
-    }
-
-    /// Appends the deliveries `event` causes to `out`; returns how many. With `once`, they
+    /// Appends the deliveries `item` causes to `out`; returns how many. With `once`, they
     /// carry the event's identity so the store keeps them only the first time it sees it.
-    pub fn route(&self, event: &Event, now_ms: i64, once: bool, out: &mut Vec<NewDelivery>) -> usize {
-        let Some(Matched { domain, name, hooks }) = self.index.matching(event) else {
+    ///
+    /// JSON text is parsed only when a hook needs more than the whole of it: most events
+    /// concern no hook, and a hook without filters, `fields` or templates sends the text as
+    /// it came.
+    pub fn route(&self, item: &Incoming, now_ms: i64, once: bool, out: &mut Vec<NewDelivery>) -> usize {
+        let headers = item.headers();
+        let Some(key) = headers.route_key() else {
             telemetry::event_dropped();
             return 0;
         };
-        if !hooks.is_empty() {
-            telemetry::event_matched();
+        let mut hooks = self.index.hooks(&key);
+        if hooks.is_empty() {
+            return 0;
         }
-        let sequence = || event.text("Event-Sequence").and_then(|s| s.parse::<i64>().ok());
-        let event_key = once.then(|| Some((event.text("Core-UUID")?.into_owned(), sequence()?))).flatten();
+        let whole = match item {
+            Incoming::Json { text, .. } if hooks.iter().all(|h| h.hook.sends_whole_event()) => {
+                serde_json::from_str::<&RawValue>(text).ok()
+            }
+            _ => None,
+        };
+        let form = match whole {
+            Some(text) => Form::Text(text),
+            None => match item.event() {
+                Ok(event) => Form::Parsed(event),
+                Err(error) => {
+                    tracing::warn!(%error, "an event could not be parsed; it is dropped");
+                    return 0;
+                }
+            },
+        };
+        if let Form::Parsed(event) = &form {
+            hooks.retain(|h| h.hook.failed_filter(event).is_none());
+        }
+        if hooks.is_empty() {
+            return 0;
+        }
+        telemetry::event_matched();
+        let sequence = || headers.text("Event-Sequence").and_then(|s| s.parse::<i64>().ok());
+        let event_key = once.then(|| Some((headers.text("Core-UUID")?.into_owned(), sequence()?))).flatten();
         for live in &hooks {
             let id = uuid::Uuid::now_v7().to_string();
-            let order_key = live.hook.ordered.then(|| event.text("Unique-ID").map(Cow::into_owned)).flatten();
-            let request = live.hook.render(event, &name, &id);
+            let order_key = live.hook.ordered.then(|| headers.text("Unique-ID").map(Cow::into_owned)).flatten();
+            let request = match &form {
+                Form::Text(text) => live.hook.render_json(text, &key.name, &id),
+                Form::Parsed(event) => live.hook.render(event, &key.name, &id),
+            };
+            // Headers that use the auth pre-request's answer are rendered at send time, from
+            // this copy of the event.
+            let event = live.hook.auth.is_some().then(|| match item {
+                Incoming::Json { text, .. } => text.clone(),
+                Incoming::Event(event) => serde_json::to_string(&event.0).expect("JSON serializes"),
+            });
             out.push(NewDelivery {
                 request,
-                // Headers that use the auth pre-request's answer are rendered at send time,
-                // from this copy of the event.
-                event: live.hook.auth.is_some().then(|| serde_json::to_string(&event.0).expect("JSON serializes")),
+                event,
                 order_seq: order_key.as_ref().and_then(|_| sequence()),
                 order_key,
                 event_key: event_key.clone(),
                 id,
                 hook_id: live.id.clone(),
-                domain: domain.clone().into_owned(),
-                event_name: name.clone().into_owned(),
+                domain: key.domain.clone().into_owned(),
+                event_name: key.name.clone().into_owned(),
                 created_at_ms: now_ms,
                 lease_until_ms: None,
             });
@@ -243,7 +262,7 @@ impl Router {
     /// Routes `events` and commits their deliveries in one transaction; returns once they are
     /// durable, so the caller may acknowledge its source. With `once` (events of an event
     /// socket that other nodes may read too), an event already taken is not queued again.
-    pub async fn accept(&self, events: &[Event], once: bool) -> Result<Accepted, StoreError> {
+    pub async fn accept(&self, events: &[Incoming], once: bool) -> Result<Accepted, StoreError> {
         telemetry::events_received(events.len());
         let now = crate::auth::now_ms();
         let mut deliveries = Vec::new();

@@ -3,13 +3,14 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::ApiState;
 use super::error::{ApiError, ok};
-use super::extract::{Body, Caller};
+use super::extract::{Body, Caller, not_json};
 use crate::auth::Perm;
-use crate::event::Event;
+use crate::event::{Event, EventError, Incoming};
 
 /// Largest ingest body.
 pub const BODY_LIMIT: usize = 10 << 20;
@@ -18,9 +19,9 @@ pub async fn ingest(State(state): State<ApiState>, caller: Caller, body: Body) -
     // Injecting events creates deliveries: it takes the create permission. A domain token
     // may only inject events of its own domain.
     let own_domain = caller.own_domain(Perm::Create)?;
-    let events = events_of(body.json()?)?;
+    let events = events_of(&body.bytes()?)?;
     if let Some(domain) = own_domain {
-        if events.iter().any(|e| e.domain().as_deref() != Some(domain)) {
+        if events.iter().any(|e| e.headers().domain().as_deref() != Some(domain)) {
             return Err(ApiError::forbidden());
         }
     }
@@ -28,21 +29,32 @@ pub async fn ingest(State(state): State<ApiState>, caller: Caller, body: Body) -
     Ok(ok(json!({"accepted": accepted.events, "deliveries": accepted.deliveries})))
 }
 
-/// One event object, or an array of them.
-fn events_of(body: Value) -> Result<Vec<Event>, ApiError> {
-    let items = match body {
-        Value::Object(map) => return Ok(vec![Event::new(map)]),
-        Value::Array(items) => items,
-        _ => {
-            return Err(ApiError::bad_request("Bad request: body must be an event object or an array of them"));
-        }
+/// One event object, or an array of them, each kept as JSON text for the router (see
+/// [`Incoming`]). The body must be valid JSON throughout.
+fn events_of(body: &[u8]) -> Result<Vec<Incoming>, ApiError> {
+    let body = body.trim_ascii();
+    let event = |text: &str| match Incoming::from_json(text.as_bytes().to_vec()) {
+        Ok(event) => Ok(event),
+        Err(EventError::Json(error)) => Err(not_json(error)),
+        Err(error @ EventError::NotAnObject) => Err(ApiError::bad_request(format!("Bad request: {error}"))),
     };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| match item {
-            Value::Object(map) => Ok(Event::new(map)),
-            _ => Err(ApiError::bad_request(format!("Bad request: event {i} is not a JSON object"))),
-        })
-        .collect()
+    match body.first() {
+        // An empty body is an empty object, as everywhere in the API.
+        None => Ok(vec![Incoming::Event(Event::default())]),
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(not_json)?;
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item.get().starts_with('{') {
+                    true => event(item.get()),
+                    false => Err(ApiError::bad_request(format!("Bad request: event {i} is not a JSON object"))),
+                })
+                .collect()
+        }
+        _ => match serde_json::from_slice::<&RawValue>(body).map_err(not_json)? {
+            item if item.get().starts_with('{') => Ok(vec![event(item.get())?]),
+            _ => Err(ApiError::bad_request("Bad request: body must be an event object or an array of them")),
+        },
+    }
 }

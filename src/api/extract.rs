@@ -154,9 +154,17 @@ impl Body {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Object(Map::new()));
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("Bad request: body is not valid JSON: {e}")))
+        serde_json::from_slice(&bytes).map_err(not_json)
     }
+
+    pub fn bytes(self) -> Result<Bytes, ApiError> {
+        self.0
+    }
+}
+
+/// The answer to a body that is not JSON.
+pub fn not_json(error: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("Bad request: body is not valid JSON: {error}"))
 }
 
 impl<S: Send + Sync> FromRequest<S> for Body {

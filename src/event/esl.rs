@@ -15,7 +15,7 @@ mod tests;
 
 use memchr::memchr;
 
-use super::{Event, RouteKey};
+use super::{EventError, Incoming};
 
 /// A frame (headers and body) larger than this is refused: FreeSWITCH never sends one, so it
 /// means a corrupt stream or the wrong peer, and we must not buffer without bound.
@@ -32,7 +32,7 @@ pub enum Frame {
     ApiResponse {
         body: String,
     },
-    /// `text/event-json` or `text/event-plain`, parsed when asked: see [`RawEvent`].
+    /// `text/event-json` or `text/event-plain`, as it came: see [`RawEvent`].
     Event(RawEvent),
     /// The server is closing the connection; the body says why.
     DisconnectNotice {
@@ -45,9 +45,7 @@ pub enum Frame {
     },
 }
 
-/// An event as it came off the socket. Routing needs only a few of its headers and most events
-/// a switch sends concern no hook, so the source [peeks](RawEvent::peek) first and
-/// [parses](RawEvent::parse) only what a hook wants.
+/// An event as it came off the socket, before the router's quick look or parse.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawEvent {
     plain: bool,
@@ -55,25 +53,21 @@ pub struct RawEvent {
 }
 
 impl RawEvent {
-    /// The domain and hook event name, when a quick look can tell them (`text/event-json`).
-    pub fn peek(&self) -> Option<RouteKey<'_>> {
-        if self.plain { None } else { super::peek_json(&self.body) }
-    }
-
-    /// The whole event. A body that does not parse costs only its own event: the stream goes
-    /// on, which matters because FreeSWITCH does not replay the events sent while a client
-    /// reconnects.
-    pub fn parse(&self) -> Result<Event, EslError> {
+    /// The event for the router: JSON stays text with its routing headers read (see
+    /// [`Incoming`]), `text/event-plain` is parsed. A body that does not parse costs only its
+    /// own event: the stream goes on, which matters because FreeSWITCH does not replay the
+    /// events sent while a client reconnects.
+    pub fn into_incoming(self) -> Result<Incoming, EslError> {
         if self.plain {
-            plain::parse(&self.body)
+            plain::parse(&self.body).map(Incoming::Event)
         } else {
-            super::json::parse(&self.body).map_err(EslError::BadEventJson)
+            Incoming::from_json(self.body).map_err(EslError::BadEventJson)
         }
     }
 }
 
 /// Framing errors ([`EslError::is_fatal`]) leave no way to find the next frame: the caller
-/// reconnects. The others come from [`RawEvent::parse`] and cost only that event.
+/// reconnects. The others come from [`RawEvent::into_incoming`] and cost only that event.
 #[derive(Debug, thiserror::Error)]
 pub enum EslError {
     #[error("ESL frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")]
@@ -82,8 +76,8 @@ pub enum EslError {
     BadHeaderLine { line: String },
     #[error("ESL Content-Length is not a byte count: {value:?}")]
     BadContentLength { value: String },
-    #[error("text/event-json body is not a JSON object")]
-    BadEventJson(#[source] serde_json::Error),
+    #[error("text/event-json body: {0}")]
+    BadEventJson(#[source] EventError),
     #[error("text/event-plain inner Content-Length is not a byte count: {value:?}")]
     BadEventContentLength { value: String },
     #[error("text/event-plain inner Content-Length is {declared} but only {available} bytes follow")]

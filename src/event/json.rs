@@ -3,10 +3,11 @@
 
 use std::borrow::Cow;
 
-use serde::de::{Deserializer as _, MapAccess, Visitor};
+use serde::Deserialize;
+use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::event::Event;
+use crate::event::{Event, Headers};
 
 /// Parses one JSON object. FreeSWITCH's cJSON passes a caller name's bytes through unchecked,
 /// so invalid UTF-8 is replaced rather than refused; that second pass is only tried on
@@ -48,41 +49,124 @@ impl<'de> Visitor<'de> for PresizedMap {
     }
 }
 
-/// The headers routing reads, borrowed from the JSON text where it has no escapes.
-#[derive(serde::Deserialize)]
-pub(super) struct RoutingHeaders<'a> {
-    #[serde(rename = "Event-Name", borrow)]
-    event_name: Option<Cow<'a, str>>,
-    #[serde(rename = "Event-Subclass", borrow)]
-    event_subclass: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    variable_domain_name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    variable_w_domain: Option<Cow<'a, str>>,
-    #[serde(rename = "Channel-Presence-ID", borrow)]
-    channel_presence_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    variable_presence_id: Option<Cow<'a, str>>,
-}
+/// The headers the router reads: the route, and what identifies the event for ordered hooks
+/// and for the once-only check of event sockets.
+const ROUTING: [&str; 9] = [
+    "Event-Name",
+    "Event-Subclass",
+    "variable_domain_name",
+    "variable_w_domain",
+    "Channel-Presence-ID",
+    "variable_presence_id",
+    "Unique-ID",
+    "Core-UUID",
+    "Event-Sequence",
+];
 
-impl<'a> RoutingHeaders<'a> {
-    /// As [`Event::text`]: `None` when absent or empty.
-    pub(super) fn text(&self, name: &str) -> Option<Cow<'a, str>> {
-        let value = match name {
-            "Event-Name" => &self.event_name,
-            "Event-Subclass" => &self.event_subclass,
-            "variable_domain_name" => &self.variable_domain_name,
-            "variable_w_domain" => &self.variable_w_domain,
-            "Channel-Presence-ID" => &self.channel_presence_id,
-            "variable_presence_id" => &self.variable_presence_id,
-            _ => return None,
-        };
-        value.clone().filter(|v| !v.is_empty())
+/// The [routing headers](ROUTING) of an event that was not parsed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoutingHeaders([Option<String>; ROUTING.len()]);
+
+impl Headers for RoutingHeaders {
+    fn text(&self, name: &str) -> Option<Cow<'_, str>> {
+        let at = ROUTING.iter().position(|&h| h == name)?;
+        self.0[at].as_deref().filter(|v| !v.is_empty()).map(Cow::Borrowed)
     }
 }
 
-/// Reads only the routing headers of a JSON object; `None` where [`parse`] might read them
-/// differently (a repeated or non-string one, invalid UTF-8) or would fail.
-pub(super) fn peek(body: &[u8]) -> Option<RoutingHeaders<'_>> {
-    serde_json::from_slice(body).ok()
+/// Reads the routing headers of a JSON object and checks the rest for syntax alone. `None`
+/// wherever [`parse`] might read the event differently or fail: a routing header repeated or
+/// not a string (or null), a value that is an array or object (the parse limits nesting, this
+/// look does not), invalid JSON.
+pub(super) fn peek(body: &[u8]) -> Option<RoutingHeaders> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let headers = de.deserialize_map(Peek).ok()?;
+    de.end().ok()?;
+    Some(headers)
+}
+
+struct Peek;
+
+impl<'de> Visitor<'de> for Peek {
+    type Value = RoutingHeaders;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a flat JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut headers = RoutingHeaders::default();
+        while let Some(Key(at)) = access.next_key()? {
+            match at {
+                Some(at) if headers.0[at].is_some() => return Err(A::Error::custom("repeated routing header")),
+                Some(at) => headers.0[at] = access.next_value()?,
+                None => access.next_value::<Scalar>().map(drop)?,
+            }
+        }
+        Ok(headers)
+    }
+}
+
+/// A key: the index of the routing header it names, if it names one.
+struct Key(Option<usize>);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a header name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Key, E> {
+        Ok(Key(ROUTING.iter().position(|&h| h == name)))
+    }
+}
+
+/// Any JSON value but an array or an object, read without keeping it.
+struct Scalar;
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(Scalar)
+    }
+}
+
+impl Visitor<'_> for Scalar {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string, number, boolean or null")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Scalar, E> {
+        Ok(Scalar)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Scalar, E> {
+        Ok(Scalar)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Scalar, E> {
+        Ok(Scalar)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
+        Ok(Scalar)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Scalar, E> {
+        Ok(Scalar)
+    }
+
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar)
+    }
 }

@@ -225,15 +225,79 @@ fn domain<'a>(text: impl Fn(&str) -> Option<Cow<'a, str>>) -> Option<Cow<'a, str
     })
 }
 
-/// The route key of a JSON event without parsing the rest of it: only the routing headers are
-/// kept, the others are checked for syntax and skipped. Most events a switch sends concern no
-/// hook, so they need no more than this. `None` when this quick look cannot tell (not an
-/// object, invalid UTF-8, a repeated or non-string routing header, no domain or name): the full
-/// parse then decides, by the same rules.
-pub fn peek_json(body: &[u8]) -> Option<RouteKey<'_>> {
-    let headers = json::peek(body)?;
-    let text = |name: &str| headers.text(name);
-    Some(RouteKey { domain: domain(text)?, name: hook_event_name(text)? })
+/// Header lookup with [`Event::text`]'s rules: what routing reads, from a parsed event or
+/// from the routing headers of one that was not parsed.
+pub trait Headers {
+    /// A header as text; `None` when absent, null or empty.
+    fn text(&self, name: &str) -> Option<Cow<'_, str>>;
+
+    /// The hook event name: see [`Event::hook_event_name`].
+    fn hook_event_name(&self) -> Option<Cow<'_, str>> {
+        hook_event_name(|h| self.text(h))
+    }
+
+    /// The domain: see [`Event::domain`].
+    fn domain(&self) -> Option<Cow<'_, str>> {
+        domain(|h| self.text(h))
+    }
+
+    fn route_key(&self) -> Option<RouteKey<'_>> {
+        Some(RouteKey { domain: self.domain()?, name: self.hook_event_name()? })
+    }
+}
+
+impl Headers for Event {
+    fn text(&self, name: &str) -> Option<Cow<'_, str>> {
+        Event::text(self, name)
+    }
+}
+
+pub use json::RoutingHeaders;
+
+/// An event as a source hands it to the router.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// Parsed: events in `text/event-plain`, and JSON whose routing headers a quick look could
+    /// not read.
+    Event(Event),
+    /// JSON text of one object, with its routing headers read. Most events concern no hook,
+    /// and a hook that sends the whole event unchanged can send this text: only a hook that
+    /// filters or picks from the event needs it parsed.
+    Json { text: String, headers: RoutingHeaders },
+}
+
+impl Incoming {
+    /// An event from JSON text. Invalid UTF-8 is replaced, as in [`Event::from_json`]; text
+    /// that is not a JSON object is an error.
+    pub fn from_json(body: Vec<u8>) -> Result<Self, EventError> {
+        // The quick look checks syntax but not what a `\u` escape spells (a lone surrogate is
+        // not text): text with one is parsed, which checks it. FreeSWITCH escapes only control
+        // characters that way.
+        let peeked = if memchr::memmem::find(&body, b"\\u").is_none() { json::peek(&body) } else { None };
+        let Some(headers) = peeked else {
+            return Event::from_json(&body).map(Incoming::Event);
+        };
+        match String::from_utf8(body) {
+            Ok(text) => Ok(Incoming::Json { text, headers }),
+            Err(invalid) => Event::from_json(invalid.as_bytes()).map(Incoming::Event),
+        }
+    }
+
+    /// The parsed event, parsing it if it is still text. That can still fail where the quick
+    /// look did not look: nesting deeper than the parser allows.
+    pub fn event(&self) -> Result<Cow<'_, Event>, EventError> {
+        match self {
+            Incoming::Event(event) => Ok(Cow::Borrowed(event)),
+            Incoming::Json { text, .. } => Event::from_json(text.as_bytes()).map(Cow::Owned),
+        }
+    }
+
+    pub fn headers(&self) -> &dyn Headers {
+        match self {
+            Incoming::Event(event) => event,
+            Incoming::Json { headers, .. } => headers,
+        }
+    }
 }
 
 impl Lookup for Event {
@@ -318,56 +382,77 @@ mod tests {
         }
     }
 
-    /// The route a full parse gives, in the form a peek gives it.
-    fn parsed_route(body: &[u8]) -> Option<(String, String)> {
-        let event = Event::from_json(body).ok()?;
-        Some((event.domain()?.into_owned(), event.hook_event_name()?.into_owned()))
+    /// The route and identity a full parse reads.
+    fn parsed(body: &[u8]) -> Option<Vec<Option<String>>> {
+        Event::from_json(body).ok().map(|event| read(&event))
     }
 
-    #[test]
-    fn peek_reads_the_route_as_the_full_parse_does() {
-        let cases: &[&[u8]] = &[
-            br#"{"Event-Name":"CHANNEL_ANSWER","variable_domain_name":"d.com","Other":"x"}"#,
-            br#"{"Event-Name":"CUSTOM","Event-Subclass":"engine::x","Channel-Presence-ID":"1000@c.com"}"#,
-            br#"{"Event-Name":"CHANNEL_ANSWER","variable_domain_name":"","variable_presence_id":"p.com"}"#,
-            br#"{"Event-Name":"A","variable_w_domain":"w.com","variable_domain_name":null,"n":[1,{"a":2}]}"#,
-            br#"{"Event-Name":"A","Event-Subclass":"","variable_domain_name":"d.com"}"#,
-        ];
-        for body in cases {
-            let key = peek_json(body).expect("peek tells");
-            let route = (key.domain.into_owned(), key.name.into_owned());
-            assert_eq!(Some(route), parsed_route(body), "{}", String::from_utf8_lossy(body));
+    /// What the router reads from any form of an event.
+    fn read(headers: &dyn Headers) -> Vec<Option<String>> {
+        let mut read = vec![headers.domain(), headers.hook_event_name()];
+        read.extend(["Unique-ID", "Core-UUID", "Event-Sequence"].map(|h| headers.text(h)));
+        read.into_iter().map(|v| v.map(Cow::into_owned)).collect()
+    }
+
+    /// The text of an event kept as text, or `None` when it was parsed.
+    fn kept(body: &[u8]) -> Option<Vec<Option<String>>> {
+        match Incoming::from_json(body.to_vec()).ok()? {
+            Incoming::Json { headers, .. } => Some(read(&headers)),
+            Incoming::Event(_) => None,
         }
     }
 
     #[test]
-    fn peek_leaves_to_the_full_parse_what_it_cannot_tell() {
-        let unsure: &[&[u8]] = &[
+    fn json_kept_as_text_reads_as_the_full_parse_does() {
+        let cases: &[&[u8]] = &[
+            br#"{"Event-Name":"CHANNEL_ANSWER","variable_domain_name":"d.com","Other":"x","Unique-ID":"u1"}"#,
+            br#"{"Event-Name":"CUSTOM","Event-Subclass":"engine::x","Channel-Presence-ID":"1000@c.com"}"#,
+            br#"{"Event-Name":"CHANNEL_ANSWER","variable_domain_name":"","variable_presence_id":"p.com"}"#,
+            br#"{"Event-Name":"A","variable_w_domain":"w\/com","variable_domain_name":null,"n":-1.5,"b":true}"#,
+            br#"{"Event-Name":"A","Event-Subclass":"","variable_domain_name":"d.com","Core-UUID":"c","Event-Sequence":"7"}"#,
+            br#"{"Event-Name":"HEARTBEAT"}"#,
+        ];
+        for body in cases {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(kept(body), parsed(body), "{text}");
+            assert!(kept(body).is_some(), "{text}");
+        }
+    }
+
+    #[test]
+    fn json_the_quick_look_cannot_read_is_parsed() {
+        let parsed_only: &[&[u8]] = &[
             // Repeated: the full parse keeps the last one.
             br#"{"Event-Name":"A","variable_domain_name":"a.com","variable_domain_name":"b.com"}"#,
             // Not a string: the full parse routes by its JSON text.
             br#"{"Event-Name":"A","variable_domain_name":7}"#,
-            // No domain, no name, not an object, broken, invalid UTF-8 in a routing header.
-            br#"{"Event-Name":"HEARTBEAT"}"#,
-            br#"{"variable_domain_name":"d.com"}"#,
-            b"[1]",
-            br#"{"Event-Name":"A","variable_domain_name":"d.com""#,
+            // Invalid UTF-8, in a routing header or elsewhere: replaced.
             b"{\"Event-Name\":\"A\",\"variable_domain_name\":\"d\xe9.com\"}",
+            b"{\"Event-Name\":\"A\",\"Caller-Name\":\"Jos\xe9\"}",
+            // Nesting, and a \u escape, which the quick look does not check.
+            br#"{"Event-Name":"A","variable_domain_name":"d.com","n":[1,{"a":2}]}"#,
+            br#"{"Event-Name":"A","variable_domain_name":"d.com","n":"\u00e9"}"#,
         ];
-        for body in unsure {
-            assert_eq!(peek_json(body), None, "{}", String::from_utf8_lossy(body));
+        for body in parsed_only {
+            let Ok(Incoming::Event(event)) = Incoming::from_json(body.to_vec()) else { panic!("{body:?}") };
+            assert_eq!(Some(read(&event)), parsed(body));
         }
-        assert_eq!(parsed_route(unsure[0]), Some(("b.com".into(), "A".into())));
-        assert_eq!(parsed_route(unsure[1]), Some(("7".into(), "A".into())));
+        assert_eq!(parsed(parsed_only[0]).unwrap()[0].as_deref(), Some("b.com"));
+        assert_eq!(parsed(parsed_only[1]).unwrap()[0].as_deref(), Some("7"));
+        for bad in [&b"[1]"[..], br#"{"Event-Name":"A""#, b"", br#"{"Event-Name":"A","n":"\ud800"}"#] {
+            assert!(Incoming::from_json(bad.to_vec()).is_err(), "{bad:?}");
+        }
     }
 
     proptest::proptest! {
-        /// Whatever the routing headers hold, a peek that answers agrees with the full parse.
+        /// Whatever the routing headers hold, what the router reads from JSON kept as text is
+        /// what it would read from the parsed event.
         #[test]
-        fn peek_never_disagrees_with_the_full_parse(
+        fn json_kept_as_text_never_reads_differently(
             entries in proptest::collection::vec((
                 proptest::sample::select(vec!["Event-Name", "Event-Subclass", "variable_domain_name",
-                    "variable_w_domain", "Channel-Presence-ID", "variable_presence_id", "Other"]),
+                    "variable_w_domain", "Channel-Presence-ID", "variable_presence_id", "Unique-ID",
+                    "Core-UUID", "Event-Sequence", "Other"]),
                 proptest::prop_oneof![
                     proptest::sample::select(vec!["\"\"", "null", "1", "\"a@b\"", "\"@\"", "\"x\\u0040y\"", "[\"q\"]"])
                         .prop_map(String::from),
@@ -376,8 +461,8 @@ mod tests {
             ), 0..8)
         ) {
             let body = format!("{{{}}}", entries.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","));
-            if let Some(key) = peek_json(body.as_bytes()) {
-                proptest::prop_assert_eq!(Some((key.domain.into_owned(), key.name.into_owned())), parsed_route(body.as_bytes()));
+            if let Some(read) = kept(body.as_bytes()) {
+                proptest::prop_assert_eq!(Some(read), parsed(body.as_bytes()));
             }
         }
     }

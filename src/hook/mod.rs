@@ -121,6 +121,18 @@ impl CompiledHook {
 }
 
 impl CompiledHook {
+    /// Whether the hook sends every event it gets whole and unchanged, reading nothing from
+    /// it: no filters, the default body with every header in it, and literal headers. Such a
+    /// hook can send an event's JSON text as it came, without parsing it.
+    pub fn sends_whole_event(&self) -> bool {
+        self.filters.is_empty()
+            && matches!(self.body, Body::Default)
+            && self.fields.is_empty()
+            && self.map.is_empty()
+            && self.method != Method::GET
+            && self.headers.iter().all(|(_, template)| template.is_literal())
+    }
+
     /// The first filter `event` fails, if any.
     pub fn failed_filter(&self, event: &crate::event::Event) -> Option<&Filter> {
         self.filters.iter().find(|f| !f.test(event.get(f.header())))

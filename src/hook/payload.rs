@@ -6,9 +6,10 @@ use std::borrow::Cow;
 
 use http::Method;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::template::Lookup;
+use super::template::{Empty, Lookup};
 use super::{Body, CompiledHook};
 use crate::event::Event;
 
@@ -27,10 +28,10 @@ fn method_str<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error>
 }
 
 #[derive(Serialize)]
-struct DefaultBody<'a> {
+struct DefaultBody<'a, D: Serialize + ?Sized> {
     id: &'a str,
     action: &'a str,
-    data: &'a Map<String, Value>,
+    data: &'a D,
 }
 
 impl CompiledHook {
@@ -50,6 +51,19 @@ impl CompiledHook {
             }
         };
         Request { method: self.method.clone(), url, headers: self.render_headers(event), body }
+    }
+
+    /// [`render`](Self::render) for an event given as the JSON text of an object, sent as it
+    /// came: for hooks that [send the whole event](Self::sends_whole_event), and the same
+    /// request, up to the JSON text's own spelling, as the parsed event gives.
+    pub fn render_json(&self, data: &RawValue, event_name: &str, id: &str) -> Request {
+        let body = DefaultBody { id, action: event_name, data };
+        Request {
+            method: self.method.clone(),
+            url: self.url.to_string(),
+            headers: self.render_headers(&Empty),
+            body: serde_json::to_string(&body).expect("JSON values serialize"),
+        }
     }
 
     /// The hook's headers rendered over `vars`, after a JSON content type when the request
@@ -149,6 +163,36 @@ mod tests {
         assert!(r.body.starts_with(r#"{"id":"id-1","action":"CHANNEL_ANSWER","data":{"Event-Name""#));
         assert_eq!(r.headers, [("content-type".to_owned(), "application/json".to_owned())]);
         assert_eq!(r.url, "http://r.example/h?k=1");
+    }
+
+    #[test]
+    fn json_text_sent_whole_is_the_request_the_parsed_event_gives() {
+        let text = serde_json::to_string_pretty(&event().0).unwrap();
+        let raw: &RawValue = serde_json::from_str(&text).unwrap();
+        for patch in [
+            json!({}),
+            json!({"headers": {"X-Tenant": "acme"}}),
+            json!({"action": {"type": "web", "method": "PUT", "url": "http://r/x"}}),
+        ] {
+            let hook = compile(patch);
+            assert!(hook.sends_whole_event());
+            let (whole, parsed) =
+                (hook.render_json(raw, "CHANNEL_ANSWER", "i"), hook.render(&event(), "CHANNEL_ANSWER", "i"));
+            assert_eq!((&whole.method, &whole.url, &whole.headers), (&parsed.method, &parsed.url, &parsed.headers));
+            let body = |r: &Request| serde_json::from_str::<Value>(&r.body).unwrap();
+            assert_eq!(body(&whole), body(&parsed));
+            assert!(whole.body.contains(&text), "sent as it came");
+        }
+        for reads_the_event in [
+            json!({"filter": {"Unique-ID": {"operation": "==", "value": "u1"}}}),
+            json!({"fields": ["Unique-ID"]}),
+            json!({"map": {"Unique-ID": "call"}}),
+            json!({"headers": {"X-Call": "${Unique-ID}"}}),
+            json!({"customBody": true, "rawBody": "{}"}),
+            json!({"action": {"type": "web", "method": "GET", "url": "http://r/x"}}),
+        ] {
+            assert!(!compile(reads_the_event.clone()).sends_whole_event(), "{reads_the_event}");
+        }
     }
 
     #[test]

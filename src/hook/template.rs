@@ -93,6 +93,11 @@ impl Template {
         Ok(Self { parts, syntax })
     }
 
+    /// Whether the template has no placeholders: it renders the same for any event.
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|part| matches!(part, Part::Lit(_)))
+    }
+
     /// Renders the template; `lookup` resolves the placeholders (see [`Lookup`]).
     pub fn render(&self, lookup: &dyn Lookup) -> String {
         let mut out = String::new();

@@ -14,7 +14,7 @@ use amqprs::connection::{Connection, OpenConnectionArguments};
 use tokio_util::sync::CancellationToken;
 
 use super::Health;
-use crate::event::{Event, peek_json, routing};
+use crate::event::{Incoming, routing};
 use crate::router::Router;
 use crate::store::Store;
 use crate::telemetry;
@@ -156,12 +156,7 @@ impl AmqpSource {
             let Some(tag) = message.deliver.as_ref().map(|d| d.delivery_tag()) else {
                 continue;
             };
-            let body = message.content.as_deref().unwrap_or_default();
-            if self.router.unwanted(peek_json(body)) {
-                last_tag = Some(tag);
-                continue;
-            }
-            match Event::from_json(body) {
+            match Incoming::from_json(message.content.unwrap_or_default()) {
                 Ok(event) => {
                     events.push(event);
                     last_tag = Some(tag);

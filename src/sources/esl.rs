@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Health;
 use crate::event::esl::{EslError, Frame, Parser, RawEvent};
-use crate::event::{Event, FREESWITCH_EVENTS};
+use crate::event::{FREESWITCH_EVENTS, Incoming};
 use crate::router::Router;
 use crate::telemetry;
 
@@ -136,7 +136,7 @@ impl EslSource {
 
         // Committing runs beside reading; the channel is small, so a slow store makes the
         // reader wait, and no event that was read is lost.
-        let (batches, mut inbox) = mpsc::channel::<Vec<Event>>(2);
+        let (batches, mut inbox) = mpsc::channel::<Vec<Incoming>>(2);
         let router = self.router.clone();
         let stop = shutdown.clone();
         let committer = tokio::spawn(async move {
@@ -151,7 +151,7 @@ impl EslSource {
             let mut early = Vec::new();
             while let Some(frame) = conn.parser.next_frame()? {
                 match frame {
-                    Frame::Event(raw) => early.extend(wanted(&self.router, &raw)),
+                    Frame::Event(raw) => early.extend(incoming(raw)),
                     Frame::CommandReply { reply } => conn.replied(reply),
                     _ => {}
                 }
@@ -170,7 +170,7 @@ impl EslSource {
                         let mut events = Vec::new();
                         while let Some(frame) = conn.parser.next_frame()? {
                             match frame {
-                                Frame::Event(raw) => events.extend(wanted(&self.router, &raw)),
+                                Frame::Event(raw) => events.extend(incoming(raw)),
                                 Frame::CommandReply { reply } => conn.replied(reply),
                                 // The socket closes after this (or lingers with more events):
                                 // read on until it does.
@@ -305,14 +305,10 @@ impl Conn {
     }
 }
 
-/// The event to commit: `None` when no hook wants it (told from a quick look, without
-/// parsing it) or when its body does not parse. A bad body costs only its own event; it is
-/// logged and counted.
-fn wanted(router: &Router, raw: &RawEvent) -> Option<Event> {
-    if router.unwanted(raw.peek()) {
-        return None;
-    }
-    raw.parse()
+/// The event for the router, or `None` when its body does not parse. A bad body costs only
+/// its own event; it is logged and counted.
+fn incoming(raw: RawEvent) -> Option<Incoming> {
+    raw.into_incoming()
         .inspect_err(|e| {
             telemetry::source_rejected("esl");
             tracing::warn!(error = %e, "ESL source: skipped an event it could not read");
@@ -329,7 +325,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// Commits events, retrying until the store takes them: ESL cannot resend what was read. Only
 /// at shutdown does it give up, after a grace period, and says how many events that loses.
-async fn commit(router: &Router, events: &[Event], shutdown: &CancellationToken) {
+async fn commit(router: &Router, events: &[Incoming], shutdown: &CancellationToken) {
     let mut wait = Duration::from_millis(100);
     let mut deadline = None;
     while let Err(e) = router.accept(events, true).await {

@@ -10,7 +10,7 @@ use super::*;
 fn drain(parser: &mut Parser, pushed: usize) {
     for _ in 0..=pushed {
         match parser.next_frame() {
-            Ok(Some(Frame::Event(raw))) => drop((raw.peek().is_some(), raw.parse())),
+            Ok(Some(Frame::Event(raw))) => drop(raw.into_incoming().map(|e| e.event().is_ok())),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return,
         }
