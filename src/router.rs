@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 
-use serde_json::value::RawValue;
-
-use crate::event::{Event, Incoming, RouteKey};
+use crate::event::{Event, Incoming, JsonEvent, RouteKey};
 use crate::hook::{CompiledHook, DocError};
 use crate::store::{LeasedDelivery, NewDelivery, Store, StoreError, StoredHook};
 use crate::telemetry;
@@ -148,7 +146,7 @@ impl HookIndex {
 /// What the deliveries of an event are rendered from.
 enum Form<'a> {
     /// The JSON text as it came, for hooks that send it whole.
-    Text(&'a RawValue),
+    Text(&'a JsonEvent),
     Parsed(Cow<'a, Event>),
 }
 
@@ -204,15 +202,9 @@ impl Router {
         if hooks.is_empty() {
             return 0;
         }
-        let whole = match item {
-            Incoming::Json { text, .. } if hooks.iter().all(|h| h.hook.sends_whole_event()) => {
-                serde_json::from_str::<&RawValue>(text).ok()
-            }
-            _ => None,
-        };
-        let form = match whole {
-            Some(text) => Form::Text(text),
-            None => match item.event() {
+        let form = match item {
+            Incoming::Json(json) if hooks.iter().all(|h| h.hook.sends_whole_event()) => Form::Text(json),
+            _ => match item.event() {
                 Ok(event) => Form::Parsed(event),
                 Err(error) => {
                     tracing::warn!(%error, "an event could not be parsed; it is dropped");
@@ -239,7 +231,7 @@ impl Router {
             // Headers that use the auth pre-request's answer are rendered at send time, from
             // this copy of the event.
             let event = live.hook.auth.is_some().then(|| match item {
-                Incoming::Json { text, .. } => text.clone(),
+                Incoming::Json(json) => json.text().to_owned(),
                 Incoming::Event(event) => serde_json::to_string(&event.0).expect("JSON serializes"),
             });
             out.push(NewDelivery {

@@ -33,7 +33,7 @@ pub async fn ingest(State(state): State<ApiState>, caller: Caller, body: Body) -
 /// [`Incoming`]). The body must be valid JSON throughout.
 fn events_of(body: &[u8]) -> Result<Vec<Incoming>, ApiError> {
     let body = body.trim_ascii();
-    let event = |text: &str| match Incoming::from_json(text.as_bytes().to_vec()) {
+    let event = |text: &str| match Incoming::from_text(text.to_owned()) {
         Ok(event) => Ok(event),
         Err(EventError::Json(error)) => Err(not_json(error)),
         Err(error @ EventError::NotAnObject) => Err(ApiError::bad_request(format!("Bad request: {error}"))),

@@ -263,23 +263,43 @@ pub enum Incoming {
     /// JSON text of one object, with its routing headers read. Most events concern no hook,
     /// and a hook that sends the whole event unchanged can send this text: only a hook that
     /// filters or picks from the event needs it parsed.
-    Json { text: String, headers: RoutingHeaders },
+    Json(JsonEvent),
+}
+
+/// The JSON text of an event object, checked, and its routing headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonEvent {
+    text: String,
+    headers: RoutingHeaders,
+}
+
+impl JsonEvent {
+    /// Valid JSON text of one object.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
 }
 
 impl Incoming {
     /// An event from JSON text. Invalid UTF-8 is replaced, as in [`Event::from_json`]; text
     /// that is not a JSON object is an error.
     pub fn from_json(body: Vec<u8>) -> Result<Self, EventError> {
+        match String::from_utf8(body) {
+            Ok(text) => Self::from_text(text),
+            Err(invalid) => Event::from_json(invalid.as_bytes()).map(Incoming::Event),
+        }
+    }
+
+    /// [`Incoming::from_json`] for text.
+    pub fn from_text(text: String) -> Result<Self, EventError> {
         // The quick look checks syntax but not what a `\u` escape spells (a lone surrogate is
         // not text): text with one is parsed, which checks it. FreeSWITCH escapes only control
         // characters that way.
-        let peeked = if memchr::memmem::find(&body, b"\\u").is_none() { json::peek(&body) } else { None };
-        let Some(headers) = peeked else {
-            return Event::from_json(&body).map(Incoming::Event);
-        };
-        match String::from_utf8(body) {
-            Ok(text) => Ok(Incoming::Json { text, headers }),
-            Err(invalid) => Event::from_json(invalid.as_bytes()).map(Incoming::Event),
+        let peeked =
+            if memchr::memmem::find(text.as_bytes(), b"\\u").is_none() { json::peek(text.as_bytes()) } else { None };
+        match peeked {
+            Some(headers) => Ok(Incoming::Json(JsonEvent { text, headers })),
+            None => Event::from_json(text.as_bytes()).map(Incoming::Event),
         }
     }
 
@@ -288,14 +308,14 @@ impl Incoming {
     pub fn event(&self) -> Result<Cow<'_, Event>, EventError> {
         match self {
             Incoming::Event(event) => Ok(Cow::Borrowed(event)),
-            Incoming::Json { text, .. } => Event::from_json(text.as_bytes()).map(Cow::Owned),
+            Incoming::Json(json) => Event::from_json(json.text.as_bytes()).map(Cow::Owned),
         }
     }
 
     pub fn headers(&self) -> &dyn Headers {
         match self {
             Incoming::Event(event) => event,
-            Incoming::Json { headers, .. } => headers,
+            Incoming::Json(json) => &json.headers,
         }
     }
 }
@@ -397,7 +417,7 @@ mod tests {
     /// The text of an event kept as text, or `None` when it was parsed.
     fn kept(body: &[u8]) -> Option<Vec<Option<String>>> {
         match Incoming::from_json(body.to_vec()).ok()? {
-            Incoming::Json { headers, .. } => Some(read(&headers)),
+            Incoming::Json(json) => Some(read(Incoming::Json(json).headers())),
             Incoming::Event(_) => None,
         }
     }

@@ -6,12 +6,11 @@ use std::borrow::Cow;
 
 use http::Method;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::template::{Empty, Lookup};
 use super::{Body, CompiledHook};
-use crate::event::Event;
+use crate::event::{Event, JsonEvent};
 
 /// A rendered webhook request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,13 +26,6 @@ fn method_str<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error>
     s.serialize_str(m.as_str())
 }
 
-#[derive(Serialize)]
-struct DefaultBody<'a, D: Serialize + ?Sized> {
-    id: &'a str,
-    action: &'a str,
-    data: &'a D,
-}
-
 impl CompiledHook {
     /// Renders the request this hook sends for `event` under delivery id `id`. `event_name`
     /// is the event's hook event name.
@@ -45,8 +37,8 @@ impl CompiledHook {
                 if self.method == Method::GET {
                     (with_query(&self.url, &data), String::new())
                 } else {
-                    let body = DefaultBody { id, action: event_name, data: &data };
-                    (self.url.to_string(), serde_json::to_string(&body).expect("JSON values serialize"))
+                    let data = serde_json::to_string(&data).expect("JSON values serialize");
+                    (self.url.to_string(), default_body(id, event_name, &data))
                 }
             }
         };
@@ -56,13 +48,12 @@ impl CompiledHook {
     /// [`render`](Self::render) for an event given as the JSON text of an object, sent as it
     /// came: for hooks that [send the whole event](Self::sends_whole_event), and the same
     /// request, up to the JSON text's own spelling, as the parsed event gives.
-    pub fn render_json(&self, data: &RawValue, event_name: &str, id: &str) -> Request {
-        let body = DefaultBody { id, action: event_name, data };
+    pub fn render_json(&self, event: &JsonEvent, event_name: &str, id: &str) -> Request {
         Request {
             method: self.method.clone(),
             url: self.url.to_string(),
             headers: self.render_headers(&Empty),
-            body: serde_json::to_string(&body).expect("JSON values serialize"),
+            body: default_body(id, event_name, event.text()),
         }
     }
 
@@ -103,6 +94,12 @@ impl CompiledHook {
     }
 }
 
+/// The default body, `{"id":…,"action":…,"data":…}`, around `data`, JSON text.
+fn default_body(id: &str, action: &str, data: &str) -> String {
+    let string = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    format!(r#"{{"id":{},"action":{},"data":{data}}}"#, string(id), string(action))
+}
+
 /// `url` with `data` appended as a query string (strings as they are, other values as JSON).
 fn with_query(url: &url::Url, data: &Map<String, Value>) -> String {
     let mut url = url.clone();
@@ -132,6 +129,7 @@ fn header_safe(value: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Incoming;
     use crate::hook::{HookDoc, Limits};
     use serde_json::json;
 
@@ -168,7 +166,7 @@ mod tests {
     #[test]
     fn json_text_sent_whole_is_the_request_the_parsed_event_gives() {
         let text = serde_json::to_string_pretty(&event().0).unwrap();
-        let raw: &RawValue = serde_json::from_str(&text).unwrap();
+        let Ok(Incoming::Json(raw)) = Incoming::from_text(text.clone()) else { panic!("kept as text") };
         for patch in [
             json!({}),
             json!({"headers": {"X-Tenant": "acme"}}),
@@ -177,7 +175,7 @@ mod tests {
             let hook = compile(patch);
             assert!(hook.sends_whole_event());
             let (whole, parsed) =
-                (hook.render_json(raw, "CHANNEL_ANSWER", "i"), hook.render(&event(), "CHANNEL_ANSWER", "i"));
+                (hook.render_json(&raw, "CHANNEL_ANSWER", "i"), hook.render(&event(), "CHANNEL_ANSWER", "i"));
             assert_eq!((&whole.method, &whole.url, &whole.headers), (&parsed.method, &parsed.url, &parsed.headers));
             let body = |r: &Request| serde_json::from_str::<Value>(&r.body).unwrap();
             assert_eq!(body(&whole), body(&parsed));
