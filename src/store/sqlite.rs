@@ -41,7 +41,10 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
         .foreign_keys(true)
         // The default checkpoint interval (1000 pages) is kept on purpose: a larger WAL grows
         // the mmapped -shm index, and growing it on a full disk is a SIGBUS, not an error.
-        .pragma("temp_store", "memory");
+        .pragma("temp_store", "memory")
+        // A request of a few KB fits in one 8 KiB page instead of spilling into an overflow
+        // page: about 8 % more webhooks/s (BENCHMARKS.md). Only a new database takes it.
+        .page_size(8192);
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
