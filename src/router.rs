@@ -207,6 +207,7 @@ impl Router {
             _ => match item.event() {
                 Ok(event) => Form::Parsed(event),
                 Err(error) => {
+                    telemetry::event_dropped();
                     tracing::warn!(%error, "an event could not be parsed; it is dropped");
                     return 0;
                 }

@@ -45,7 +45,7 @@ pub enum Frame {
     },
 }
 
-/// An event as it came off the socket, before the router's quick look or parse.
+/// An event frame's body as it came off the socket, not yet looked at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawEvent {
     plain: bool,
@@ -66,8 +66,9 @@ impl RawEvent {
     }
 }
 
-/// Framing errors ([`EslError::is_fatal`]) leave no way to find the next frame: the caller
-/// reconnects. The others come from [`RawEvent::into_incoming`] and cost only that event.
+/// The frame decoder's errors (frame too large, bad header line, bad `Content-Length`) leave no
+/// way to find the next frame: the caller reconnects. The others come from
+/// [`RawEvent::into_incoming`] and cost only that event.
 #[derive(Debug, thiserror::Error)]
 pub enum EslError {
     #[error("ESL frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")]
@@ -82,13 +83,6 @@ pub enum EslError {
     BadEventContentLength { value: String },
     #[error("text/event-plain inner Content-Length is {declared} but only {available} bytes follow")]
     EventBodyTruncated { declared: usize, available: usize },
-}
-
-impl EslError {
-    /// Whether the stream is lost (true) or only the event with the bad body (false).
-    pub fn is_fatal(&self) -> bool {
-        matches!(self, Self::FrameTooLarge { .. } | Self::BadHeaderLine { .. } | Self::BadContentLength { .. })
-    }
 }
 
 /// Finds frames at the front of a buffer the caller owns (a `Vec`, a `BytesMut`): the form a
@@ -134,7 +128,7 @@ impl FrameDecoder {
     }
 
     /// The next complete frame at the front of `buf` and how many bytes it took, or `None` until
-    /// more bytes arrive. Errors are [fatal](EslError::is_fatal).
+    /// more bytes arrive. An error leaves the stream unreadable.
     pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Frame, usize)>, EslError> {
         if self.scanned > buf.len() {
             // The caller broke the contract (the buffer shrank): start over rather than slice
@@ -210,8 +204,8 @@ impl Parser {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next frame, or `None` until more bytes are pushed. Errors are
-    /// [fatal](EslError::is_fatal).
+    /// The next frame, or `None` until more bytes are pushed. An error leaves the stream
+    /// unreadable.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, EslError> {
         let decoded = self.decoder.decode(&self.buf[self.start..]);
         if let Ok(Some((_, used))) = &decoded {
