@@ -221,6 +221,7 @@ async fn run_http_crash(env: &[(&str, String)]) {
         let got: std::collections::HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
         (0..EVENTS).step_by(100).filter(|f| !got.contains(&format!("e{f}"))).collect()
     };
+    let repushed = missing.len();
     for first in missing {
         let r = http
             .post(format!("{base}/api/v2/events"))
@@ -241,9 +242,13 @@ async fn run_http_crash(env: &[(&str, String)]) {
          {resent} deliveries sent twice, {extra} webhooks beyond one per event"
     );
     // Duplicates can only be deliveries in flight at the kill: at most the attempt slots plus
-    // the hand-over queue. An accepted event is never queued twice.
+    // the hand-over queue. An accepted event is never queued twice. A batch pushed again after
+    // the restart was never answered, but its first push may have been committed just before
+    // the kill (at-least-once ingest): such events are queued twice, always a whole batch.
     assert!(resent <= 256 + 512, "{resent} duplicates");
-    assert_eq!(extra, resent, "every duplicate is a resend of one delivery");
+    let queued_twice = unique - EVENTS as usize;
+    assert!(queued_twice % 100 == 0 && queued_twice <= 100 * repushed, "{queued_twice} events queued twice");
+    assert_eq!(extra, resent + queued_twice, "every other duplicate is a resend of one delivery");
     child.kill().unwrap();
     child.wait().unwrap();
 }
