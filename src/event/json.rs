@@ -77,18 +77,21 @@ impl Headers for RoutingHeaders {
 }
 
 /// Reads the routing headers of a JSON object and checks the rest for syntax alone. `None`
-/// wherever [`parse`] might read the event differently or fail, or where the text would not
-/// say what the parsed event says: a repeated key (the parse keeps the last value), a routing
-/// header that is not a string (or null), a value that is an array or object (the parse limits
-/// nesting, this look does not), a key with an escape, invalid JSON.
-pub(super) fn peek(body: &[u8]) -> Option<RoutingHeaders> {
+/// wherever [`parse`] might read the event differently or fail: a repeated routing header, one
+/// that is not a string (or null), a value that is an array or object (the parse limits
+/// nesting, this look does not), a key with an escape, invalid JSON. With `unique_keys`, also
+/// any repeated key (the parse keeps the last value), which matters only where the text is
+/// sent as it is: that check costs a hash of every key, so it is left to then.
+pub(super) fn peek(body: &[u8], unique_keys: bool) -> Option<RoutingHeaders> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let headers = de.deserialize_map(Peek).ok()?;
+    let headers = de.deserialize_map(Peek { unique_keys }).ok()?;
     de.end().ok()?;
     Some(headers)
 }
 
-struct Peek;
+struct Peek {
+    unique_keys: bool,
+}
 
 impl<'de> Visitor<'de> for Peek {
     type Value = RoutingHeaders;
@@ -99,12 +102,13 @@ impl<'de> Visitor<'de> for Peek {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
         let mut headers = RoutingHeaders::default();
-        let mut seen = HashSet::with_capacity(access.size_hint().unwrap_or(256));
+        let mut seen = self.unique_keys.then(|| HashSet::with_capacity(256));
         while let Some(Key { name, routing }) = access.next_key()? {
-            if !seen.insert(name) {
+            if seen.as_mut().is_some_and(|seen| !seen.insert(name)) {
                 return Err(A::Error::custom("repeated key"));
             }
             match routing {
+                Some(at) if headers.0[at].is_some() => return Err(A::Error::custom("repeated routing header")),
                 Some(at) => headers.0[at] = access.next_value()?,
                 None => access.next_value::<Scalar>().map(drop)?,
             }
