@@ -32,6 +32,7 @@ on_both_stores!(
     metrics_count_events_and_deliveries,
     odd_bytes_from_receivers_and_events_are_stored,
     a_slow_hook_does_not_hold_up_other_hooks,
+    whole_events_are_sent_in_the_source_spelling_unless_a_key_repeats,
 );
 
 const D: &str = "demo.example.com";
@@ -608,4 +609,26 @@ async fn a_slow_hook_does_not_hold_up_other_hooks(b: Backend) {
     r.wait_for("/fast", 1, WAIT).await;
     assert!(started.elapsed() < Duration::from_millis(1500), "fast hook waited {:?}", started.elapsed());
     assert_eq!(r.at("/slow").len(), 2, "the slow hook keeps to its 2 in flight");
+}
+
+/// A hook that sends events whole gets the ingested text as it came; text with a repeated key
+/// is parsed first, so the receiver sees what the parsed event says (the last value).
+async fn whole_events_are_sent_in_the_source_spelling_unless_a_key_repeats(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/whole"))})).await;
+    let as_sent =
+        format!(r#"{{ "Event-Name" : "CHANNEL_ANSWER", "variable_domain_name": "{D}", "n": 1.50, "u": "a\/b" }}"#);
+    let repeated = format!(r#"{{"Event-Name":"CHANNEL_ANSWER","variable_domain_name":"{D}","x":"1","x":"2"}}"#);
+    let body = format!("[{as_sent}, {repeated}]").into_bytes();
+    let (status, v) = s.call_raw("POST", "/api/v2/events", &s.root, body).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"accepted": 2, "deliveries": 2})));
+    let got = r.wait_for("/whole", 2, WAIT).await;
+    let text = |i: usize| String::from_utf8(got[i].body.to_vec()).unwrap();
+    let (spelled, parsed) = if text(0).contains("1.50") { (text(0), text(1)) } else { (text(1), text(0)) };
+    assert!(spelled.ends_with(&format!(r#","data":{as_sent}}}"#)), "{spelled}");
+    // On the wire, not through a JSON reader (which would keep the last of a repeat too).
+    assert!(!parsed.contains(r#""x":"1""#), "{parsed}");
+    let parsed: Value = serde_json::from_str(&parsed).unwrap();
+    assert_eq!(parsed["data"], json!({"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": D, "x": "2"}));
 }
