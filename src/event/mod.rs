@@ -282,7 +282,7 @@ impl JsonEvent {
     /// Whether the text says what the parsed event says, so it can be sent as it is: no key
     /// repeats (the parse keeps the last value of a repeated key).
     pub fn sendable(&self) -> bool {
-        json::peek(self.text.as_bytes(), true).is_some()
+        json::peek(&self.text, true).is_some()
     }
 }
 
@@ -301,11 +301,8 @@ impl Incoming {
         // The quick look checks syntax but not what a `\u` escape spells (a lone surrogate is
         // not text): text with one is parsed, which checks it. FreeSWITCH escapes only control
         // characters that way.
-        let peeked = if memchr::memmem::find(text.as_bytes(), b"\\u").is_none() {
-            json::peek(text.as_bytes(), false)
-        } else {
-            None
-        };
+        let peeked =
+            if memchr::memmem::find(text.as_bytes(), b"\\u").is_none() { json::peek(&text, false) } else { None };
         match peeked {
             Some(headers) => Ok(Incoming::Json(JsonEvent { text, headers })),
             None => Event::from_json(text.as_bytes()).map(Incoming::Event),
