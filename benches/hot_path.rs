@@ -3,9 +3,6 @@
 
 use std::hint::black_box;
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use switchhook::event::esl::{Frame, Parser};

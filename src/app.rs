@@ -159,7 +159,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     }
 
     let hook_writes = Default::default();
-    let state = ApiState { store, keys: services.keys.clone(), limits: config.limits, router, health, hook_writes };
+    let ingest = Arc::new(tokio::sync::Semaphore::new(store.writers() + 1));
+    let state =
+        ApiState { store, keys: services.keys.clone(), limits: config.limits, router, health, hook_writes, ingest };
     let api = api::service(state);
     tracing::info!(%addr, %config, "switchhook is serving");
     let served = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(api))

@@ -11,11 +11,6 @@ use switchhook::config::{Config, Overrides};
 use switchhook::simulate::receiver;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc: events are hundreds of small strings each, and the system allocator made the
-/// ESL parser and the renderer 20-40% slower (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "switchhook", version, about = "FreeSWITCH events to reliable webhooks")]
 struct Cli {

@@ -19,6 +19,7 @@ pub async fn ingest(State(state): State<ApiState>, caller: Caller, body: Body) -
     // Injecting events creates deliveries: it takes the create permission. A domain token
     // may only inject events of its own domain.
     let own_domain = caller.own_domain(Perm::Create)?;
+    let _working = state.ingest.acquire().await.expect("the ingest semaphore is never closed");
     let events = events_of(&body.bytes()?)?;
     if let Some(domain) = own_domain {
         if events.iter().any(|e| e.headers().domain().as_deref() != Some(domain)) {
