@@ -22,11 +22,15 @@ pub struct LiveHook {
     pub hook: CompiledHook,
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Index {
     by_id: HashMap<String, Arc<LiveHook>>,
-    /// Enabled hooks only: domain → event name → hooks.
-    by_key: HashMap<String, HashMap<String, Vec<Arc<LiveHook>>>>,
+    /// Enabled hooks only: domain → event name → hooks. Looked up for every event, so hashed
+    /// with foldhash rather than SipHash (its keys come from admins' hooks, not from events, and
+    /// foldhash is seeded per process all the same).
+    by_key: FastMap<String, FastMap<String, Vec<Arc<LiveHook>>>>,
 }
 
 impl Index {
