@@ -189,10 +189,10 @@ impl<'a> Scan<'a> {
         let start = self.at;
         let mut escaped = false;
         loop {
-            while !STRING_STOP[usize::from(*self.bytes.get(self.at)?)] {
-                self.at += 1;
-            }
-            match self.bytes[self.at] {
+            // A local scan: stepping `self.at` itself would store it at every byte.
+            let rest = &self.bytes[self.at..];
+            self.at += rest.iter().position(|&b| STRING_STOP[usize::from(b)]).unwrap_or(rest.len());
+            match *self.bytes.get(self.at)? {
                 b'"' => break,
                 b'\\'
                     if matches!(
