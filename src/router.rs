@@ -207,9 +207,7 @@ impl Router {
             return 0;
         }
         let form = match item {
-            Incoming::Json(json) if hooks.iter().all(|h| h.hook.sends_whole_event()) && json.sendable() => {
-                Form::Text(json)
-            }
+            Incoming::Json(json) if hooks.iter().all(|h| h.hook.sends_whole_event()) => Form::Text(json),
             _ => match item.event() {
                 Ok(event) => Form::Parsed(event),
                 Err(error) => {

@@ -266,7 +266,8 @@ pub enum Incoming {
     Json(JsonEvent),
 }
 
-/// The JSON text of an event object, checked, and its routing headers.
+/// The JSON text of an event object, checked, and its routing headers. No key repeats, so the
+/// text says what the parsed event says and can be sent as it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonEvent {
     text: String,
@@ -277,12 +278,6 @@ impl JsonEvent {
     /// Valid JSON text of one object.
     pub fn text(&self) -> &str {
         &self.text
-    }
-
-    /// Whether the text says what the parsed event says, so it can be sent as it is: no key
-    /// repeats (the parse keeps the last value of a repeated key).
-    pub fn sendable(&self) -> bool {
-        json::peek(&self.text, true).is_some()
     }
 }
 
@@ -301,8 +296,7 @@ impl Incoming {
         // The quick look checks syntax but not what a `\u` escape spells (a lone surrogate is
         // not text): text with one is parsed, which checks it. FreeSWITCH escapes only control
         // characters that way.
-        let peeked =
-            if memchr::memmem::find(text.as_bytes(), b"\\u").is_none() { json::peek(&text, false) } else { None };
+        let peeked = if memchr::memmem::find(text.as_bytes(), b"\\u").is_none() { json::peek(&text) } else { None };
         match peeked {
             Some(headers) => Ok(Incoming::Json(JsonEvent { text, headers })),
             None => Event::from_json(text.as_bytes()).map(Incoming::Event),
@@ -473,14 +467,12 @@ mod tests {
     }
 
     #[test]
-    fn text_with_a_repeated_key_is_routed_but_not_sent_as_it_is() {
-        let kept = |body: &[u8]| match Incoming::from_json(body.to_vec()) {
-            Ok(Incoming::Json(json)) => json,
-            other => panic!("{other:?}"),
-        };
-        let repeated = kept(br#"{"Event-Name":"A","variable_domain_name":"a.com","X":"1","X":"2"}"#);
-        assert!(!repeated.sendable());
-        assert!(kept(br#"{"Event-Name":"A","variable_domain_name":"a.com","X":"1","Y":"1"}"#).sendable());
+    fn text_with_a_repeated_key_is_parsed_and_keeps_the_last_value() {
+        let body = br#"{"Event-Name":"A","variable_domain_name":"a.com","X":"1","X":"2"}"#;
+        let Ok(Incoming::Event(event)) = Incoming::from_json(body.to_vec()) else { panic!("parsed") };
+        assert_eq!(event.get("X"), Some(&json!("2")));
+        let unique = br#"{"Event-Name":"A","variable_domain_name":"a.com","X":"1","Y":"1"}"#;
+        assert!(matches!(Incoming::from_json(unique.to_vec()), Ok(Incoming::Json(_))));
     }
 
     proptest::proptest! {
