@@ -79,8 +79,9 @@ impl Headers for RoutingHeaders {
 /// wherever [`parse`] might read the event differently or fail: a repeated key (the parse keeps
 /// the last value, so the text would not say what the parsed event says), a routing header that
 /// is not a string (or null), a value that is an array or object (the parse limits nesting,
-/// this look does not), a key with an escape, a number with an exponent or of more than 100
-/// characters (the parse refuses one out of `f64`'s range), invalid JSON.
+/// this look does not), a key with an escape, a `\u` escape anywhere (this look does not check
+/// what it spells), a number with an exponent or of more than 100 characters (the parse
+/// refuses one out of `f64`'s range), invalid JSON.
 ///
 /// Written by hand, not with serde: FreeSWITCH's flat objects of strings are the one shape it
 /// reads, and this reads them about twice as fast, which is most of the cost of an event no
@@ -175,8 +176,8 @@ impl<'a> Scan<'a> {
         self.eat(byte).then_some(())
     }
 
-    /// A string: its raw content, and whether that holds an escape. `\u` escapes are not
-    /// read here (the caller parses text that has one).
+    /// A string: its raw content, and whether that holds an escape. A `\u` escape is refused
+    /// (text with one is parsed in full).
     fn string(&mut self) -> Option<(&'a str, bool)> {
         self.expect(b'"')?;
         let start = self.at;
@@ -356,6 +357,7 @@ mod tests {
             r#"{"Event-Name":null,"Event-Name":"b"}"#,
             r#"{"a":"1","a":"2"}"#,
             r#"{'a':1}"#,
+            r#"{"a":"\u0041"}"#,
             "{\"a\":1\u{a0}}",
         ] {
             assert_eq!(peek(text), None, "{text:?}");

@@ -293,10 +293,10 @@ impl Incoming {
 
     /// [`Incoming::from_json`] for text.
     pub fn from_text(text: String) -> Result<Self, EventError> {
-        // The quick look checks syntax but not what a `\u` escape spells (a lone surrogate is
-        // not text): text with one is parsed, which checks it. FreeSWITCH escapes only control
-        // characters that way.
-        let peeked = if memchr::memmem::find(text.as_bytes(), b"\\u").is_none() { json::peek(&text) } else { None };
+        // The quick look refuses `\u` escapes (it does not check what they spell: a lone
+        // surrogate is not text), so text with one is parsed, which checks it. FreeSWITCH
+        // escapes only control characters that way.
+        let peeked = json::peek(&text);
         match peeked {
             Some(headers) => Ok(Incoming::Json(JsonEvent { text, headers })),
             None => Event::from_json(text.as_bytes()).map(Incoming::Event),
