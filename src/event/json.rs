@@ -87,7 +87,7 @@ impl Headers for RoutingHeaders {
 /// reads, and this reads them about twice as fast, which is most of the cost of an event no
 /// hook wants (BENCHMARKS.md).
 pub(super) fn peek(text: &str) -> Option<RoutingHeaders> {
-    let mut scan = Scan { text, bytes: text.as_bytes(), at: 0 };
+    let mut scan = Scan { text, at: 0 };
     let mut headers = RoutingHeaders::default();
     let mut keys = HashSet::with_capacity_and_hasher(256, foldhash::fast::RandomState::default());
     scan.whitespace();
@@ -115,7 +115,7 @@ pub(super) fn peek(text: &str) -> Option<RoutingHeaders> {
         }
     }
     scan.whitespace();
-    (scan.at == scan.bytes.len()).then_some(headers)
+    (scan.at == scan.text.len()).then_some(headers)
 }
 
 /// Bytes that end a run of plain string content: a quote, a backslash, a control character.
@@ -155,19 +155,22 @@ fn unescape(raw: &str) -> String {
 /// A cursor over JSON text.
 struct Scan<'a> {
     text: &'a str,
-    bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Scan<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
     fn whitespace(&mut self) {
-        while matches!(self.bytes.get(self.at), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+        while matches!(self.bytes().get(self.at), Some(b' ' | b'\n' | b'\t' | b'\r')) {
             self.at += 1;
         }
     }
 
     fn eat(&mut self, byte: u8) -> bool {
-        let found = self.bytes.get(self.at) == Some(&byte);
+        let found = self.bytes().get(self.at) == Some(&byte);
         self.at += usize::from(found);
         found
     }
@@ -184,13 +187,13 @@ impl<'a> Scan<'a> {
         let mut escaped = false;
         loop {
             // A local scan: stepping `self.at` itself would store it at every byte.
-            let rest = &self.bytes[self.at..];
+            let rest = &self.bytes()[self.at..];
             self.at += rest.iter().position(|&b| STRING_STOP[usize::from(b)]).unwrap_or(rest.len());
-            match *self.bytes.get(self.at)? {
+            match *self.bytes().get(self.at)? {
                 b'"' => break,
                 b'\\'
                     if matches!(
-                        self.bytes.get(self.at + 1),
+                        self.bytes().get(self.at + 1),
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
                     ) =>
                 {
@@ -217,7 +220,7 @@ impl<'a> Scan<'a> {
 
     /// Any value but an array or an object.
     fn scalar(&mut self) -> Option<()> {
-        match self.bytes.get(self.at)? {
+        match self.bytes().get(self.at)? {
             b'"' => self.string().map(drop),
             b't' => self.literal(b"true").then_some(()),
             b'f' => self.literal(b"false").then_some(()),
@@ -227,7 +230,7 @@ impl<'a> Scan<'a> {
     }
 
     fn literal(&mut self, word: &[u8]) -> bool {
-        let found = self.bytes[self.at..].starts_with(word);
+        let found = self.bytes()[self.at..].starts_with(word);
         self.at += if found { word.len() } else { 0 };
         found
     }
@@ -248,7 +251,7 @@ impl<'a> Scan<'a> {
     /// One or more digits.
     fn digits(&mut self) -> Option<()> {
         let start = self.at;
-        while self.bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+        while self.bytes().get(self.at).is_some_and(u8::is_ascii_digit) {
             self.at += 1;
         }
         (self.at > start).then_some(())

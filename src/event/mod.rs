@@ -296,8 +296,7 @@ impl Incoming {
         // The quick look refuses `\u` escapes (it does not check what they spell: a lone
         // surrogate is not text), so text with one is parsed, which checks it. FreeSWITCH
         // escapes only control characters that way.
-        let peeked = json::peek(&text);
-        match peeked {
+        match json::peek(&text) {
             Some(headers) => Ok(Incoming::Json(JsonEvent { text, headers })),
             None => Event::from_json(text.as_bytes()).map(Incoming::Event),
         }
