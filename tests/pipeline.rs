@@ -543,18 +543,28 @@ async fn delivery_log_is_domain_scoped(b: Backend) {
 async fn retention_prunes_finished_deliveries(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
+    r.script("/down", [Reply::status(500)]);
     let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    let failing = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/down"))})).await;
     s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
     s.settled(D, &id, 1).await;
+    s.settled(D, &failing, 1).await;
+    // A failed delivery keeps its request (it may be retried by hand); both keep their attempts.
+    assert_eq!(s.count_rows("attempts").await, 2);
+    assert_eq!(s.count_rows("delivery_payloads").await, 1);
     let (mut config, dir, pg) = s.stop().await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     config.delivery.retention = Duration::from_millis(10);
     let s = TestServer::start_with(config, dir, pg).await;
     let deadline = std::time::Instant::now() + WAIT;
-    while !s.deliveries(D, &id, "").await.is_empty() {
+    while s.count_rows("deliveries").await > 0 {
         assert!(std::time::Instant::now() < deadline, "never pruned");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(s.deliveries(D, &id, "").await.is_empty());
+    // A delivery's attempts and request go with it.
+    assert_eq!(s.count_rows("attempts").await, 0);
+    assert_eq!(s.count_rows("delivery_payloads").await, 0);
 }
 
 async fn metrics_count_events_and_deliveries(b: Backend) {

@@ -43,6 +43,10 @@ fn events_of(body: &[u8]) -> Result<Vec<Incoming>, ApiError> {
         // An empty body is an empty object, as everywhere in the API.
         None => Ok(vec![Incoming::Event(Event::default())]),
         Some(b'[') => {
+            // Most batches are FreeSWITCH's flat objects, which the quick look splits alone.
+            if let Some(events) = std::str::from_utf8(body).ok().and_then(Incoming::all_from_text) {
+                return Ok(events);
+            }
             let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(not_json)?;
             items
                 .iter()

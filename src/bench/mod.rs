@@ -61,6 +61,9 @@ pub struct Report {
     pub ratio_to_baseline: f64,
     pub latency_ms: Latency,
     pub peak_rss_mb: f64,
+    /// Service CPU time (all nodes) per event, from start to the last webhook: the figure the
+    /// machine's noise moves least.
+    pub service_cpu_us_per_event: f64,
     pub source: Source,
     pub store: String,
     pub nodes: usize,
@@ -101,7 +104,8 @@ impl std::fmt::Display for Report {
             "peak service RSS  {:.1} MB{}",
             self.peak_rss_mb,
             if self.nodes > 1 { " (largest node)" } else { "" }
-        )
+        )?;
+        writeln!(f, "service CPU       {:.0} µs per event", self.service_cpu_us_per_event)
     }
 }
 
@@ -250,6 +254,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let cluster = service::Cluster::start(&options, &input.args(), &input.config(&options)).await?;
     let result = measure(&options, &cluster, &receiver, input.clone(), clock.clone(), progress).await;
     let peak_rss_mb = cluster.peak_rss_mb();
+    let cpu_s = cluster.cpu_s();
     cluster.stop().await;
     input.cleanup().await;
     let (accepted, done) = result?;
@@ -271,6 +276,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         ratio_to_baseline: if baseline > 0.0 { webhooks_per_s / baseline } else { 0.0 },
         latency_ms: latency(&clock),
         peak_rss_mb,
+        service_cpu_us_per_event: cpu_s * 1e6 / options.events.max(1) as f64,
         source: options.source,
         store: if options.database_url.is_some() { "postgres".into() } else { "sqlite".into() },
         nodes: options.nodes,

@@ -51,6 +51,11 @@ impl Cluster {
         if each_reads_all { counts.into_iter().min().unwrap_or(0) } else { counts.into_iter().sum() }
     }
 
+    /// CPU time all nodes used so far, user and system, in seconds.
+    pub fn cpu_s(&self) -> f64 {
+        self.nodes.iter().map(Service::cpu_s).sum()
+    }
+
     /// The largest peak RSS of any node, in MB.
     pub fn peak_rss_mb(&self) -> f64 {
         self.nodes.iter().map(Service::peak_rss_mb).fold(0.0, f64::max)
@@ -164,6 +169,22 @@ impl Service {
             .find_map(|l| l.strip_prefix("switchhook_events_received_total "))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as u64)
+    }
+
+    /// CPU time the service used so far, user and system, in seconds (`/proc/<pid>/stat`,
+    /// in the kernel's fixed 100 ticks a second).
+    pub fn cpu_s(&self) -> f64 {
+        let Some(pid) = self.child.id() else {
+            return 0.0;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0.0;
+        };
+        // Fields after the command name, which is in parentheses: utime and stime are the
+        // 12th and 13th of them.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
     }
 
     /// The service's peak resident memory so far (VmHWM), in MB.

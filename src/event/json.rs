@@ -88,26 +88,29 @@ impl Headers for RoutingHeaders {
 /// hook wants (BENCHMARKS.md).
 pub(super) fn peek(text: &str) -> Option<RoutingHeaders> {
     let mut scan = Scan { text, at: 0 };
-    let mut headers = RoutingHeaders::default();
-    let mut keys = HashSet::with_capacity_and_hasher(256, foldhash::fast::RandomState::default());
     scan.whitespace();
-    scan.expect(b'{')?;
+    let headers = scan.object(&mut KeySet::default())?;
     scan.whitespace();
-    if !scan.eat(b'}') {
+    (scan.at == scan.text.len()).then_some(headers)
+}
+
+/// [`peek`] over a JSON array: the text and routing headers of each of its items, or `None`
+/// unless every item is an object `peek` reads. Splits an ingest batch without a serde pass
+/// over it first.
+pub(super) fn peek_array(text: &str) -> Option<Vec<(&str, RoutingHeaders)>> {
+    let mut scan = Scan { text, at: 0 };
+    let mut keys = KeySet::default();
+    let mut items = Vec::new();
+    scan.whitespace();
+    scan.expect(b'[')?;
+    scan.whitespace();
+    if !scan.eat(b']') {
         loop {
-            let (key, escaped) = scan.string()?;
-            if escaped || !keys.insert(key) {
-                return None;
-            }
+            let start = scan.at;
+            let headers = scan.object(&mut keys)?;
+            items.push((&text[start..scan.at], headers));
             scan.whitespace();
-            scan.expect(b':')?;
-            scan.whitespace();
-            match ROUTING.iter().position(|&h| h == key) {
-                Some(at) => headers.0[at] = scan.routing_value()?,
-                None => scan.scalar()?,
-            }
-            scan.whitespace();
-            if scan.eat(b'}') {
+            if scan.eat(b']') {
                 break;
             }
             scan.expect(b',')?;
@@ -115,7 +118,16 @@ pub(super) fn peek(text: &str) -> Option<RoutingHeaders> {
         }
     }
     scan.whitespace();
-    (scan.at == scan.text.len()).then_some(headers)
+    (scan.at == scan.text.len()).then_some(items)
+}
+
+/// The keys of one object, to refuse a repeated one. Kept across the objects of an array.
+struct KeySet<'a>(HashSet<&'a str, foldhash::fast::RandomState>);
+
+impl Default for KeySet<'_> {
+    fn default() -> Self {
+        KeySet(HashSet::with_capacity_and_hasher(256, foldhash::fast::RandomState::default()))
+    }
 }
 
 /// Bytes that end a run of plain string content: a quote, a backslash, a control character.
@@ -177,6 +189,36 @@ impl<'a> Scan<'a> {
 
     fn expect(&mut self, byte: u8) -> Option<()> {
         self.eat(byte).then_some(())
+    }
+
+    /// A flat object (see [`peek`]): its routing headers. `keys` is cleared first.
+    fn object(&mut self, keys: &mut KeySet<'a>) -> Option<RoutingHeaders> {
+        let mut headers = RoutingHeaders::default();
+        keys.0.clear();
+        self.expect(b'{')?;
+        self.whitespace();
+        if self.eat(b'}') {
+            return Some(headers);
+        }
+        loop {
+            let (key, escaped) = self.string()?;
+            if escaped || !keys.0.insert(key) {
+                return None;
+            }
+            self.whitespace();
+            self.expect(b':')?;
+            self.whitespace();
+            match ROUTING.iter().position(|&h| h == key) {
+                Some(at) => headers.0[at] = self.routing_value()?,
+                None => self.scalar()?,
+            }
+            self.whitespace();
+            if self.eat(b'}') {
+                return Some(headers);
+            }
+            self.expect(b',')?;
+            self.whitespace();
+        }
     }
 
     /// A string: its raw content, and whether that holds an escape. A `\u` escape is refused
@@ -330,6 +372,33 @@ mod tests {
     }
 
     #[test]
+    fn splits_arrays_of_flat_objects() {
+        let text = " [ {\"Event-Name\":\"A\",\"a\":\"1\"} ,{\"Event-Name\":\"B\",\"a\":2}\n] ";
+        let items = peek_array(text).unwrap();
+        let texts: Vec<&str> = items.iter().map(|(text, _)| *text).collect();
+        assert_eq!(texts, [r#"{"Event-Name":"A","a":"1"}"#, r#"{"Event-Name":"B","a":2}"#]);
+        let names: Vec<_> = items.iter().map(|(_, h)| h.text("Event-Name").unwrap().into_owned()).collect();
+        assert_eq!(names, ["A", "B"]);
+        assert_eq!(peek_array("[]"), Some(Vec::new()));
+        for text in [
+            "",
+            "[",
+            "[1]",
+            "[[{}]]",
+            "[{},]",
+            "[,{}]",
+            "[{}{}]",
+            "[{}] x",
+            r#"{"a":1}"#,
+            r#"[{"a":1},2]"#,
+            r#"[{"a":1,"a":2}]"#,
+            r#"[{"a":"\u0041"}]"#,
+        ] {
+            assert_eq!(peek_array(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
     fn refuses_what_it_does_not_read_as_the_parse_does() {
         for text in [
             "",
@@ -369,20 +438,18 @@ mod tests {
         assert_eq!(peek(&long), None);
     }
 
-    proptest::proptest! {
-        /// Pieces of JSON, right and wrong, put together: whatever the look accepts, serde_json
-        /// reads the same way.
-        #[test]
-        fn never_accepts_what_serde_reads_otherwise(
-            entries in proptest::collection::vec((
-                proptest::sample::select(PIECES.to_vec()),
-                proptest::sample::select(vec![":", " : ", "", ",", "\n:\t"]),
-                proptest::sample::select(PIECES.to_vec()),
-                proptest::sample::select(vec![",", " ,\r\n", "", ":", ",,"]),
-            ), 0..6),
-            open in proptest::sample::select(vec!["{", " {", "", "["]),
-            close in proptest::sample::select(vec!["}", "} ", "", "}}", "]"]),
-        ) {
+    /// Pieces of JSON, right and wrong, put together into something like an object.
+    fn object_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::sample::select;
+        use proptest::strategy::Strategy;
+        let entry = (
+            select(PIECES.to_vec()),
+            select(vec![":", " : ", "", ",", "\n:\t"]),
+            select(PIECES.to_vec()),
+            select(vec![",", " ,\r\n", "", ":", ",,"]),
+        );
+        let ends = (select(vec!["{", " {", "", "["]), select(vec!["}", "} ", "", "}}", "]"]));
+        (proptest::collection::vec(entry, 0..6), ends).prop_map(|(entries, (open, close))| {
             let mut text = open.to_owned();
             for (i, (key, colon, value, comma)) in entries.iter().enumerate() {
                 if i > 0 {
@@ -392,9 +459,48 @@ mod tests {
                 text.push_str(colon);
                 text.push_str(value);
             }
-            text.push_str(close);
+            text + close
+        })
+    }
+
+    /// Flat objects of a few well-formed entries, keys repeated at times.
+    fn flat_object() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::sample::select;
+        use proptest::strategy::Strategy;
+        let entry = (
+            select(vec![r#""a""#, r#""b""#, r#""Event-Name""#, r#""Unique-ID""#]),
+            select(vec![r#""x""#, r#""\n""#, "1", "null", "true"]),
+        );
+        proptest::collection::vec(entry, 0..4).prop_map(|entries| {
+            let entries: Vec<String> = entries.iter().map(|(key, value)| format!("{key}:{value}")).collect();
+            format!("{{{}}}", entries.join(","))
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Whatever the look accepts, serde_json reads the same way.
+        #[test]
+        fn never_accepts_what_serde_reads_otherwise(text in object_text()) {
             proptest::prop_assert_eq!(agrees_with_serde(&text), Ok(()), "{:?}", text);
             proptest::prop_assert_eq!(peek(&text).is_some(), readable(&text), "{:?}", text);
+        }
+
+        /// The array look splits what serde_json splits, and reads each item as [`peek`] does;
+        /// it refuses an array as soon as one item is not an object `peek` reads.
+        #[test]
+        fn splits_arrays_as_serde_does(
+            items in proptest::collection::vec(proptest::prop_oneof![1 => object_text(), 3 => flat_object()], 0..4),
+            comma in proptest::sample::select(vec![",", ",", ",", " , ", "\n,", "", ",,"]),
+            open in proptest::sample::select(vec!["[", "[", "[", " [ ", "", "{"]),
+            close in proptest::sample::select(vec!["]", "]", "]", "] ", "", "]]", ",]"]),
+        ) {
+            let text = format!("{open}{}{close}", items.join(comma));
+            let expected = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(&text).ok().and_then(|raw| {
+                raw.iter().map(|item| Some((item.get(), peek(item.get()).filter(|_| item.get().starts_with('{'))?))).collect::<Option<Vec<_>>>()
+            });
+            proptest::prop_assert_eq!(peek_array(&text), expected, "{:?}", text);
         }
     }
 

@@ -302,6 +302,18 @@ impl Incoming {
         }
     }
 
+    /// The events of a JSON array, as text, when the quick look reads every item; `None`
+    /// otherwise, and the caller splits the array itself and takes the items one by one.
+    pub fn all_from_text(text: &str) -> Option<Vec<Self>> {
+        let items = json::peek_array(text)?;
+        Some(
+            items
+                .into_iter()
+                .map(|(text, headers)| Incoming::Json(JsonEvent { text: text.to_owned(), headers }))
+                .collect(),
+        )
+    }
+
     /// The parsed event, parsing it if it is still text. Text the quick look read is a flat JSON
     /// object, so that parse is not expected to fail; a failure is an error all the same.
     pub fn event(&self) -> Result<Cow<'_, Event>, EventError> {

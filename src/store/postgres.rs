@@ -16,6 +16,7 @@ impl Dialect for Postgres {
         ("init", include_str!("migrations/0001_init.sql")),
         ("deliveries", include_str!("migrations/0002_deliveries.sql")),
         ("lz4 payloads", include_str!("migrations/postgres_0003_lz4.sql")),
+        ("lean payloads", include_str!("migrations/postgres_0004_lean_payloads.sql")),
     ];
     // SKIP LOCKED: nodes sharing the database lease disjoint rows without waiting on each other.
     const WRITERS: usize = 4;

@@ -14,8 +14,8 @@ use super::{
 use crate::auth::Role;
 use crate::hook::payload::Request;
 
-/// Rows per multi-row INSERT: far below both backends' bind-parameter limits.
-const INSERT_CHUNK: usize = 500;
+/// Rows per multi-row statement: far below both backends' bind-parameter limits.
+const CHUNK: usize = 500;
 
 /// The lease statement: due, unleased rows of hooks not in the `excluded` list (`$5…`), oldest
 /// first; a row of an ordered hook only when no earlier event of its call is still pending.
@@ -59,7 +59,7 @@ where
     keys.dedup();
     let now = crate::auth::now_ms();
     let mut new = std::collections::HashSet::new();
-    for chunk in keys.chunks(INSERT_CHUNK) {
+    for chunk in keys.chunks(CHUNK) {
         let mut insert = sqlx::QueryBuilder::<DB>::new("INSERT INTO seen_events (core_uuid, sequence, seen_at) ");
         insert.push_values(chunk, |mut row, (core, seq)| {
             row.push_bind(clean(core)).push_bind(*seq).push_bind(now);
@@ -368,7 +368,7 @@ where
         let mut tx = self.pool.begin().await?;
         let skipped = already_seen::<DB>(&mut tx, deliveries).await?;
         let fresh: Vec<&NewDelivery> = deliveries.iter().filter(|d| !skipped.contains(&d.id)).collect();
-        for chunk in fresh.chunks(INSERT_CHUNK) {
+        for chunk in fresh.chunks(CHUNK) {
             let mut insert = sqlx::QueryBuilder::<DB>::new(
                 "INSERT INTO deliveries (id, hook_id, domain, event_name, order_key, order_seq, status, next_at, \
                  created_at, updated_at, lease_until, lease_owner) ",
@@ -469,7 +469,7 @@ where
 
     async fn record(&self, attempts: &[AttemptRecord]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for chunk in attempts.chunks(INSERT_CHUNK) {
+        for chunk in attempts.chunks(CHUNK) {
             let mut insert = sqlx::QueryBuilder::<DB>::new(
                 "INSERT INTO attempts (delivery_id, n, at, status_code, duration_ms, error, response) ",
             );
@@ -485,7 +485,7 @@ where
             insert.push(" ON CONFLICT (delivery_id, n) DO NOTHING");
             insert.build().persistent(false).execute(&mut *tx).await?;
         }
-        for chunk in attempts.chunks(INSERT_CHUNK) {
+        for chunk in attempts.chunks(CHUNK) {
             let mut update = sqlx::QueryBuilder::<DB>::new("WITH v (id, status, attempts, next_at, updated_at) AS (");
             update.push_values(chunk, |mut row, a| {
                 row.push_bind(a.delivery_id.clone())
@@ -502,7 +502,7 @@ where
         }
         // A delivered request is not needed again (only failed ones can be retried by hand).
         let delivered: Vec<&AttemptRecord> = attempts.iter().filter(|a| a.status == Status::Delivered).collect();
-        for chunk in delivered.chunks(INSERT_CHUNK) {
+        for chunk in delivered.chunks(CHUNK) {
             let mut delete = sqlx::QueryBuilder::<DB>::new("DELETE FROM delivery_payloads WHERE id IN (");
             let mut ids = delete.separated(", ");
             for a in chunk {
@@ -661,12 +661,39 @@ where
         })
     }
 
+    /// Deletes finished deliveries with their attempts and requests, a chunk per transaction.
+    /// The rows of a delivery are deleted here, not by foreign keys (PostgreSQL has none: see
+    /// its migration `postgres_0004`).
     async fn prune(&self, before_ms: i64, seen_before_ms: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM deliveries WHERE status <> 'pending' AND updated_at < $1")
+        let mut pruned = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let ids: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+                 WHERE status <> 'pending' AND updated_at < $1 LIMIT $2) RETURNING id",
+            )
             .bind(before_ms)
-            .execute(&self.pool)
+            .bind(CHUNK as i64)
+            .fetch_all(&mut *tx)
             .await?;
+            let children =
+                ["DELETE FROM attempts WHERE delivery_id IN (", "DELETE FROM delivery_payloads WHERE id IN ("];
+            for table in children.into_iter().filter(|_| !ids.is_empty()) {
+                let mut delete = sqlx::QueryBuilder::<DB>::new(table);
+                let mut list = delete.separated(", ");
+                for id in &ids {
+                    list.push_bind(id.clone());
+                }
+                delete.push(")");
+                delete.build().persistent(false).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            pruned += ids.len() as u64;
+            if ids.len() < CHUNK {
+                break;
+            }
+        }
         sqlx::query("DELETE FROM seen_events WHERE seen_at < $1").bind(seen_before_ms).execute(&self.pool).await?;
-        Ok(DB::rows_affected(&done))
+        Ok(pruned)
     }
 }

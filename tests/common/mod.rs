@@ -176,6 +176,19 @@ impl TestServer {
         (self.config.clone(), self.dir, self.pg.take())
     }
 
+    /// Rows in one of the store's tables, read straight from the database.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        let url = &self.config.database_url;
+        if url.starts_with("postgres") {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("count rows")
+        } else {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await.expect("connect");
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("count rows")
+        }
+    }
+
     pub async fn token(&self, role: Role, domain: &str) -> String {
         self.services.issue_token(role, Some(domain.into()), Duration::from_secs(3600)).await.unwrap().1
     }
