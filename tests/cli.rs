@@ -185,6 +185,7 @@ fn bench_runs_end_to_end_and_writes_its_figures() {
             "baseline_per_s",
             "ratio_to_baseline",
             "peak_rss_mb",
+            "service_cpu_us_per_event",
             "source",
             "store",
         ] {
@@ -196,5 +197,7 @@ fn bench_runs_end_to_end_and_writes_its_figures() {
         assert_eq!((figures["events"].as_u64(), figures["deliveries"].as_u64()), (Some(300), Some(300)), "{figures}");
         assert_eq!(figures["source"], source);
         assert!(figures["webhooks_per_s"].as_f64().unwrap() > 0.0 && figures["peak_rss_mb"].as_f64().unwrap() > 1.0);
+        // The service parsed, stored and delivered 300 events: that took some CPU.
+        assert!(figures["service_cpu_us_per_event"].as_f64().unwrap() > 0.0, "{figures}");
     }
 }

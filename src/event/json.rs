@@ -107,6 +107,7 @@ pub(super) fn peek_array(text: &str) -> Option<Vec<(&str, RoutingHeaders)>> {
     if !scan.eat(b']') {
         loop {
             let start = scan.at;
+            keys.0.clear();
             let headers = scan.object(&mut keys)?;
             items.push((&text[start..scan.at], headers));
             scan.whitespace();
@@ -191,10 +192,9 @@ impl<'a> Scan<'a> {
         self.eat(byte).then_some(())
     }
 
-    /// A flat object (see [`peek`]): its routing headers. `keys` is cleared first.
+    /// A flat object (see [`peek`]): its routing headers. `keys` holds no key of it yet.
     fn object(&mut self, keys: &mut KeySet<'a>) -> Option<RoutingHeaders> {
         let mut headers = RoutingHeaders::default();
-        keys.0.clear();
         self.expect(b'{')?;
         self.whitespace();
         if self.eat(b'}') {
