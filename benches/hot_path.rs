@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the per-event hot path: matching, rendering, ESL parsing, signing.
+//! Micro-benchmarks of the per-event hot path: matching, rendering, ESL parsing, splitting an
+//! ingest batch, signing.
 //! `cargo bench`; figures and targets are in BENCHMARKS.md.
 
 use std::hint::black_box;
@@ -6,7 +7,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use switchhook::event::esl::{Frame, Parser};
-use switchhook::event::{Event, Headers as _};
+use switchhook::event::{Event, Headers as _, Incoming};
 use switchhook::hook::{CompiledHook, HookDoc, Limits};
 use switchhook::router::HookIndex;
 use switchhook::simulate::calls::Switch;
@@ -127,6 +128,25 @@ fn esl_parser(c: &mut Criterion) {
     group.finish();
 }
 
+/// An ingest batch split into events kept as text: the array look against the serde split with a
+/// look per item, which is what ingest does when the array look refuses a batch.
+fn ingest(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ingest");
+    let events = Switch::new(5, vec!["d.example.com".into()]).calls(20);
+    let items: Vec<String> = events.iter().take(100).map(|e| serde_json::to_string(&e.0).unwrap()).collect();
+    let batch = format!("[{}]", items.join(","));
+    group.throughput(Throughput::Elements(items.len() as u64));
+    let name = |how: &str| format!("{} events ({} KiB), {how}", items.len(), batch.len() / 1024);
+    group.bench_function(name("array look"), |b| b.iter(|| Incoming::all_from_text(black_box(&batch)).unwrap()));
+    group.bench_function(name("serde split, look per item"), |b| {
+        b.iter(|| {
+            let raw: Vec<&serde_json::value::RawValue> = serde_json::from_str(black_box(&batch)).unwrap();
+            raw.iter().map(|item| Incoming::from_text(item.get().to_owned()).unwrap()).collect::<Vec<_>>()
+        })
+    });
+    group.finish();
+}
+
 fn signing(c: &mut Criterion) {
     let complete = event("CHANNEL_HANGUP_COMPLETE", "d.example.com");
     let hook =
@@ -147,5 +167,5 @@ fn signing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, matching, rendering, esl_parser, signing);
+criterion_group!(benches, matching, rendering, esl_parser, ingest, signing);
 criterion_main!(benches);
