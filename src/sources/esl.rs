@@ -19,8 +19,11 @@ use crate::event::{FREESWITCH_EVENTS, Incoming};
 use crate::router::Router;
 use crate::telemetry;
 
-/// Events committed together, at most.
+/// Events per batch: the reader hands over at most this many at once, and a commit takes
+/// queued batches until it holds this many.
 const BATCH: usize = 1024;
+/// Reads waiting for the committer, at most: 2 MB of events with 64 KB reads.
+const READS_QUEUED: usize = 32;
 /// Longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Time allowed for connecting and for each command's reply during setup.
@@ -134,14 +137,22 @@ impl EslSource {
         self.health.up(&self.server.name());
         tracing::info!(server = %self.server.addr, events = subscribed.len(), "ESL source subscribed");
 
-        // Committing runs beside reading; the channel is small, so a slow store makes the
-        // reader wait, and no event that was read is lost.
-        let (batches, mut inbox) = mpsc::channel::<Vec<Incoming>>(2);
+        // Committing runs beside reading. What is read while a commit runs goes into the next
+        // one, up to BATCH events: one transaction for many reads. The channel is bounded, so
+        // a slow store makes the reader wait, and no event that was read is lost.
+        let (batches, mut inbox) = mpsc::channel::<Vec<Incoming>>(READS_QUEUED);
         let router = self.router.clone();
         let stop = shutdown.clone();
         let committer = tokio::spawn(async move {
-            while let Some(events) = inbox.recv().await {
+            let mut events = Vec::new();
+            while let Some(read) = inbox.recv().await {
+                events.extend(read);
+                while events.len() < BATCH {
+                    let Ok(read) = inbox.try_recv() else { break };
+                    events.extend(read);
+                }
                 commit(&router, &events, &stop).await;
+                events.clear();
             }
         });
         let committer = tokio_util::task::AbortOnDropHandle::new(committer);
