@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::events::channel;
 use common::receiver::Receiver;
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
@@ -204,5 +205,40 @@ async fn garbage_and_oversized_frames_drop_the_connection_not_the_process() {
             assert!(std::time::Instant::now() < deadline, "never reconnected after the bad frame");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Events that came in the same read as a bad frame are committed and delivered before the
+/// connection is dropped: ESL cannot send them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_read_before_a_bad_frame_are_delivered() {
+    let r = Receiver::start().await;
+    let s = TestServer::start(Backend::Sqlite).await;
+    s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/esl"))})).await;
+    let mut reply = Vec::new();
+    for n in 0..3 {
+        let event = channel("CHANNEL_ANSWER", D1, &format!("before-garbage-{n}")).to_string();
+        reply.extend(format!("Content-Length: {}\nContent-Type: text/event-json\n\n{event}", event.len()).bytes());
+    }
+    reply.extend(b"this is not\x00 an event socket\n\n");
+    let (addr, _) = bad_switch(reply).await;
+    let (mut config, dir, pg) = s.stop().await;
+    config.esl = vec![Server { addr: addr.to_string(), password: "ClueCon".into() }];
+    let s = TestServer::start_with(config, dir, pg).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut got: Vec<String> = r.at("/esl").iter().map(uid).collect();
+        got.sort();
+        got.dedup();
+        if got.len() == 3 {
+            assert_eq!(got, ["before-garbage-0", "before-garbage-1", "before-garbage-2"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivered {got:?}: {}",
+            health(&s, &format!("esl {addr}")).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -122,7 +122,8 @@ pub(super) fn peek_array(text: &str) -> Option<Vec<(&str, RoutingHeaders)>> {
     (scan.at == scan.text.len()).then_some(items)
 }
 
-/// The keys of one object, to refuse a repeated one. Kept across the objects of an array.
+/// The keys of one object, to refuse a repeated one. An array's objects share one allocation,
+/// cleared for each.
 struct KeySet<'a>(HashSet<&'a str, foldhash::fast::RandomState>);
 
 impl Default for KeySet<'_> {

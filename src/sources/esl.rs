@@ -19,8 +19,7 @@ use crate::event::{FREESWITCH_EVENTS, Incoming};
 use crate::router::Router;
 use crate::telemetry;
 
-/// Events per batch: the reader hands over at most this many at once, and a commit takes
-/// queued batches until it holds this many.
+/// A commit takes the events of queued reads while it holds fewer than this many.
 const BATCH: usize = 1024;
 /// Reads waiting for the committer, at most: 2 MB of events with 64 KB reads.
 const READS_QUEUED: usize = 32;
@@ -160,16 +159,11 @@ impl EslSource {
         let result = async {
             // Events that came in the same reads as the replies above are already buffered.
             let mut early = Vec::new();
-            while let Some(frame) = conn.parser.next_frame()? {
-                match frame {
-                    Frame::Event(raw) => early.extend(incoming(raw)),
-                    Frame::CommandReply { reply } => conn.replied(reply),
-                    _ => {}
-                }
-            }
+            let framed = conn.frames(&mut early, &self.server.addr);
             if !early.is_empty() && batches.send(early).await.is_err() {
                 return Ok(());
             }
+            framed?;
             loop {
                 tokio::select! {
                     read = reader.read(&mut conn.buf) => {
@@ -178,29 +172,13 @@ impl EslSource {
                             return Err(SessionError::Closed);
                         }
                         conn.parser.push(&conn.buf[..n]);
+                        // The events before a bad frame are committed all the same.
                         let mut events = Vec::new();
-                        while let Some(frame) = conn.parser.next_frame()? {
-                            match frame {
-                                Frame::Event(raw) => events.extend(incoming(raw)),
-                                Frame::CommandReply { reply } => conn.replied(reply),
-                                // The socket closes after this (or lingers with more events):
-                                // read on until it does.
-                                Frame::DisconnectNotice { .. } => tracing::info!(server = %self.server.addr, "FreeSWITCH is disconnecting"),
-                                Frame::Other { content_type } if content_type == "text/rude-rejection" => {
-                                    return Err(SessionError::Rejected);
-                                }
-                                _ => {}
-                            }
-                            if events.len() >= BATCH {
-                                let full = std::mem::take(&mut events);
-                                if batches.send(full).await.is_err() {
-                                    return Ok(());
-                                }
-                            }
-                        }
+                        let framed = conn.frames(&mut events, &self.server.addr);
                         if !events.is_empty() && batches.send(events).await.is_err() {
                             return Ok(());
                         }
+                        framed?;
                     }
                     changed = hooks_changed.changed() => {
                         if changed.is_ok() {
@@ -290,6 +268,25 @@ impl Conn {
 
     /// Matches a reply to its command. A refused subscription is logged, not fatal: dropping
     /// the connection would lose the events of every other hook meanwhile.
+    /// Takes every whole frame buffered: events into `events`, replies to their commands. Stops
+    /// at a frame that ends the session, with the events before it already in `events`.
+    fn frames(&mut self, events: &mut Vec<Incoming>, server: &str) -> Result<(), SessionError> {
+        while let Some(frame) = self.parser.next_frame()? {
+            match frame {
+                Frame::Event(raw) => events.extend(incoming(raw)),
+                Frame::CommandReply { reply } => self.replied(reply),
+                // The socket closes after this (or lingers with more events): read on until it
+                // does.
+                Frame::DisconnectNotice { .. } => tracing::info!(%server, "FreeSWITCH is disconnecting"),
+                Frame::Other { content_type } if content_type == "text/rude-rejection" => {
+                    return Err(SessionError::Rejected);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn replied(&mut self, reply: String) {
         let command = self.pending.pop_front().unwrap_or_default();
         if reply.starts_with("-ERR") {

@@ -76,6 +76,28 @@ where
         .collect())
 }
 
+/// Runs `sql`, which ends in `IN (`, over `ids`.
+async fn delete_ids<'i, DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    sql: &str,
+    ids: impl Iterator<Item = &'i str>,
+) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+{
+    let mut delete = sqlx::QueryBuilder::<DB>::new(sql);
+    let mut list = delete.separated(", ");
+    for id in ids {
+        list.push_bind(id.to_owned());
+    }
+    delete.push(")");
+    delete.build().persistent(false).execute(&mut **tx).await?;
+    Ok(())
+}
+
 /// Text as both backends can store it: PostgreSQL refuses NUL in TEXT, and response bodies,
 /// error texts and event headers can carry one.
 fn clean(text: &str) -> String {
@@ -503,13 +525,8 @@ where
         // A delivered request is not needed again (only failed ones can be retried by hand).
         let delivered: Vec<&AttemptRecord> = attempts.iter().filter(|a| a.status == Status::Delivered).collect();
         for chunk in delivered.chunks(CHUNK) {
-            let mut delete = sqlx::QueryBuilder::<DB>::new("DELETE FROM delivery_payloads WHERE id IN (");
-            let mut ids = delete.separated(", ");
-            for a in chunk {
-                ids.push_bind(a.delivery_id.clone());
-            }
-            delete.push(")");
-            delete.build().persistent(false).execute(&mut *tx).await?;
+            let ids = chunk.iter().map(|a| a.delivery_id.as_str());
+            delete_ids::<DB>(&mut tx, "DELETE FROM delivery_payloads WHERE id IN (", ids).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -662,30 +679,29 @@ where
     }
 
     /// Deletes finished deliveries with their attempts and requests, a chunk per transaction.
-    /// The rows of a delivery are deleted here, not by foreign keys (PostgreSQL has none: see
-    /// its migration `postgres_0004`).
+    /// The rows of a delivery are deleted here, not by foreign keys: PostgreSQL has none (see
+    /// its migration `postgres_0004`); on SQLite the cascade has already done it.
     async fn prune(&self, before_ms: i64, seen_before_ms: i64) -> Result<u64> {
         let mut pruned = 0;
         loop {
             let mut tx = self.pool.begin().await?;
+            // The condition is repeated outside the subquery: PostgreSQL checks that one again
+            // on a row another transaction changed meanwhile, so a failed delivery retried by
+            // hand since the subquery read it stays.
             let ids: Vec<String> = sqlx::query_scalar(
-                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
-                 WHERE status <> 'pending' AND updated_at < $1 LIMIT $2) RETURNING id",
+                "DELETE FROM deliveries WHERE status <> 'pending' AND updated_at < $1 AND id IN (\
+                 SELECT id FROM deliveries WHERE status <> 'pending' AND updated_at < $1 LIMIT $2) RETURNING id",
             )
             .bind(before_ms)
             .bind(CHUNK as i64)
             .fetch_all(&mut *tx)
             .await?;
-            let children =
-                ["DELETE FROM attempts WHERE delivery_id IN (", "DELETE FROM delivery_payloads WHERE id IN ("];
-            for table in children.into_iter().filter(|_| !ids.is_empty()) {
-                let mut delete = sqlx::QueryBuilder::<DB>::new(table);
-                let mut list = delete.separated(", ");
-                for id in &ids {
-                    list.push_bind(id.clone());
+            if !ids.is_empty() {
+                for table in
+                    ["DELETE FROM attempts WHERE delivery_id IN (", "DELETE FROM delivery_payloads WHERE id IN ("]
+                {
+                    delete_ids::<DB>(&mut tx, table, ids.iter().map(String::as_str)).await?;
                 }
-                delete.push(")");
-                delete.build().persistent(false).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             pruned += ids.len() as u64;
