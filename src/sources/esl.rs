@@ -266,8 +266,6 @@ impl Conn {
         Ok(())
     }
 
-    /// Matches a reply to its command. A refused subscription is logged, not fatal: dropping
-    /// the connection would lose the events of every other hook meanwhile.
     /// Takes every whole frame buffered: events into `events`, replies to their commands. Stops
     /// at a frame that ends the session, with the events before it already in `events`.
     fn frames(&mut self, events: &mut Vec<Incoming>, server: &str) -> Result<(), SessionError> {
@@ -287,6 +285,8 @@ impl Conn {
         Ok(())
     }
 
+    /// Matches a reply to its command. A refused subscription is logged, not fatal: dropping
+    /// the connection would lose the events of every other hook meanwhile.
     fn replied(&mut self, reply: String) {
         let command = self.pending.pop_front().unwrap_or_default();
         if reply.starts_with("-ERR") {
