@@ -315,7 +315,10 @@ impl Pusher {
         progress: bool,
         started: Instant,
     ) -> anyhow::Result<Duration> {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // Looked at as often as the arrivals are, so the end of a run is timed to within 20 ms.
+        // Every 250 ms, a run whose webhooks kept pace with ingest was timed up to 250 ms
+        // late: its figures came in steps (4,999, 5,263, 5,555 webhooks/s for 50k events).
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut workers = self.workers;
         while !workers.iter().all(JoinHandle::is_finished) {
             tick.tick().await;
