@@ -132,16 +132,20 @@ impl Default for KeySet<'_> {
     }
 }
 
-/// Bytes that end a run of plain string content: a quote, a backslash, a control character.
+/// Whether a byte cannot stand as it is inside a JSON string: a quote, a backslash, a control
+/// character.
+pub(crate) const fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// [`needs_escape`] as a table: the bytes that end a run of plain string content.
 static STRING_STOP: [bool; 256] = {
     let mut stop = [false; 256];
     let mut b = 0;
-    while b < 0x20 {
-        stop[b] = true;
+    while b < 256 {
+        stop[b] = needs_escape(b as u8);
         b += 1;
     }
-    stop[b'"' as usize] = true;
-    stop[b'\\' as usize] = true;
     stop
 };
 

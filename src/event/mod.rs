@@ -5,6 +5,7 @@
 
 pub mod esl;
 mod json;
+pub(crate) use json::needs_escape;
 pub mod routing;
 
 use std::borrow::Cow;
