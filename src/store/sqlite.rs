@@ -30,6 +30,23 @@ impl Dialect for Sqlite {
     }
 }
 
+/// How long a writer waits before trying the lock again, after `tries` tries; `None` once it
+/// has waited about 5 s. SQLite's own busy timeout sleeps 1, 2, 5 … 100 ms, so a writer often
+/// slept on long after the lock was free, and the cores idled (BENCHMARKS.md, change 21).
+fn lock_wait(tries: u32) -> Option<Duration> {
+    (tries < 5_000).then(|| Duration::from_micros((50 * (u64::from(tries) + 1)).min(1_000)))
+}
+
+extern "C" fn busy(_: *mut std::ffi::c_void, tries: std::ffi::c_int) -> std::ffi::c_int {
+    match lock_wait(u32::try_from(tries).unwrap_or(u32::MAX)) {
+        Some(wait) => {
+            std::thread::sleep(wait);
+            1
+        }
+        None => 0,
+    }
+}
+
 pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
@@ -37,7 +54,6 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
         // WAL + NORMAL is durable against process crashes; only a power loss can lose the
         // last transactions.
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true)
         // The default checkpoint interval (1000 pages) is kept on purpose: a larger WAL grows
         // the mmapped -shm index, and growing it on a full disk is a SIGBUS, not an error.
@@ -46,6 +62,21 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
         // page: about 8 % more webhooks/s (BENCHMARKS.md). Only a new database takes it.
         .page_size(8192);
     let pool = SqlitePoolOptions::new()
+        // Replaces the busy timeout sqlx sets; runs on the connection's own thread.
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                let mut handle = conn.lock_handle().await?;
+                // SAFETY: a valid, locked handle; `busy` keeps no state.
+                unsafe {
+                    libsqlite3_sys::sqlite3_busy_handler(
+                        handle.as_raw_handle().as_ptr(),
+                        Some(busy),
+                        std::ptr::null_mut(),
+                    );
+                }
+                Ok(())
+            })
+        })
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
@@ -53,4 +84,37 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
     let store = SqlStore { pool };
     store.migrate().await?;
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_waiting_writer_retries_at_least_every_millisecond_for_about_five_seconds() {
+        let waits: Vec<Duration> = (0..).map_while(lock_wait).collect();
+        assert!(waits.iter().all(|w| *w <= Duration::from_millis(1)));
+        let total: Duration = waits.iter().sum();
+        assert!(total > Duration::from_millis(4_900) && total < Duration::from_millis(5_100), "{total:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_waits_for_the_lock_and_takes_it_as_soon_as_it_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let mut holder = store.pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('a', '1')").execute(&mut *holder).await.unwrap();
+        let pool = store.pool.clone();
+        let waiter = tokio::spawn(async move {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ('b', '2')").execute(&pool).await.map(|_| Instant::now())
+        });
+        // SQLite's own handler would be in a 100 ms sleep (328 to 428 ms, then 428 to 528 ms).
+        tokio::time::sleep(Duration::from_millis(430)).await;
+        assert!(!waiter.is_finished(), "the second writer waits while the first holds the lock");
+        let freed = Instant::now();
+        holder.commit().await.unwrap();
+        let took = waiter.await.unwrap().expect("the second writer gets the lock").duration_since(freed);
+        assert!(took < Duration::from_millis(50), "took the lock {took:?} after it was freed");
+    }
 }
