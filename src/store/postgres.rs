@@ -17,9 +17,11 @@ impl Dialect for Postgres {
         ("deliveries", include_str!("migrations/0002_deliveries.sql")),
         ("lz4 payloads", include_str!("migrations/postgres_0003_lz4.sql")),
         ("lean payloads", include_str!("migrations/postgres_0004_lean_payloads.sql")),
+        ("compressed bodies", include_str!("migrations/postgres_0005_compressed_bodies.sql")),
     ];
     // SKIP LOCKED: nodes sharing the database lease disjoint rows without waiting on each other.
     const WRITERS: usize = 4;
+    const COMPRESS_BODIES: bool = false;
     const LEASE_LOCK: &'static str = "FOR UPDATE SKIP LOCKED";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {

@@ -14,8 +14,10 @@ impl Dialect for Sqlite {
     const MIGRATIONS: &'static [(&'static str, &'static str)] = &[
         ("init", include_str!("migrations/0001_init.sql")),
         ("deliveries", include_str!("migrations/0002_deliveries.sql")),
+        ("compressed bodies", include_str!("migrations/0003_compressed_bodies.sql")),
     ];
     const WRITERS: usize = 1;
+    const COMPRESS_BODIES: bool = true;
     const LEASE_LOCK: &'static str = "";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
