@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-event hot path: matching, rendering, ESL parsing, splitting an
-//! ingest batch, signing.
+//! ingest batch, compressing a request for SQLite, signing.
 //! `cargo bench`; figures and targets are in BENCHMARKS.md.
 
 use std::hint::black_box;
@@ -147,6 +147,21 @@ fn ingest(c: &mut Criterion) {
     group.finish();
 }
 
+fn storing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store");
+    let complete = event("CHANNEL_HANGUP_COMPLETE", "d.example.com");
+    let body = hook("d.example.com", "CHANNEL_HANGUP_COMPLETE", json!({})).compile().unwrap();
+    let body = body.render(&complete, "CHANNEL_HANGUP_COMPLETE", "id").body;
+    let packed = switchhook::store::compress(&body);
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    let sizes = format!("{} B body, {} B compressed", body.len(), packed.len());
+    group.bench_function(format!("compress {sizes}"), |b| b.iter(|| switchhook::store::compress(black_box(&body))));
+    group.bench_function(format!("decompress {sizes}"), |b| {
+        b.iter(|| switchhook::store::decompress("id", black_box(&packed)).unwrap())
+    });
+    group.finish();
+}
+
 fn signing(c: &mut Criterion) {
     let complete = event("CHANNEL_HANGUP_COMPLETE", "d.example.com");
     let hook =
@@ -167,5 +182,5 @@ fn signing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, matching, rendering, esl_parser, ingest, signing);
+criterion_group!(benches, matching, rendering, esl_parser, ingest, storing, signing);
 criterion_main!(benches);

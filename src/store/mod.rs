@@ -7,6 +7,8 @@ mod postgres;
 mod sql;
 mod sqlite;
 
+pub use sql::{compress, decompress};
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

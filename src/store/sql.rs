@@ -186,15 +186,14 @@ fn count(n: i64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// A request body as stored: lz4 blocks, its length first (little-endian u32).
-fn compress(body: &str) -> Vec<u8> {
+/// A request body as stored on SQLite: one lz4 block, its length first (little-endian u32).
+pub fn compress(body: &str) -> Vec<u8> {
     lz4_flex::compress_prepend_size(body.as_bytes())
 }
 
-/// The body of a stored request: `body_lz4` if the row has one, else `body` (PostgreSQL, and
-/// SQLite rows written before requests were compressed).
-fn body_of(id: &str, body: String, body_lz4: Option<Vec<u8>>) -> Result<String> {
-    let Some(packed) = body_lz4 else { return Ok(body) };
+/// The text of a body from [`compress`]. A damaged one is a corrupt delivery (named by `id`),
+/// never a panic or a huge allocation.
+pub fn decompress(id: &str, packed: &[u8]) -> Result<String> {
     let (size, block) = packed.split_first_chunk::<4>().ok_or_else(|| corrupt(id, "its body is truncated"))?;
     let size = u32::from_le_bytes(*size) as usize;
     // lz4 expands at most 255 times: a larger size is corrupt, not worth allocating.
@@ -203,6 +202,12 @@ fn body_of(id: &str, body: String, body_lz4: Option<Vec<u8>>) -> Result<String> 
     }
     let bytes = lz4_flex::decompress(block, size).map_err(|e| corrupt(id, format!("its body: {e}")))?;
     String::from_utf8(bytes).map_err(|e| corrupt(id, format!("its body: {e}")))
+}
+
+/// The body of a stored request: `body_lz4` if the row has one, else `body` (PostgreSQL, and
+/// SQLite rows written before requests were compressed).
+fn body_of(id: &str, body: String, body_lz4: Option<Vec<u8>>) -> Result<String> {
+    body_lz4.map_or(Ok(body), |packed| decompress(id, &packed))
 }
 
 fn request_of(id: &str, method: &str, url: String, headers: &str, body: String) -> Result<Request> {
