@@ -23,6 +23,7 @@ on_both_stores!(
     exhausted_retries_fail_and_manual_retry_requeues,
     receiver_down_then_restart_still_delivers,
     stored_requests_are_sent_as_rendered_after_a_restart,
+    a_damaged_stored_request_fails_its_delivery_and_the_rest_are_sent,
     deliveries_in_flight_at_a_crash_are_sent_after_restart,
     hook_changes_affect_only_later_events,
     signatures_verify_independently,
@@ -303,19 +304,31 @@ async fn exhausted_retries_fail_and_manual_retry_requeues(b: Backend) {
     assert_eq!(status, 400);
 }
 
-async fn receiver_down_then_restart_still_delivers(b: Backend) {
-    let s = TestServer::start(b).await;
+/// A hook whose receiver is down (nothing listens on the port), and events for it, one per
+/// call in `uuids`, each tried once and waiting to be retried. Returns the port and the hook.
+async fn waiting_for_a_receiver(s: &TestServer, uuids: &[&str], patch: Value) -> (u16, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/late");
     let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&url), "retries": 5, "delay": 1})).await;
-    let accepted = s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
-    assert_eq!(accepted["deliveries"], 1);
-    // The first attempt fails (nothing listens); stop the server while it waits to retry.
+    for uuid in uuids {
+        let accepted = s.ingest(with(channel("CHANNEL_ANSWER", D, uuid), patch.clone())).await;
+        assert_eq!(accepted["deliveries"], 1);
+    }
     let deadline = std::time::Instant::now() + WAIT;
-    while s.deliveries(D, &id, "").await[0]["attempts"] == 0 {
-        assert!(std::time::Instant::now() < deadline);
+    loop {
+        let log = s.deliveries(D, &id, "").await;
+        if log.len() == uuids.len() && log.iter().all(|d| d["attempts"] != 0) {
+            return (port, id);
+        }
+        assert!(std::time::Instant::now() < deadline, "{log:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn receiver_down_then_restart_still_delivers(b: Backend) {
+    let s = TestServer::start(b).await;
+    // The first attempt fails (nothing listens); stop the server while it waits to retry.
+    let (port, id) = waiting_for_a_receiver(&s, &["u-1"], json!({})).await;
     let (config, dir, pg) = s.stop().await;
     let r = Receiver::start_on(port).await;
     let s = TestServer::start_with(config, dir, pg).await;
@@ -330,13 +343,7 @@ async fn receiver_down_then_restart_still_delivers(b: Backend) {
 /// The stored requests, by delivery id: `(body, body_lz4)` as the database holds them.
 async fn stored_requests(url: &str) -> Vec<(String, String, Option<Vec<u8>>)> {
     let sql = "SELECT id, body, body_lz4 FROM delivery_payloads ORDER BY id";
-    if url.starts_with("postgres") {
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
-        sqlx::query_as(sql).fetch_all(&mut conn).await.expect("read requests")
-    } else {
-        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await.expect("connect");
-        sqlx::query_as(sql).fetch_all(&mut conn).await.expect("read requests")
-    }
+    on_store_db!(url, |conn| sqlx::query_as(sql).fetch_all(&mut conn).await.expect("read requests"))
 }
 
 /// Requests wait in the store while the receiver is down: SQLite keeps them lz4-compressed,
@@ -344,18 +351,8 @@ async fn stored_requests(url: &str) -> Vec<(String, String, Option<Vec<u8>>)> {
 /// request stored as text, as before compression.
 async fn stored_requests_are_sent_as_rendered_after_a_restart(b: Backend) {
     let s = TestServer::start(b).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/late");
-    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&url), "retries": 5, "delay": 1})).await;
     let name = "Zoë \"电话\" \\ 📞";
-    for uuid in ["u-1", "u-2"] {
-        s.ingest(with(channel("CHANNEL_ANSWER", D, uuid), json!({"Caller-Caller-ID-Name": name}))).await;
-    }
-    let deadline = std::time::Instant::now() + WAIT;
-    while s.deliveries(D, &id, "").await.iter().any(|d| d["attempts"] == 0) {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (port, id) = waiting_for_a_receiver(&s, &["u-1", "u-2"], json!({"Caller-Caller-ID-Name": name})).await;
     let (config, dir, pg) = s.stop().await;
     let rows = stored_requests(&config.database_url).await;
     assert_eq!(rows.len(), 2);
@@ -378,13 +375,14 @@ async fn stored_requests_are_sent_as_rendered_after_a_restart(b: Backend) {
     }
     if sqlite {
         let (delivery, ..) = &rows[1];
-        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&config.database_url).await.unwrap();
-        sqlx::query("UPDATE delivery_payloads SET body = $1, body_lz4 = NULL WHERE id = $2")
+        let sql = "UPDATE delivery_payloads SET body = $1, body_lz4 = NULL WHERE id = $2";
+        on_store_db!(&config.database_url, |conn| sqlx::query(sql)
             .bind(&sent_as[delivery])
             .bind(delivery)
             .execute(&mut conn)
             .await
-            .unwrap();
+            .unwrap()
+            .rows_affected());
     }
     let r = Receiver::start_on(port).await;
     let s = TestServer::start_with(config, dir, pg).await;
@@ -395,6 +393,40 @@ async fn stored_requests_are_sent_as_rendered_after_a_restart(b: Backend) {
     }
     let log = s.settled(D, &id, 2).await;
     assert!(log.iter().all(|d| d["status"] == "delivered"), "{log:?}");
+}
+
+/// A stored request that cannot be read (here a damaged compressed body) fails its delivery,
+/// with the reason in its log; it does not hold up the deliveries leased with it.
+async fn a_damaged_stored_request_fails_its_delivery_and_the_rest_are_sent(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (port, id) = waiting_for_a_receiver(&s, &["u-1", "u-2", "u-3"], json!({})).await;
+    let (config, dir, pg) = s.stop().await;
+    let rows = stored_requests(&config.database_url).await;
+    let damaged = rows[0].0.clone();
+    let sql = "UPDATE delivery_payloads SET body_lz4 = $1 WHERE id = $2";
+    on_store_db!(&config.database_url, |conn| sqlx::query(sql)
+        .bind(vec![7u8, 0])
+        .bind(&damaged)
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected());
+    let r = Receiver::start_on(port).await;
+    let s = TestServer::start_with(config, dir, pg).await;
+    let got = r.wait_for("/late", 2, WAIT).await;
+    assert!(got.iter().all(|q| q.json()["id"] != damaged.as_str()));
+    let log = s.settled(D, &id, 3).await;
+    for d in &log {
+        if d["id"] == damaged.as_str() {
+            assert_eq!(d["status"], "failed", "{d}");
+            let error = d["log"].as_array().unwrap().last().unwrap()["error"].as_str().unwrap();
+            assert!(error.contains(&damaged) && error.contains("truncated"), "{error}");
+        } else {
+            assert_eq!(d["status"], "delivered", "{d}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(r.at("/late").len(), 2, "the damaged request is not tried again");
 }
 
 async fn deliveries_in_flight_at_a_crash_are_sent_after_restart(b: Backend) {

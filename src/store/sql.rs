@@ -111,8 +111,8 @@ pub trait Dialect: Database + sqlx::database::HasStatementCache {
     const MIGRATIONS: &'static [(&'static str, &'static str)];
     /// See [`Store::writers`].
     const WRITERS: usize;
-    /// Whether the service compresses request bodies itself (into `body_lz4`) before storing
-    /// them. See the migrations that add the column for why each backend does or does not.
+    /// Whether the service compresses request bodies itself (into `body_lz4`, see [`compress`])
+    /// instead of storing their text in `body`.
     const COMPRESS_BODIES: bool;
     /// Row-locking clause of the lease query's inner SELECT (see [`lease_sql`]).
     const LEASE_LOCK: &'static str;
@@ -187,12 +187,15 @@ fn count(n: i64) -> u32 {
 }
 
 /// A request body as stored on SQLite: one lz4 block, its length first (little-endian u32).
+/// Public for the benchmarks.
+#[doc(hidden)]
 pub fn compress(body: &str) -> Vec<u8> {
     lz4_flex::compress_prepend_size(body.as_bytes())
 }
 
 /// The text of a body from [`compress`]. A damaged one is a corrupt delivery (named by `id`),
 /// never a panic or a huge allocation.
+#[doc(hidden)]
 pub fn decompress(id: &str, packed: &[u8]) -> Result<String> {
     let (size, block) = packed.split_first_chunk::<4>().ok_or_else(|| corrupt(id, "its body is truncated"))?;
     let size = u32::from_le_bytes(*size) as usize;
@@ -201,6 +204,9 @@ pub fn decompress(id: &str, packed: &[u8]) -> Result<String> {
         return Err(corrupt(id, format!("its body claims {size} bytes from {} compressed", block.len())));
     }
     let bytes = lz4_flex::decompress(block, size).map_err(|e| corrupt(id, format!("its body: {e}")))?;
+    if bytes.len() != size {
+        return Err(corrupt(id, format!("its body claims {size} bytes and holds {}", bytes.len())));
+    }
     String::from_utf8(bytes).map_err(|e| corrupt(id, format!("its body: {e}")))
 }
 
@@ -443,9 +449,10 @@ where
             );
             payloads.push_values(chunk, |mut row, d| {
                 let headers = serde_json::to_string(&d.request.headers).expect("headers serialize");
-                let (body, body_lz4) = match DB::COMPRESS_BODIES {
-                    true => (String::new(), Some(compress(&d.request.body))),
-                    false => (d.request.body.clone(), None),
+                let (body, body_lz4) = if DB::COMPRESS_BODIES {
+                    (String::new(), Some(compress(&d.request.body)))
+                } else {
+                    (d.request.body.clone(), None)
                 };
                 row.push_bind(d.id.clone())
                     .push_bind(d.request.method.as_str().to_owned())
@@ -500,25 +507,47 @@ where
             ids.push_bind(id.clone());
         }
         select.push(")");
+        let read = |id: &str, row: &DB::Row| -> Result<(Request, Option<String>)> {
+            let body = body_of(id, row.try_get(4)?, row.try_get(5)?)?;
+            let request =
+                request_of(id, &row.try_get::<String, _>(1)?, row.try_get(2)?, &row.try_get::<String, _>(3)?, body)?;
+            Ok((request, row.try_get(6)?))
+        };
         let mut payloads = std::collections::HashMap::new();
         for row in select.build().persistent(false).fetch_all(&self.pool).await? {
             let id: String = row.try_get(0)?;
-            let request = request_of(
-                &id,
-                &row.try_get::<String, _>(1)?,
-                row.try_get(2)?,
-                &row.try_get::<String, _>(3)?,
-                body_of(&id, row.try_get(4)?, row.try_get(5)?)?,
-            )?;
-            payloads.insert(id, (request, row.try_get::<Option<String>, _>(6)?));
+            let payload = read(&id, &row);
+            payloads.insert(id, payload);
         }
-        let mut leased = states
-            .into_iter()
-            .map(|(id, hook_id, attempts, retry_from, next_at_ms)| {
-                let (request, event) = payloads.remove(&id).ok_or_else(|| corrupt(&id, "its request is missing"))?;
-                Ok(LeasedDelivery { id, hook_id, attempts, retry_from, next_at_ms, request, event })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // A request that cannot be read fails its delivery at once. Left leased, it would come
+        // back first in every lease and hold up the rows leased with it.
+        let now = crate::auth::now_ms();
+        let mut leased = Vec::with_capacity(states.len());
+        let mut unreadable = Vec::new();
+        for (id, hook_id, attempts, retry_from, next_at_ms) in states {
+            match payloads.remove(&id).unwrap_or_else(|| Err(corrupt(&id, "its request is missing"))) {
+                Ok((request, event)) => {
+                    leased.push(LeasedDelivery { id, hook_id, attempts, retry_from, next_at_ms, request, event })
+                }
+                Err(e) => {
+                    tracing::warn!(delivery = %id, error = %e, "a stored request is unreadable; its delivery fails");
+                    unreadable.push(AttemptRecord {
+                        delivery_id: id,
+                        n: attempts.saturating_add(1),
+                        at_ms: now,
+                        status_code: None,
+                        duration_ms: 0,
+                        error: Some(e.to_string()),
+                        response: None,
+                        status: Status::Failed,
+                        next_at_ms: now,
+                    });
+                }
+            }
+        }
+        if !unreadable.is_empty() {
+            self.record(&unreadable).await?;
+        }
         leased.sort_by_key(|d| d.next_at_ms);
         Ok(leased)
     }
@@ -767,11 +796,14 @@ mod tests {
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         let mut short = packed.clone();
         short[..4].copy_from_slice(&10u32.to_le_bytes());
+        let mut long = packed.clone();
+        long[..4].copy_from_slice(&10_001u32.to_le_bytes());
         let not_utf8 = lz4_flex::compress_prepend_size(&[b'a', 0xff, 0xfe]);
         let cases = [
             (vec![1, 2], "truncated"),
             (huge, "claims 4294967295 bytes"),
             (short, "its body"),
+            (long, "claims 10001 bytes and holds 10000"),
             (packed[..packed.len() / 2].to_vec(), "its body"),
             (not_utf8, "utf-8"),
         ];

@@ -36,6 +36,22 @@ impl Backend {
 }
 
 /// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL.
+/// Runs `$body` with `$conn` connected straight to the store's database at `$url`, whichever
+/// backend it is.
+#[macro_export]
+macro_rules! on_store_db {
+    ($url:expr, |$conn:ident| $body:expr) => {{
+        let url: &str = $url;
+        if url.starts_with("postgres") {
+            let mut $conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
+            $body
+        } else {
+            let mut $conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await.expect("connect");
+            $body
+        }
+    }};
+}
+
 #[macro_export]
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -179,14 +195,10 @@ impl TestServer {
     /// Rows in one of the store's tables, read straight from the database.
     pub async fn count_rows(&self, table: &str) -> i64 {
         let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
-        let url = &self.config.database_url;
-        if url.starts_with("postgres") {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.expect("connect");
-            sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("count rows")
-        } else {
-            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await.expect("connect");
-            sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("count rows")
-        }
+        on_store_db!(&self.config.database_url, |conn| sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count rows"))
     }
 
     pub async fn token(&self, role: Role, domain: &str) -> String {

@@ -1,5 +1,4 @@
--- The column SQLite stores compressed requests in (0003_compressed_bodies.sql), so that both
--- stores share their SQL. PostgreSQL leaves it NULL and keeps `body`: it compresses requests
--- itself (lz4, postgres_0003), and the service compressing them instead measured 8 % fewer
--- webhooks/s (BENCHMARKS.md, change 22).
+-- The column SQLite keeps compressed requests in (0003_compressed_bodies.sql), so that both
+-- stores share their SQL. PostgreSQL leaves it NULL and keeps `body`, which it compresses
+-- itself (postgres_0003); see Dialect::COMPRESS_BODIES.
 ALTER TABLE delivery_payloads ADD COLUMN body_lz4 BYTEA;
