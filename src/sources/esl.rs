@@ -143,15 +143,8 @@ impl EslSource {
         let router = self.router.clone();
         let stop = shutdown.clone();
         let committer = tokio::spawn(async move {
-            let mut events = Vec::new();
             while let Some(read) = inbox.recv().await {
-                events.extend(read);
-                while events.len() < BATCH {
-                    let Ok(read) = inbox.try_recv() else { break };
-                    events.extend(read);
-                }
-                commit(&router, &events, &stop).await;
-                events.clear();
+                commit(&router, &group(read, &mut inbox), &stop).await;
             }
         });
         let committer = tokio_util::task::AbortOnDropHandle::new(committer);
@@ -328,6 +321,17 @@ async fn send(writer: &mut OwnedWriteHalf, command: &str) -> std::io::Result<()>
     writer.write_all(format!("{command}\n\n").as_bytes()).await
 }
 
+/// The next commit: the events of `first`, then those of the reads queued behind it, in order,
+/// until the group holds BATCH events or more. Reads queued after that wait for the next one.
+fn group(first: Vec<Incoming>, inbox: &mut mpsc::Receiver<Vec<Incoming>>) -> Vec<Incoming> {
+    let mut events = first;
+    while events.len() < BATCH {
+        let Ok(read) = inbox.try_recv() else { break };
+        events.extend(read);
+    }
+    events
+}
+
 /// How long shutdown keeps trying to commit events already read.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -365,6 +369,50 @@ mod tests {
         assert!(Server::parse("fs1").is_err());
         assert!(Server::parse("pw@:8021").is_err());
         assert!(Server::parse("pw@fs:port").is_err());
+    }
+
+    fn reads(sizes: &[usize], first_seq: usize) -> Vec<Vec<Incoming>> {
+        let mut seq = first_seq;
+        sizes
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| {
+                        seq += 1;
+                        Incoming::from_text(format!("{{\"Event-Name\":\"X\",\"Event-Sequence\":\"{seq}\"}}")).unwrap()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn sequences(events: &[Incoming]) -> Vec<usize> {
+        events.iter().map(|e| e.headers().text("Event-Sequence").unwrap().parse().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_commit_takes_every_read_queued_in_order_up_to_a_batch() {
+        let (tx, mut inbox) = mpsc::channel(READS_QUEUED);
+        // Reads of 7 events, as a 64 KB read of 8.7 KB events gives, queued behind the first.
+        for read in reads(&[7; 20], 0) {
+            tx.send(read).await.unwrap();
+        }
+        let first = inbox.recv().await.unwrap();
+        assert_eq!(sequences(&group(first, &mut inbox)), (1..=140).collect::<Vec<_>>());
+        assert!(inbox.try_recv().is_err(), "nothing is left behind");
+
+        // A group stops at BATCH events: the next read waits for the next commit.
+        for read in reads(&[600, 600, 5], 0) {
+            tx.send(read).await.unwrap();
+        }
+        let first = inbox.recv().await.unwrap();
+        assert_eq!(sequences(&group(first, &mut inbox)), (1..=1200).collect::<Vec<_>>());
+        let next = inbox.recv().await.unwrap();
+        assert_eq!(sequences(&group(next, &mut inbox)), (1201..=1205).collect::<Vec<_>>());
+
+        // Nothing queued: the read is committed alone, at once.
+        let lone = reads(&[3], 0).pop().unwrap();
+        assert_eq!(group(lone, &mut inbox).len(), 3);
     }
 
     #[test]
