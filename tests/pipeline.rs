@@ -346,6 +346,20 @@ async fn stored_requests(url: &str) -> Vec<(String, String, Option<Vec<u8>>)> {
     on_store_db!(url, |conn| sqlx::query_as(sql).fetch_all(&mut conn).await.expect("read requests"))
 }
 
+/// Overwrites the stored request of delivery `id`.
+async fn set_stored_request(url: &str, id: &str, body: &str, body_lz4: Option<Vec<u8>>) {
+    let sql = "UPDATE delivery_payloads SET body = $1, body_lz4 = $2 WHERE id = $3";
+    let updated = on_store_db!(url, |conn| sqlx::query(sql)
+        .bind(body)
+        .bind(body_lz4)
+        .bind(id)
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected());
+    assert_eq!(updated, 1);
+}
+
 /// Requests wait in the store while the receiver is down: SQLite keeps them lz4-compressed,
 /// PostgreSQL as text. After a restart each is sent exactly as rendered, and so is a SQLite
 /// request stored as text, as before compression.
@@ -375,14 +389,7 @@ async fn stored_requests_are_sent_as_rendered_after_a_restart(b: Backend) {
     }
     if sqlite {
         let (delivery, ..) = &rows[1];
-        let sql = "UPDATE delivery_payloads SET body = $1, body_lz4 = NULL WHERE id = $2";
-        on_store_db!(&config.database_url, |conn| sqlx::query(sql)
-            .bind(&sent_as[delivery])
-            .bind(delivery)
-            .execute(&mut conn)
-            .await
-            .unwrap()
-            .rows_affected());
+        set_stored_request(&config.database_url, delivery, &sent_as[delivery], None).await;
     }
     let r = Receiver::start_on(port).await;
     let s = TestServer::start_with(config, dir, pg).await;
@@ -403,14 +410,7 @@ async fn a_damaged_stored_request_fails_its_delivery_and_the_rest_are_sent(b: Ba
     let (config, dir, pg) = s.stop().await;
     let rows = stored_requests(&config.database_url).await;
     let damaged = rows[0].0.clone();
-    let sql = "UPDATE delivery_payloads SET body_lz4 = $1 WHERE id = $2";
-    on_store_db!(&config.database_url, |conn| sqlx::query(sql)
-        .bind(vec![7u8, 0])
-        .bind(&damaged)
-        .execute(&mut conn)
-        .await
-        .unwrap()
-        .rows_affected());
+    set_stored_request(&config.database_url, &damaged, "", Some(vec![7, 0])).await;
     let r = Receiver::start_on(port).await;
     let s = TestServer::start_with(config, dir, pg).await;
     let got = r.wait_for("/late", 2, WAIT).await;
