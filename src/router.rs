@@ -190,30 +190,28 @@ impl Router {
         self.wake.notify_one();
     }
 
-    /// Appends the deliveries `item` causes to `out`; returns how many. With `once`, they
-    /// carry the event's identity so the store keeps them only the first time it sees it.
+    /// Appends the deliveries `item` causes to `out`; returns how many hooks it matched, or
+    /// `None` when it can match none (no domain or event name, or unreadable). With `once`,
+    /// the deliveries carry the event's identity so the store keeps them only the first time
+    /// it sees it.
     ///
     /// JSON text is parsed only when a hook needs more than the whole of it: most events
     /// concern no hook, and a hook without filters, `fields` or templates sends the text as
     /// it came.
-    pub fn route(&self, item: &Incoming, now_ms: i64, once: bool, out: &mut Vec<NewDelivery>) -> usize {
+    fn route(&self, item: &Incoming, now_ms: i64, once: bool, out: &mut Vec<NewDelivery>) -> Option<usize> {
         let headers = item.headers();
-        let Some(key) = headers.route_key() else {
-            telemetry::event_dropped();
-            return 0;
-        };
+        let key = headers.route_key()?;
         let mut hooks = self.index.hooks(&key);
         if hooks.is_empty() {
-            return 0;
+            return Some(0);
         }
         let form = match item {
             Incoming::Json(json) if hooks.iter().all(|h| h.hook.sends_whole_event()) => Form::Text(json),
             _ => match item.event() {
                 Ok(event) => Form::Parsed(event),
                 Err(error) => {
-                    telemetry::event_dropped();
                     tracing::warn!(%error, "an event could not be parsed; it is dropped");
-                    return 0;
+                    return None;
                 }
             },
         };
@@ -221,9 +219,8 @@ impl Router {
             hooks.retain(|h| h.hook.failed_filter(event).is_none());
         }
         if hooks.is_empty() {
-            return 0;
+            return Some(0);
         }
-        telemetry::event_matched();
         let sequence = || headers.text("Event-Sequence").and_then(|s| s.parse::<i64>().ok());
         let event_key = once.then(|| Some((headers.text("Core-UUID")?.into_owned(), sequence()?))).flatten();
         for live in &hooks {
@@ -253,20 +250,27 @@ impl Router {
                 lease_until_ms: None,
             });
         }
-        hooks.len()
+        Some(hooks.len())
     }
 
     /// Routes `events` and commits their deliveries in one transaction; returns once they are
     /// durable, so the caller may acknowledge its source. With `once` (events of an event
     /// socket that other nodes may read too), an event already taken is not queued again.
     pub async fn accept(&self, events: &[Incoming], once: bool) -> Result<Accepted, StoreError> {
-        telemetry::events_received(events.len());
         let now = crate::auth::now_ms();
         let mut deliveries = Vec::new();
+        let (mut matched, mut dropped) = (0, 0);
         for event in events {
-            self.route(event, now, once, &mut deliveries);
+            match self.route(event, now, once, &mut deliveries) {
+                None => dropped += 1,
+                Some(0) => {}
+                Some(_) => matched += 1,
+            }
         }
+        // Counted once committed: a source whose commit failed sends the same events again.
+        let counted = || telemetry::events_accepted(events.len(), matched, dropped);
         if deliveries.is_empty() {
+            counted();
             return Ok(Accepted { events: events.len(), deliveries: 0 });
         }
         // Room in the dispatcher, taken before the commit so what is written leased is sent.
@@ -279,6 +283,7 @@ impl Router {
             room.push(permit);
         }
         let skipped = self.store.enqueue(&deliveries, &self.hot.owner).await?;
+        counted();
         deliveries.retain(|d| !skipped.contains(&d.id));
         let queued = deliveries.len();
         let mut room = room.into_iter();

@@ -34,17 +34,12 @@ pub fn render() -> String {
     handle.render()
 }
 
-pub fn events_received(n: usize) {
-    counter!("switchhook_events_received_total").increment(n as u64);
-}
-
-pub fn event_matched() {
-    counter!("switchhook_events_matched_total").increment(1);
-}
-
-/// An event without a domain or an event name: it can match no hook.
-pub fn event_dropped() {
-    counter!("switchhook_events_dropped_total").increment(1);
+/// Events a source handed over and the store took: all of them, those that matched a hook,
+/// and those that can match none (no domain or event name, or unreadable).
+pub fn events_accepted(received: usize, matched: usize, dropped: usize) {
+    counter!("switchhook_events_received_total").increment(received as u64);
+    counter!("switchhook_events_matched_total").increment(matched as u64);
+    counter!("switchhook_events_dropped_total").increment(dropped as u64);
 }
 
 /// One delivery attempt and where it left the delivery: `delivered`, `retry` or `failed`.
