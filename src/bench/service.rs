@@ -41,8 +41,9 @@ impl Cluster {
         Ok(Cluster { nodes, pg: pg.map(|(admin, (_, name))| (admin, name)) })
     }
 
-    /// Events the nodes have read: with an event socket every node reads every event, so the
-    /// slowest node counts; from a shared queue each message goes to one node, so they add up.
+    /// Events the nodes have read and committed (the metric counts an event once the store
+    /// has taken it): with an event socket every node reads every event, so the slowest node
+    /// counts; from a shared queue each message goes to one node, so they add up.
     pub async fn events_received(&self, each_reads_all: bool) -> u64 {
         let mut counts = Vec::new();
         for node in &self.nodes {

@@ -76,6 +76,80 @@ where
         .collect())
 }
 
+/// Adds attempts to the delivery log; one already there (a record written twice) is kept.
+async fn insert_attempts<'a, DB>(
+    tx: &mut sqlx::Transaction<'static, DB>,
+    attempts: impl Iterator<Item = &'a AttemptRecord>,
+) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'b> String: Encode<'b, DB> + Type<DB>,
+    for<'b> Option<String>: Encode<'b, DB> + Type<DB>,
+    for<'b> i64: Encode<'b, DB> + Type<DB>,
+    for<'b> Option<i64>: Encode<'b, DB> + Type<DB>,
+{
+    let attempts: Vec<&AttemptRecord> = attempts.collect();
+    for chunk in attempts.chunks(CHUNK) {
+        let mut insert = sqlx::QueryBuilder::<DB>::new(
+            "INSERT INTO attempts (delivery_id, n, at, status_code, duration_ms, error, response) ",
+        );
+        insert.push_values(chunk, |mut row, a| {
+            row.push_bind(a.delivery_id.clone())
+                .push_bind(i64::from(a.n))
+                .push_bind(a.at_ms)
+                .push_bind(a.status_code.map(i64::from))
+                .push_bind(i64::from(a.duration_ms))
+                .push_bind(a.error.as_deref().map(clean))
+                .push_bind(a.response.as_deref().map(clean));
+        });
+        insert.push(" ON CONFLICT (delivery_id, n) DO NOTHING");
+        insert.build().persistent(false).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Fails deliveries whose stored request cannot be read, each with its `error`. Only rows
+/// still pending and leased to `owner`: an attempt whose lease ran out may have delivered one
+/// meanwhile (and deleted its request), and that outcome stands.
+async fn fail_unreadable<DB>(pool: &Pool<DB>, owner: &str, attempts: &[AttemptRecord]) -> Result<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> Option<String>: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let now = crate::auth::now_ms();
+    let mut tx = pool.begin().await?;
+    let mut update = sqlx::QueryBuilder::<DB>::new(
+        "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, lease_until = NULL, lease_owner = NULL, \
+         next_at = ",
+    );
+    update.push_bind(now).push(", updated_at = ").push_bind(now);
+    update.push(" WHERE status = 'pending' AND lease_owner = ").push_bind(owner.to_owned()).push(" AND id IN (");
+    let mut ids = update.separated(", ");
+    for a in attempts {
+        ids.push_bind(a.delivery_id.clone());
+    }
+    update.push(") RETURNING id");
+    let failed: std::collections::HashSet<String> = update
+        .build()
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
+    insert_attempts::<DB>(&mut tx, attempts.iter().filter(|a| failed.contains(&a.delivery_id))).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Runs `sql`, which ends in `IN (`, over `ids`.
 async fn delete_ids<'i, DB>(
     tx: &mut sqlx::Transaction<'static, DB>,
@@ -546,7 +620,10 @@ where
             }
         }
         if !unreadable.is_empty() {
-            self.record(&unreadable).await?;
+            // The readable rows are leased already: they go out whatever happens here.
+            if let Err(e) = fail_unreadable::<DB>(&self.pool, owner, &unreadable).await {
+                tracing::warn!(error = %e, "cannot fail deliveries with unreadable requests; they are leased again later");
+            }
         }
         leased.sort_by_key(|d| d.next_at_ms);
         Ok(leased)
@@ -554,22 +631,7 @@ where
 
     async fn record(&self, attempts: &[AttemptRecord]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for chunk in attempts.chunks(CHUNK) {
-            let mut insert = sqlx::QueryBuilder::<DB>::new(
-                "INSERT INTO attempts (delivery_id, n, at, status_code, duration_ms, error, response) ",
-            );
-            insert.push_values(chunk, |mut row, a| {
-                row.push_bind(a.delivery_id.clone())
-                    .push_bind(i64::from(a.n))
-                    .push_bind(a.at_ms)
-                    .push_bind(a.status_code.map(i64::from))
-                    .push_bind(i64::from(a.duration_ms))
-                    .push_bind(a.error.as_deref().map(clean))
-                    .push_bind(a.response.as_deref().map(clean));
-            });
-            insert.push(" ON CONFLICT (delivery_id, n) DO NOTHING");
-            insert.build().persistent(false).execute(&mut *tx).await?;
-        }
+        insert_attempts::<DB>(&mut tx, attempts.iter()).await?;
         for chunk in attempts.chunks(CHUNK) {
             let mut update = sqlx::QueryBuilder::<DB>::new("WITH v (id, status, attempts, next_at, updated_at) AS (");
             update.push_values(chunk, |mut row, a| {
@@ -780,6 +842,65 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivery(id: &str, leased: bool) -> NewDelivery {
+        NewDelivery {
+            id: id.into(),
+            hook_id: "h".into(),
+            domain: "d".into(),
+            event_name: "CHANNEL_ANSWER".into(),
+            order_key: None,
+            order_seq: None,
+            event_key: None,
+            created_at_ms: 1,
+            request: Request { method: http::Method::POST, url: "http://x".into(), headers: vec![], body: "{}".into() },
+            event: None,
+            lease_until_ms: leased.then_some(i64::MAX),
+        }
+    }
+
+    fn failure(id: &str) -> AttemptRecord {
+        AttemptRecord {
+            delivery_id: id.into(),
+            n: 1,
+            at_ms: 2,
+            status_code: None,
+            duration_ms: 0,
+            error: Some("unreadable".into()),
+            response: None,
+            status: Status::Failed,
+            next_at_ms: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_pending_rows_leased_to_the_caller_fail_as_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        store.enqueue(&[delivery("mine", true), delivery("delivered", true)], "me").await.unwrap();
+        store.enqueue(&[delivery("theirs", true)], "other").await.unwrap();
+        // Delivered by an attempt whose lease ran out before its outcome was written.
+        store
+            .record(&[AttemptRecord { status: Status::Delivered, error: None, ..failure("delivered") }])
+            .await
+            .unwrap();
+
+        fail_unreadable(&store.pool, "me", &[failure("mine"), failure("delivered"), failure("theirs")]).await.unwrap();
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT id, status, attempts FROM deliveries ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        let expected = [("delivered", "delivered", 1), ("mine", "failed", 1), ("theirs", "pending", 0)];
+        assert_eq!(rows, expected.map(|(id, status, n)| (id.to_owned(), status.to_owned(), n)));
+        let logged: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT delivery_id, error FROM attempts ORDER BY delivery_id")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(logged, [("delivered".to_owned(), None), ("mine".to_owned(), Some("unreadable".to_owned()))]);
+    }
 
     #[test]
     fn compressed_bodies_read_back_as_written() {
