@@ -371,8 +371,9 @@ mod tests {
         assert!(Server::parse("pw@fs:port").is_err());
     }
 
-    fn reads(sizes: &[usize], first_seq: usize) -> Vec<Vec<Incoming>> {
-        let mut seq = first_seq;
+    /// Reads of `sizes` events each, numbered 1, 2, … by `Event-Sequence`.
+    fn reads(sizes: &[usize]) -> Vec<Vec<Incoming>> {
+        let mut seq = 0;
         sizes
             .iter()
             .map(|&n| {
@@ -394,7 +395,7 @@ mod tests {
     async fn a_commit_takes_every_read_queued_in_order_up_to_a_batch() {
         let (tx, mut inbox) = mpsc::channel(READS_QUEUED);
         // Reads of 7 events, as a 64 KB read of 8.7 KB events gives, queued behind the first.
-        for read in reads(&[7; 20], 0) {
+        for read in reads(&[7; 20]) {
             tx.send(read).await.unwrap();
         }
         let first = inbox.recv().await.unwrap();
@@ -402,7 +403,7 @@ mod tests {
         assert!(inbox.try_recv().is_err(), "nothing is left behind");
 
         // A group stops at BATCH events: the next read waits for the next commit.
-        for read in reads(&[600, 600, 5], 0) {
+        for read in reads(&[600, 600, 5]) {
             tx.send(read).await.unwrap();
         }
         let first = inbox.recv().await.unwrap();
@@ -411,7 +412,7 @@ mod tests {
         assert_eq!(sequences(&group(next, &mut inbox)), (1201..=1205).collect::<Vec<_>>());
 
         // Nothing queued: the read is committed alone, at once.
-        let lone = reads(&[3], 0).pop().unwrap();
+        let lone = reads(&[3]).pop().unwrap();
         assert_eq!(group(lone, &mut inbox).len(), 3);
     }
 

@@ -17,7 +17,7 @@ impl Dialect for Sqlite {
         ("compressed bodies", include_str!("migrations/0003_compressed_bodies.sql")),
     ];
     const WRITERS: usize = 1;
-    // SQLite writes each page twice (to the WAL, then at a checkpoint). A 8.8 KB request
+    // SQLite writes each page twice (to the WAL, then at a checkpoint). An 8.8 KB request
     // spills into an overflow page; compressed (about 3.6 KB) it fits in part of one: 40 % fewer
     // bytes written (BENCHMARKS.md, change 22).
     const COMPRESS_BODIES: bool = true;
@@ -36,8 +36,9 @@ impl Dialect for Sqlite {
 }
 
 /// How long a writer waits before trying the lock again, after `tries` tries; `None` once it
-/// has waited 5 s (a little more, as sleeps overrun). SQLite's own busy timeout sleeps 1, 2, 5 … 100 ms, so a writer often
-/// slept on long after the lock was free, and the cores idled (BENCHMARKS.md, change 21).
+/// has waited 5 s (a little more, as sleeps overrun). SQLite's own busy timeout sleeps 1, 2,
+/// 5 … 100 ms, so a writer often slept on long after the lock was free, and the cores idled
+/// (BENCHMARKS.md, change 21).
 fn lock_wait(tries: u32) -> Option<Duration> {
     (tries < 5_000).then(|| Duration::from_micros((50 * (u64::from(tries) + 1)).min(1_000)))
 }
