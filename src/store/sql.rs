@@ -604,7 +604,11 @@ where
                     leased.push(LeasedDelivery { id, hook_id, attempts, retry_from, next_at_ms, request, event })
                 }
                 Err(e) => {
-                    tracing::warn!(delivery = %id, error = %e, "a stored request is unreadable; its delivery fails unless it was sent meanwhile");
+                    tracing::warn!(
+                        delivery = %id,
+                        error = %e,
+                        "a stored request is unreadable; its delivery fails unless it was sent meanwhile"
+                    );
                     unreadable.push(AttemptRecord {
                         delivery_id: id,
                         n: attempts.saturating_add(1),
