@@ -626,7 +626,7 @@ where
         if !unreadable.is_empty() {
             // The readable rows are leased already: they go out whatever happens here.
             if let Err(e) = fail_unreadable::<DB>(&self.pool, owner, &unreadable).await {
-                tracing::warn!(error = %e, "cannot fail the deliveries whose requests are unreadable; later leases will");
+                tracing::warn!(error = %e, "cannot fail deliveries with unreadable requests; a later lease will");
             }
         }
         leased.sort_by_key(|d| d.next_at_ms);
