@@ -132,11 +132,8 @@ where
     );
     update.push_bind(now).push(", updated_at = ").push_bind(now);
     update.push(" WHERE status = 'pending' AND lease_owner = ").push_bind(owner.to_owned()).push(" AND id IN (");
-    let mut ids = update.separated(", ");
-    for a in attempts {
-        ids.push_bind(a.delivery_id.clone());
-    }
-    update.push(") RETURNING id");
+    push_ids(&mut update, attempts.iter().map(|a| a.delivery_id.as_str()));
+    update.push(" RETURNING id");
     let failed: std::collections::HashSet<String> = update
         .build()
         .persistent(false)
@@ -163,13 +160,22 @@ where
     for<'a> String: Encode<'a, DB> + Type<DB>,
 {
     let mut delete = sqlx::QueryBuilder::<DB>::new(sql);
-    let mut list = delete.separated(", ");
+    push_ids(&mut delete, ids);
+    delete.build().persistent(false).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Ends a statement written up to `IN (` with `ids`, each bound, and the closing parenthesis.
+fn push_ids<'i, DB>(query: &mut sqlx::QueryBuilder<DB>, ids: impl IntoIterator<Item = &'i str>)
+where
+    DB: Dialect,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+{
+    let mut list = query.separated(", ");
     for id in ids {
         list.push_bind(id.to_owned());
     }
-    delete.push(")");
-    delete.build().persistent(false).execute(&mut **tx).await?;
-    Ok(())
+    query.push(")");
 }
 
 /// Text as both backends can store it: PostgreSQL refuses NUL in TEXT, and response bodies,
@@ -576,11 +582,7 @@ where
         let mut select = sqlx::QueryBuilder::<DB>::new(
             "SELECT id, method, url, headers, body, body_lz4, event FROM delivery_payloads WHERE id IN (",
         );
-        let mut ids = select.separated(", ");
-        for (id, ..) in &states {
-            ids.push_bind(id.clone());
-        }
-        select.push(")");
+        push_ids(&mut select, states.iter().map(|(id, ..)| id.as_str()));
         let read = |id: &str, row: &DB::Row| -> Result<(Request, Option<String>)> {
             let body = body_of(id, row.try_get(4)?, row.try_get(5)?)?;
             let request =
@@ -669,11 +671,7 @@ where
             "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = ",
         );
         update.push_bind(owner.to_owned()).push(" AND id IN (");
-        let mut list = update.separated(", ");
-        for id in ids {
-            list.push_bind(id.clone());
-        }
-        update.push(")");
+        push_ids(&mut update, ids.iter().map(String::as_str));
         update.build().persistent(false).execute(&self.pool).await?;
         Ok(())
     }
@@ -757,11 +755,8 @@ where
         let mut select = sqlx::QueryBuilder::<DB>::new(
             "SELECT delivery_id, at, status_code, duration_ms, error, response FROM attempts WHERE delivery_id IN (",
         );
-        let mut ids = select.separated(", ");
-        for v in &views {
-            ids.push_bind(v.id.clone());
-        }
-        select.push(") ORDER BY delivery_id, n");
+        push_ids(&mut select, views.iter().map(|v| v.id.as_str()));
+        select.push(" ORDER BY delivery_id, n");
         for row in select.build().persistent(false).fetch_all(&self.pool).await? {
             let id: String = row.try_get(0)?;
             let attempt = AttemptView {
