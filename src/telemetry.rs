@@ -52,6 +52,12 @@ pub fn queue_depth(pending: u64) {
     gauge!("switchhook_queue_depth").set(pending as f64);
 }
 
+/// Events a source read but could not commit before shutting down, so they are lost (only an
+/// event socket, which cannot resend, ever gives events up).
+pub fn events_lost(source: &'static str, events: usize) {
+    counter!("switchhook_events_lost_total", "source" => source).increment(events as u64);
+}
+
 /// A message a source could not use (not an event), rejected without retry.
 pub fn source_rejected(source: &'static str) {
     counter!("switchhook_source_rejected_total", "source" => source).increment(1);

@@ -1,7 +1,8 @@
 //! FreeSWITCH event socket (ESL, inbound mode): connects, authenticates, subscribes to exactly
 //! the events enabled hooks need, and commits what it reads in batches. ESL has no
 //! acknowledgements, so nothing read is ever dropped: when the store is slow, the reader
-//! waits, and TCP slows FreeSWITCH down.
+//! waits. FreeSWITCH does not wait in turn: it queues up to 100,000 events for the connection,
+//! then drops them.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -144,7 +145,7 @@ impl EslSource {
         let stop = shutdown.clone();
         let committer = tokio::spawn(async move {
             while let Some(read) = inbox.recv().await {
-                commit(&router, &group(read, &mut inbox), &stop).await;
+                commit(&router, &group(read, &mut inbox), &stop, SHUTDOWN_GRACE).await;
             }
         });
         let committer = tokio_util::task::AbortOnDropHandle::new(committer);
@@ -335,26 +336,36 @@ fn group(first: Vec<Incoming>, inbox: &mut mpsc::Receiver<Vec<Incoming>>) -> Vec
 /// How long shutdown keeps trying to commit events already read.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
+/// What became of the events handed to [`commit`].
+#[derive(Debug, PartialEq, Eq)]
+enum Committed {
+    Yes,
+    /// Given up at shutdown: the store did not take them within the grace period.
+    Lost,
+}
+
 /// Commits events, retrying until the store takes them: ESL cannot resend what was read. Only
-/// at shutdown does it give up, after a grace period, and says how many events that loses.
-async fn commit(router: &Router, events: &[Incoming], shutdown: &CancellationToken) {
+/// at shutdown does it give up, `grace` after the shutdown was seen, and counts what that loses.
+async fn commit(router: &Router, events: &[Incoming], shutdown: &CancellationToken, grace: Duration) -> Committed {
     let mut wait = Duration::from_millis(100);
     let mut deadline = None;
     while let Err(e) = router.accept(events, true).await {
         tracing::warn!(error = %e, events = events.len(), "ESL source: cannot commit events; retrying");
         if shutdown.is_cancelled() {
-            let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
+            let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + grace);
             if tokio::time::Instant::now() >= at {
+                telemetry::events_lost("esl", events.len());
                 tracing::error!(
                     events = events.len(),
                     "ESL source: shutting down with events that could not be committed; they are lost"
                 );
-                return;
+                return Committed::Lost;
             }
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
+    Committed::Yes
 }
 
 #[cfg(test)]
@@ -414,6 +425,74 @@ mod tests {
         // Nothing queued: the read is committed alone, at once.
         let lone = reads(&[3]).pop().unwrap();
         assert_eq!(group(lone, &mut inbox).len(), 3);
+    }
+
+    /// A router whose one hook matches `event(n)`, on an SQLite store in `dir`.
+    async fn router_on(dir: &std::path::Path) -> (Router, String) {
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        let body = serde_json::json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": "http://127.0.0.1:9/"}});
+        let doc = crate::hook::HookDoc::from_body(&body, "d.com", crate::hook::Limits { max_retries: 0 }).unwrap();
+        let (index, broken) = crate::router::HookIndex::new(vec![crate::store::StoredHook { id: "a".repeat(24), doc }]);
+        assert!(broken.is_empty());
+        let (deliveries, _) = mpsc::channel(1);
+        let hot = crate::router::HotPath { deliveries, owner: "n".into(), lease: Duration::from_secs(30) };
+        (Router::new(Arc::new(index), store, Default::default(), hot), url)
+    }
+
+    fn event(n: usize) -> Incoming {
+        let text = format!(
+            r#"{{"Event-Name":"CHANNEL_ANSWER","variable_domain_name":"d.com","Core-UUID":"c","Event-Sequence":"{n}"}}"#
+        );
+        Incoming::from_text(text).unwrap()
+    }
+
+    async fn sql(url: &str, statement: &'static str) {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_commit_retries_until_the_store_takes_the_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, url) = router_on(dir.path()).await;
+        sql(&url, "ALTER TABLE deliveries RENAME TO deliveries_away").await;
+        let router = Arc::new(router);
+        let shutdown = CancellationToken::new();
+        let (r, s) = (router.clone(), shutdown.clone());
+        let committing = tokio::spawn(async move { commit(&r, &[event(1), event(2)], &s, Duration::ZERO).await });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!committing.is_finished(), "events read are never given up before shutdown");
+        sql(&url, "ALTER TABLE deliveries_away RENAME TO deliveries").await;
+        let done = tokio::time::timeout(Duration::from_secs(5), committing).await;
+        assert_eq!(done.expect("commits once the store is back").unwrap(), Committed::Yes);
+        let count: i64 = {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM deliveries").fetch_one(&mut conn).await.unwrap()
+        };
+        assert_eq!(count, 2);
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_a_commit_gives_up_after_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, url) = router_on(dir.path()).await;
+        sql(&url, "ALTER TABLE deliveries RENAME TO deliveries_away").await;
+        let router = Arc::new(router);
+        let shutdown = CancellationToken::new();
+        let (r, s) = (router.clone(), shutdown.clone());
+        let grace = Duration::from_millis(700);
+        let committing = tokio::spawn(async move { commit(&r, &[event(1)], &s, grace).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        shutdown.cancel();
+        let cancelled = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!committing.is_finished(), "still trying within the grace period");
+        let done = tokio::time::timeout(Duration::from_secs(5), committing).await;
+        assert_eq!(done.expect("gives up after the grace period").unwrap(), Committed::Lost);
+        assert!(cancelled.elapsed() >= grace);
     }
 
     #[test]
