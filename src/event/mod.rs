@@ -132,6 +132,11 @@ pub fn check_hook_event(name: &str) -> Result<(), &'static str> {
     if base == "ALL" {
         return Err("must name one event; ALL is not an event");
     }
+    // FreeSWITCH runs any event-socket command line that holds "mod_event_socket" and
+    // "reload" or "unload" as that module command, cutting every client off.
+    if name.to_ascii_lowercase().contains("mod_event_socket") {
+        return Err("must not contain mod_event_socket: FreeSWITCH reads such a subscription as a module command");
+    }
     match subclass {
         Some(sub)
             if sub.is_empty() || sub.chars().any(|c| c.is_whitespace() || c.is_control()) || sub.contains("->") =>
@@ -409,6 +414,8 @@ mod tests {
             "CUSTOM->a\nb",
             "CUSTOM->a->b",
             "1ABC",
+            "CUSTOM->mod_event_socket::reload",
+            "CUSTOM->x::Mod_Event_Socket",
         ] {
             assert!(check_hook_event(bad).is_err(), "{bad:?}");
         }

@@ -218,12 +218,15 @@ impl EslSource {
 
 /// `CHANNEL_ANSWER CHANNEL_HANGUP CUSTOM callcenter::info engine::dialer_member_end`: plain
 /// names first, then `CUSTOM` and the subclasses (FreeSWITCH reads every word after `CUSTOM`
-/// as a subclass). Names FreeSWITCH does not know (events only HTTP ingest brings) are left
-/// out: FreeSWITCH would refuse the whole command for them.
+/// as a subclass, so a hook on bare `CUSTOM` must not put it among the names). Names
+/// FreeSWITCH does not know (events only HTTP ingest brings) are left out.
 fn event_list(hook_events: &[&String]) -> Option<String> {
     let mut names: Vec<&str> = Vec::new();
     let mut subclasses: Vec<&str> = Vec::new();
-    for event in hook_events {
+    let mut custom = false;
+    // Hooks stored before a name check existed are checked again: a name must never become
+    // a command.
+    for event in hook_events.iter().filter(|e| crate::event::check_hook_event(e).is_ok()) {
         let name = match event.split_once("->") {
             Some(("CUSTOM", sub)) => {
                 subclasses.push(sub);
@@ -232,13 +235,15 @@ fn event_list(hook_events: &[&String]) -> Option<String> {
             Some((name, _)) => name,
             None => event.as_str(),
         };
-        if FREESWITCH_EVENTS.contains(&name) {
+        if name == "CUSTOM" {
+            custom = true;
+        } else if FREESWITCH_EVENTS.contains(&name) {
             names.push(name);
         }
     }
     names.sort_unstable();
     names.dedup();
-    if !subclasses.is_empty() {
+    if custom || !subclasses.is_empty() {
         names.push("CUSTOM");
         names.extend(subclasses);
     }
@@ -507,5 +512,15 @@ mod tests {
             Some("CHANNEL_ANSWER CHANNEL_CREATE CUSTOM callcenter::info engine::dialer_member_end")
         );
         assert_eq!(event_list(&[]), None);
+    }
+
+    #[test]
+    fn a_hook_on_bare_custom_does_not_turn_later_names_into_subclasses() {
+        let events: Vec<String> =
+            ["DTMF", "CUSTOM", "CUSTOM->a::b", "HEARTBEAT", "CHANNEL_ANSWER"].map(String::from).into();
+        let refs: Vec<&String> = events.iter().collect();
+        assert_eq!(event_list(&refs).as_deref(), Some("CHANNEL_ANSWER DTMF HEARTBEAT CUSTOM a::b"));
+        let bare = [String::from("CUSTOM"), String::from("DTMF"), String::from("CUSTOM->mod_event_socket::reload")];
+        assert_eq!(event_list(&bare.iter().collect::<Vec<_>>()).as_deref(), Some("DTMF CUSTOM"));
     }
 }
