@@ -180,6 +180,47 @@ async fn bad_switch(reply: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, connections)
 }
 
+/// FreeSWITCH's ACL refusal (`text/rude-rejection` instead of the greeting, then a
+/// disconnect notice) shows in health and is retried ever more slowly, not every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_rejection_shows_in_health_and_backs_off() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = sock
+                .write_all(
+                    b"Content-Type: text/rude-rejection\nContent-Length: 24\n\nAccess Denied, go away.\n\
+                      Content-Type: text/disconnect-notice\nContent-Length: 67\n\n\
+                      Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n",
+                )
+                .await;
+        }
+    });
+    let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
+    let started = std::time::Instant::now();
+    loop {
+        let h = health(&s, &format!("esl {addr}")).await;
+        if h["error"].is_string() {
+            assert_eq!(
+                h["error"],
+                "FreeSWITCH refused the connection (its event socket ACL does not allow this address)"
+            );
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Tries at 0, 1 and 3 s (then 7 s); resetting the backoff each time would make five.
+    tokio::time::sleep(Duration::from_millis(4500).saturating_sub(started.elapsed())).await;
+    let tries = connections.load(Ordering::SeqCst);
+    assert!((2..=3).contains(&tries), "{tries} connections in 4.5 s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_drop_the_connection_not_the_process() {
     let huge = format!("Content-Length: {}\nContent-Type: text/event-json\n\n", 9 * 1024 * 1024).into_bytes();

@@ -93,9 +93,11 @@ impl EslSource {
         loop {
             match self.session(&shutdown).await {
                 Ok(()) => return,
-                Err(e) => {
-                    // A session that got going resets the backoff.
-                    if !matches!(e, SessionError::Connect(_) | SessionError::BadPassword | SessionError::Timeout) {
+                Err((e, started)) => {
+                    // Only a session that got as far as subscribing resets the backoff: a
+                    // server that refuses, rejects or drops us during setup is retried ever
+                    // more slowly.
+                    if started {
                         backoff = Duration::from_secs(1);
                     }
                     tracing::error!(server = %self.server.addr, error = %e, "ESL source: reconnecting in {}s", backoff.as_secs());
@@ -110,7 +112,14 @@ impl EslSource {
         }
     }
 
-    async fn session(&self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+    /// One connection, until shutdown (`Ok`) or an error, which comes with whether the session
+    /// got as far as subscribing.
+    async fn session(&self, shutdown: &CancellationToken) -> Result<(), (SessionError, bool)> {
+        let mut started = false;
+        self.connected(shutdown, &mut started).await.map_err(|e| (e, started))
+    }
+
+    async fn connected(&self, shutdown: &CancellationToken, started: &mut bool) -> Result<(), SessionError> {
         let stream = tokio::time::timeout(SETUP_TIMEOUT, TcpStream::connect(&self.server.addr))
             .await
             .map_err(|_| SessionError::Timeout)?
@@ -134,6 +143,7 @@ impl EslSource {
         let mut hooks_changed = self.router.index.subscribe();
         let mut subscribed = BTreeSet::new();
         self.send_subscription(&mut writer, &mut conn, &mut subscribed).await?;
+        *started = true;
         self.health.up(&self.server.name());
         tracing::info!(server = %self.server.addr, events = subscribed.len(), "ESL source subscribed");
 
@@ -275,9 +285,7 @@ impl Conn {
                 // The socket closes after this (or lingers with more events): read on until it
                 // does.
                 Frame::DisconnectNotice { .. } => tracing::info!(%server, "FreeSWITCH is disconnecting"),
-                Frame::Other { content_type } if content_type == "text/rude-rejection" => {
-                    return Err(SessionError::Rejected);
-                }
+                frame if is_rejection(&frame) => return Err(SessionError::Rejected),
                 _ => {}
             }
         }
@@ -297,8 +305,11 @@ impl Conn {
     async fn setup_frame(&mut self, reader: &mut tokio::net::tcp::OwnedReadHalf) -> Result<Frame, SessionError> {
         tokio::time::timeout(SETUP_TIMEOUT, async {
             loop {
-                if let Some(frame) = self.parser.next_frame()? {
-                    return Ok(frame);
+                match self.parser.next_frame()? {
+                    // FreeSWITCH's ACL refusal comes instead of the greeting.
+                    Some(frame) if is_rejection(&frame) => return Err(SessionError::Rejected),
+                    Some(frame) => return Ok(frame),
+                    None => {}
                 }
                 let n = reader.read(&mut self.buf).await?;
                 if n == 0 {
@@ -310,6 +321,11 @@ impl Conn {
         .await
         .map_err(|_| SessionError::Timeout)?
     }
+}
+
+/// FreeSWITCH's answer to an address its event socket ACL does not allow.
+fn is_rejection(frame: &Frame) -> bool {
+    matches!(frame, Frame::Other { content_type } if content_type == "text/rude-rejection")
 }
 
 /// The event for the router, or `None` when its body does not parse. A bad body costs only
