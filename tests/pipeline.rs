@@ -35,6 +35,7 @@ on_both_stores!(
     odd_bytes_from_receivers_and_events_are_stored,
     a_slow_hook_does_not_hold_up_other_hooks,
     whole_events_are_sent_in_the_source_spelling_unless_a_key_repeats,
+    an_ordered_hook_keeps_each_calls_order_without_event_sequence,
 );
 
 const D: &str = "demo.example.com";
@@ -746,4 +747,50 @@ async fn whole_events_are_sent_in_the_source_spelling_unless_a_key_repeats(b: Ba
     assert!(!parsed.contains(r#""x":"1""#), "{parsed}");
     let parsed: Value = serde_json::from_str(&parsed).unwrap();
     assert_eq!(parsed["data"], json!({"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": D, "x": "2"}));
+}
+
+/// Events from the engine or HTTP ingest often carry no `Event-Sequence`: an ordered hook
+/// keeps each call's events in the order they came all the same, through failures, and sends
+/// the next one as soon as the last is done rather than at the next poll.
+async fn an_ordered_hook_keeps_each_calls_order_without_event_sequence(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/ordered", [Reply::status(500), Reply::status(500)]);
+    let hook = json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/ordered")), "ordered": true, "retries": 5, "delay": 1});
+    s.create_hook(D, hook).await;
+    let send = |call: &str, n: u32| with(channel("CHANNEL_ANSWER", D, call), json!({"Event-Sequence": null, "N": n}));
+    for (call, n) in [("a", 1), ("a", 2), ("b", 1), ("a", 3), ("b", 2)] {
+        s.ingest(send(call, n)).await;
+    }
+    let in_order = |got: &[common::receiver::Received], call: &str| -> Vec<u64> {
+        let mut ns: Vec<u64> = got
+            .iter()
+            .map(|q| q.json()["data"].clone())
+            .filter(|d| d["Unique-ID"] == call)
+            .map(|d| d["N"].as_u64().unwrap())
+            .collect();
+        // A retry sends the same event again; an event after a later one would stay.
+        ns.dedup();
+        ns
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = r.at("/ordered");
+        if got.len() >= 7 {
+            assert_eq!(in_order(&got, "a"), [1, 2, 3], "{:?}", in_order(&got, "a"));
+            assert_eq!(in_order(&got, "b"), [1, 2]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} requests", got.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Each answered at once: the call's ten events go one after the other, not one a second.
+    let started = std::time::Instant::now();
+    for n in 1..=10 {
+        s.ingest(send("c", n)).await;
+    }
+    let got = r.wait_for("/ordered", 17, WAIT).await;
+    assert_eq!(in_order(&got, "c"), (1..=10).collect::<Vec<u64>>());
+    assert!(started.elapsed() < Duration::from_secs(4), "ten ordered events took {:?}", started.elapsed());
 }

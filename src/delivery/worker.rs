@@ -261,8 +261,9 @@ impl Dispatcher {
         Ok(self.index.get(id))
     }
 
-    /// One attempt and the record of it; `None` when it could not even be tried (the store was
-    /// unreachable): its lease then runs out and it is tried again.
+    /// One attempt and the record of it, for the batched recorder; `None` when there is none
+    /// to write: the attempt could not even be tried (the store was unreachable; its lease
+    /// then runs out and it is tried again), or its record is already written.
     async fn attempt(&self, row: LeasedDelivery) -> Option<AttemptRecord> {
         let n = row.attempts + 1;
         let hook = match self.hook(&row.hook_id).await {
@@ -299,7 +300,20 @@ impl Dispatcher {
                     Decision::RetryIn(wait) => (Status::Pending, now + wait.as_millis() as i64, "retry"),
                 };
                 telemetry::attempt(label, result.duration);
-                record_of(&row, n, result, status, next_at)
+                let record = record_of(&row, n, result, status, next_at);
+                if hook.ordered && status != Status::Pending {
+                    // The call's next event waits until this outcome is stored: store it now
+                    // and wake the dispatcher, rather than leave that event to the next poll.
+                    match self.store.record(std::slice::from_ref(&record)).await {
+                        Ok(()) => {
+                            self.unclaim(&row);
+                            self.wake.notify_one();
+                            return None;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot record an ordered attempt now; batching it"),
+                    }
+                }
+                record
             }
         };
         self.unclaim(&row);

@@ -19,7 +19,10 @@ const CHUNK: usize = 500;
 
 /// The lease statement: due, unleased rows of hooks not in the `excluded` list (`$5…`), oldest
 /// first; a row of an ordered hook only when no earlier event of its call is still pending.
-/// `lock` is the backend's row-locking clause for the inner SELECT.
+/// "Earlier" is a total order, so no two rows can each wait for the other: by `Event-Sequence`
+/// where both rows have one, rows with one before rows without, and otherwise by id (a
+/// UUIDv7, so in the order the events came). `lock` is the backend's row-locking clause for
+/// the inner SELECT.
 fn lease_sql(lock: &str, excluded: usize) -> String {
     let not_in = if excluded == 0 {
         String::new()
@@ -33,7 +36,8 @@ fn lease_sql(lock: &str, excluded: usize) -> String {
          AND (lease_until IS NULL OR lease_until < $3){not_in} \
          AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.hook_id = d.hook_id \
          AND p.order_key = d.order_key AND p.status = 'pending' \
-         AND (p.order_seq < d.order_seq OR (p.order_seq = d.order_seq AND p.id < d.id)))) \
+         AND (p.order_seq < d.order_seq OR (p.order_seq IS NOT NULL AND d.order_seq IS NULL) \
+         OR ((p.order_seq = d.order_seq OR (p.order_seq IS NULL AND d.order_seq IS NULL)) AND p.id < d.id)))) \
          ORDER BY next_at LIMIT $4 {lock}) \
          RETURNING id, hook_id, attempts, retry_from, next_at"
     )
