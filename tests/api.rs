@@ -20,6 +20,7 @@ on_both_stores!(
     bodies_that_are_not_json_or_too_large_get_the_envelope,
     unknown_routes_and_methods_get_the_envelope,
     health_reports_the_store,
+    cors_preflight_needs_no_token_and_every_answer_names_the_origin,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -481,4 +482,53 @@ async fn health_reports_the_store(b: Backend) {
         let (status, v) = s.call("GET", "/health", None, None).await;
         assert_eq!((status, &v["status"]), (503, &json!("error")), "{v}");
     }
+}
+
+/// A browser admin client's page, served from another origin.
+const ORIGIN: &str = "http://admin.example.com:8080";
+
+async fn cors_preflight_needs_no_token_and_every_answer_names_the_origin(b: Backend) {
+    let s = TestServer::start(b).await;
+    let id = create(&s, &s.root, seed_hook()).await;
+    // The preflight carries no token; on every route, trailing slash or not, even unknown ones.
+    let item = format!("/api/v2/hooks/{id}");
+    for path in ["/api/v2/hooks", "/api/v2/hooks/", &item, "/api/v2/events", "/api/v2/nothing"] {
+        let r = s
+            .http
+            .request(reqwest::Method::OPTIONS, s.url(path))
+            .header("Origin", ORIGIN)
+            .header("Access-Control-Request-Method", "PUT")
+            .header("Access-Control-Request-Headers", "x-access-token,content-type")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "OPTIONS {path}");
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], ORIGIN, "OPTIONS {path}");
+        assert_eq!(h["access-control-allow-methods"], "GET,POST,PUT,PATCH,DELETE,OPTIONS", "OPTIONS {path}");
+        assert_eq!(
+            h["access-control-allow-headers"], "content-type,accept,x-access-token,x-key,authorization",
+            "OPTIONS {path}"
+        );
+    }
+    // Every answer names the origin, errors included, so the page can read them.
+    let user = s.token(Role::User, DOMAIN).await;
+    for (method, path, token, status) in [
+        ("GET", format!("/api/v2/hooks/?domain={DOMAIN}"), Some(s.root.as_str()), 200),
+        ("GET", "/api/v2/hooks".to_owned(), None, 401),
+        ("DELETE", item.clone(), Some(user.as_str()), 403),
+        ("GET", "/api/v2/nothing".to_owned(), Some(s.root.as_str()), 404),
+        ("PUT", format!("{item}?domain={DOMAIN}"), Some(s.root.as_str()), 400),
+    ] {
+        let mut req = s.http.request(method.parse().unwrap(), s.url(&path)).header("Origin", ORIGIN);
+        if let Some(token) = token {
+            req = req.header("X-Access-Token", token);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status, "{method} {path}");
+        assert_eq!(r.headers()["access-control-allow-origin"], ORIGIN, "{method} {path}");
+    }
+    // The preflights changed nothing.
+    let (_, v) = s.call("GET", &format!("{item}?domain={DOMAIN}"), Some(&s.root), None).await;
+    assert_eq!(v["data"]["_id"], id.as_str());
 }
