@@ -62,7 +62,8 @@ pub fn service(state: ApiState) -> Cors<NormalizePath<Router>> {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        // Express, which the original ran on, had no 405: a route without the method is unknown.
+        .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error").into_response()
@@ -104,8 +105,4 @@ async fn metrics() -> Response {
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("{} not found.", uri.path()))
-}
-
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("Method {method} is not allowed on {}.", uri.path()))
 }
