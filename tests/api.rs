@@ -22,6 +22,7 @@ on_both_stores!(
     health_reports_the_store,
     cors_preflight_needs_no_token_and_every_answer_names_the_origin,
     wrong_method_on_a_known_route_is_not_found,
+    paging_edge_values_read_as_the_original_did,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -132,13 +133,6 @@ async fn list_projects_columns_and_pages(b: Backend) {
     assert_eq!(page, [json!(ids[2]), json!(ids[3])]);
     let (_, v) = s.call("GET", "/api/v2/hooks?domain=demo.webitel.com&limit=2&page=9", Some(&s.root), None).await;
     assert_eq!(v["data"], json!([]));
-
-    for bad in ["limit=0", "limit=abc", "page=0", "page=-1"] {
-        let (status, v) = s.call("GET", &format!("/api/v2/hooks?domain={DOMAIN}&{bad}"), Some(&s.root), None).await;
-        assert_eq!(status, 400, "{bad}: {v}");
-        let field = bad.split('=').next().unwrap();
-        assert_eq!(v["info"], format!("Bad request: {field} must be a positive integer"));
-    }
 }
 
 async fn malformed_ids_are_bad_id(b: Backend) {
@@ -551,4 +545,45 @@ async fn wrong_method_on_a_known_route_is_not_found(b: Backend) {
     // The hook is untouched.
     let (_, v) = s.call("GET", &format!("/api/v2/hooks/{id}?domain={DOMAIN}"), Some(&s.root), None).await;
     assert_eq!(v["data"]["_id"], id.as_str());
+}
+
+async fn paging_edge_values_read_as_the_original_did(b: Backend) {
+    let s = TestServer::start(b).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(create(&s, &s.root, hook(&format!("EVENT_{i}"), "http://127.0.0.1:9/x")).await);
+    }
+    // parseInt(limit) || 40; a negative limit is its absolute value (MongoDB); page <= 0 is the first.
+    let huge = "99999999999999999999999";
+    for (query, want) in [
+        ("limit=0", &ids[..]),
+        ("limit=", &ids[..]),
+        ("limit=-2", &ids[..2]),
+        ("limit=-2&page=2", &ids[2..4]),
+        ("limit=2&page=0", &ids[..2]),
+        ("limit=2&page=-3", &ids[..2]),
+        ("limit=+2&page=+3", &ids[4..]),
+        ("limit=%202%20&page=%202", &ids[2..4]),
+        (&format!("limit={huge}"), &ids[..]),
+        (&format!("limit=-{huge}&page=-{huge}"), &ids[..]),
+        (&format!("limit=2&page={huge}"), &[]),
+    ] {
+        let (status, v) = s.call("GET", &format!("/api/v2/hooks?domain={DOMAIN}&{query}"), Some(&s.root), None).await;
+        assert_eq!(status, 200, "{query}: {v}");
+        let got: Vec<&str> = v["data"].as_array().unwrap().iter().map(|h| h["_id"].as_str().unwrap()).collect();
+        assert_eq!(got, want, "{query}");
+    }
+    // What is not a number stays a 400 naming the field, on both paged routes.
+    let deliveries = format!("/api/v2/hooks/{}/deliveries", ids[0]);
+    for bad in ["limit=abc", "limit=1e3", "limit=0x10", "limit=-", "page=x", "page=2.5", "page=--1"] {
+        for route in ["/api/v2/hooks", deliveries.as_str()] {
+            let (status, v) = s.call("GET", &format!("{route}?domain={DOMAIN}&{bad}"), Some(&s.root), None).await;
+            let field = bad.split('=').next().unwrap();
+            let info = format!("Bad request: {field} must be an integer");
+            assert_eq!((status, &v), (400, &json!({"status": "error", "info": info, "code": 400})), "{route} {bad}");
+        }
+    }
+    let (status, v) =
+        s.call("GET", &format!("{deliveries}?domain={DOMAIN}&limit=0&page=-1"), Some(&s.root), None).await;
+    assert_eq!((status, &v["data"]), (200, &json!([])));
 }
