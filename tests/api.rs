@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::events::channel;
 use common::{Backend, TestServer, hook, seed_hook};
 use serde_json::{Value, json};
 use switchhook::auth::{Claims, Role, TokenKeys, now_ms};
@@ -16,13 +17,14 @@ on_both_stores!(
     user_role_is_denied_and_root_needs_domain,
     admin_of_one_domain_never_reaches_another,
     each_validation_rule_names_its_field,
-    update_merges_and_keeps_masked_secret,
+    update_keeps_a_masked_secret_and_clears_an_empty_one,
     bodies_that_are_not_json_or_too_large_get_the_envelope,
     unknown_routes_and_methods_get_the_envelope,
     health_reports_the_store,
     cors_preflight_needs_no_token_and_every_answer_names_the_origin,
     wrong_method_on_a_known_route_is_not_found,
     paging_edge_values_read_as_the_original_did,
+    update_resets_original_keys_it_leaves_out_and_keeps_extensions,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -394,12 +396,11 @@ async fn each_validation_rule_names_its_field(b: Backend) {
     assert_eq!(v["data"]["ops"][0]["action"]["method"], "post");
 }
 
-async fn update_merges_and_keeps_masked_secret(b: Backend) {
+async fn update_keeps_a_masked_secret_and_clears_an_empty_one(b: Backend) {
     let s = TestServer::start(b).await;
     let mut h = hook("CHANNEL_ANSWER", "http://127.0.0.1:9/");
     h["secret"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into();
     h["retries"] = 5.into();
-    h["description"] = "keep me".into();
     let id = create(&s, &s.root, h).await;
     let path = format!("/api/v2/hooks/{id}?domain={DOMAIN}");
     let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
@@ -413,15 +414,6 @@ async fn update_merges_and_keeps_masked_secret(b: Backend) {
     let stored = s.services.store.hook(DOMAIN, &id).await.unwrap().unwrap();
     assert_eq!(stored.doc.secret.as_deref(), Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
     assert_eq!(stored.doc.event, "CHANNEL_HANGUP");
-
-    // A partial update keeps what it leaves out.
-    let (_, r) = s.call("PUT", &path, Some(&s.root), Some(hook("CHANNEL_BRIDGE", "http://127.0.0.1:9/b"))).await;
-    assert_eq!(r["data"]["n"], 1);
-    let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
-    assert_eq!(
-        (&v["data"]["event"], &v["data"]["retries"], &v["data"]["description"]),
-        (&json!("CHANNEL_BRIDGE"), &json!(5), &json!("keep me"))
-    );
 
     // An empty secret removes it.
     let mut clear = hook("CHANNEL_BRIDGE", "http://127.0.0.1:9/b");
@@ -586,4 +578,57 @@ async fn paging_edge_values_read_as_the_original_did(b: Backend) {
     let (status, v) =
         s.call("GET", &format!("{deliveries}?domain={DOMAIN}&limit=0&page=-1"), Some(&s.root), None).await;
     assert_eq!((status, &v["data"]), (200, &json!([])));
+}
+
+async fn update_resets_original_keys_it_leaves_out_and_keeps_extensions(b: Backend) {
+    let s = TestServer::start(b).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut h = seed_hook();
+    let extensions = json!({"retries": 5, "delay": 30, "timeout": 5000, "ordered": true, "backoff": "fixed"});
+    for (key, value) in extensions.as_object().unwrap() {
+        h[key] = value.clone();
+    }
+    h["event"] = "CHANNEL_ANSWER".into();
+    h["enable"] = false.into();
+    h["fields"] = json!(["Caller-Caller-ID-Number"]);
+    h["map"] = json!({"number": "Caller-Caller-ID-Number"});
+    h["filter"] = json!({"Caller-Caller-ID-Number": {"operation": "==", "value": "2000"}});
+    h["auth"] = json!({"headers": {"X-Key": "k"}, "map": {}, "enabled": true, "url": "http://127.0.0.1:9/auth"});
+    h["secret"] = secret.into();
+    let id = create(&s, &s.root, h).await;
+    let path = format!("/api/v2/hooks/{id}?domain={DOMAIN}");
+    let event = channel("CHANNEL_ANSWER", DOMAIN, "3f1c2a8e-5b7d-4c19-9e0f-2a6b8d4c1e77");
+    let test = format!("/api/v2/hooks/{id}/test?domain={DOMAIN}");
+    let (_, v) = s.call("POST", &test, Some(&s.root), Some(event.clone())).await;
+    assert_eq!(v["data"]["failedFilter"]["header"], "Caller-Caller-ID-Number", "{v}");
+
+    // A legacy client clears the filter (and the rest) by leaving the keys out, as MongoDB's
+    // whole-document update did; what it does not know of stays.
+    let (status, v) = s.call("PUT", &path, Some(&s.root), Some(hook("CHANNEL_ANSWER", "http://127.0.0.1:9/b"))).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1, "nModified": 1})));
+    let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
+    assert_eq!(
+        v["data"],
+        json!({"_id": id, "domain": DOMAIN, "event": "CHANNEL_ANSWER", "enable": true, "description": "",
+            "action": {"type": "web", "method": "POST", "url": "http://127.0.0.1:9/b"},
+            "fields": [], "map": {}, "filter": {}, "headers": {},
+            "auth": {"headers": {}, "map": {}, "enabled": false},
+            "customBody": false, "rawBody": "", "retries": 5, "delay": 30, "secret": "********",
+            "timeout": 5000, "ordered": true, "backoff": "fixed"})
+    );
+    let stored = s.services.store.hook(DOMAIN, &id).await.unwrap().unwrap();
+    assert_eq!(stored.doc.secret.as_deref(), Some(secret));
+    // The running hook is the new document: the old filter no longer holds it back.
+    let (_, v) = s.call("POST", &test, Some(&s.root), Some(event)).await;
+    assert_eq!((&v["data"]["matched"], &v["data"]["failedFilter"]), (&json!(true), &Value::Null), "{v}");
+
+    // Extensions the body names are changed; the others still stay.
+    let mut change = hook("CHANNEL_ANSWER", "http://127.0.0.1:9/b");
+    change["retries"] = 0.into();
+    change["ordered"] = false.into();
+    s.call("PUT", &path, Some(&s.root), Some(change)).await;
+    let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
+    let got: Vec<&Value> =
+        ["retries", "delay", "timeout", "ordered", "backoff", "secret"].map(|k| &v["data"][k]).into();
+    assert_eq!(got, [&json!(0), &json!(30), &json!(5000), &json!(false), &json!("fixed"), &json!("********")]);
 }
