@@ -25,6 +25,7 @@ on_both_stores!(
     wrong_method_on_a_known_route_is_not_found,
     paging_edge_values_read_as_the_original_did,
     update_resets_original_keys_it_leaves_out_and_keeps_extensions,
+    empty_ingest_body_is_a_400_for_every_caller,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -631,4 +632,20 @@ async fn update_resets_original_keys_it_leaves_out_and_keeps_extensions(b: Backe
     let got: Vec<&Value> =
         ["retries", "delay", "timeout", "ordered", "backoff", "secret"].map(|k| &v["data"][k]).into();
     assert_eq!(got, [&json!(0), &json!(30), &json!(5000), &json!(false), &json!("fixed"), &json!("********")]);
+}
+
+async fn empty_ingest_body_is_a_400_for_every_caller(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.token(Role::Admin, DOMAIN).await;
+    let empty = json!({"status": "error", "info": "Bad request: body is empty", "code": 400});
+    for token in [&s.root, &admin] {
+        for body in ["", " \r\n\t"] {
+            let (status, v) = s.call_raw("POST", "/api/v2/events", token, body.into()).await;
+            assert_eq!((status, &v), (400, &empty), "{body:?}");
+        }
+    }
+    // A caller without the right still learns nothing from the body.
+    let user = s.token(Role::User, DOMAIN).await;
+    let (status, v) = s.call_raw("POST", "/api/v2/events", &user, Vec::new()).await;
+    assert_eq!((status, &v["info"]), (403, &json!("Permission denied!")));
 }
