@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::events::channel;
 use common::{Backend, TestServer, hook, seed_hook};
 use serde_json::{Value, json};
 use switchhook::auth::{Claims, Role, TokenKeys, now_ms};
@@ -16,10 +17,15 @@ on_both_stores!(
     user_role_is_denied_and_root_needs_domain,
     admin_of_one_domain_never_reaches_another,
     each_validation_rule_names_its_field,
-    update_merges_and_keeps_masked_secret,
+    update_keeps_a_masked_secret_and_clears_an_empty_one,
     bodies_that_are_not_json_or_too_large_get_the_envelope,
     unknown_routes_and_methods_get_the_envelope,
     health_reports_the_store,
+    cors_preflight_needs_no_token_and_every_answer_names_the_origin,
+    wrong_method_on_a_known_route_is_not_found,
+    paging_edge_values_read_as_the_original_did,
+    update_resets_original_keys_it_leaves_out_and_keeps_extensions,
+    empty_ingest_body_is_a_400_for_every_caller,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -130,13 +136,6 @@ async fn list_projects_columns_and_pages(b: Backend) {
     assert_eq!(page, [json!(ids[2]), json!(ids[3])]);
     let (_, v) = s.call("GET", "/api/v2/hooks?domain=demo.webitel.com&limit=2&page=9", Some(&s.root), None).await;
     assert_eq!(v["data"], json!([]));
-
-    for bad in ["limit=0", "limit=abc", "page=0", "page=-1"] {
-        let (status, v) = s.call("GET", &format!("/api/v2/hooks?domain={DOMAIN}&{bad}"), Some(&s.root), None).await;
-        assert_eq!(status, 400, "{bad}: {v}");
-        let field = bad.split('=').next().unwrap();
-        assert_eq!(v["info"], format!("Bad request: {field} must be a positive integer"));
-    }
 }
 
 async fn malformed_ids_are_bad_id(b: Backend) {
@@ -398,12 +397,11 @@ async fn each_validation_rule_names_its_field(b: Backend) {
     assert_eq!(v["data"]["ops"][0]["action"]["method"], "post");
 }
 
-async fn update_merges_and_keeps_masked_secret(b: Backend) {
+async fn update_keeps_a_masked_secret_and_clears_an_empty_one(b: Backend) {
     let s = TestServer::start(b).await;
     let mut h = hook("CHANNEL_ANSWER", "http://127.0.0.1:9/");
     h["secret"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into();
     h["retries"] = 5.into();
-    h["description"] = "keep me".into();
     let id = create(&s, &s.root, h).await;
     let path = format!("/api/v2/hooks/{id}?domain={DOMAIN}");
     let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
@@ -417,15 +415,6 @@ async fn update_merges_and_keeps_masked_secret(b: Backend) {
     let stored = s.services.store.hook(DOMAIN, &id).await.unwrap().unwrap();
     assert_eq!(stored.doc.secret.as_deref(), Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
     assert_eq!(stored.doc.event, "CHANNEL_HANGUP");
-
-    // A partial update keeps what it leaves out.
-    let (_, r) = s.call("PUT", &path, Some(&s.root), Some(hook("CHANNEL_BRIDGE", "http://127.0.0.1:9/b"))).await;
-    assert_eq!(r["data"]["n"], 1);
-    let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
-    assert_eq!(
-        (&v["data"]["event"], &v["data"]["retries"], &v["data"]["description"]),
-        (&json!("CHANNEL_BRIDGE"), &json!(5), &json!("keep me"))
-    );
 
     // An empty secret removes it.
     let mut clear = hook("CHANNEL_BRIDGE", "http://127.0.0.1:9/b");
@@ -464,8 +453,6 @@ async fn unknown_routes_and_methods_get_the_envelope(b: Backend) {
     let s = TestServer::start(b).await;
     let (status, v) = s.call("GET", "/api/v2/nothing?x=1", Some(&s.root), None).await;
     assert_eq!((status, &v), (404, &json!({"status": "error", "info": "/api/v2/nothing not found.", "code": 404})));
-    let (status, v) = s.call("PATCH", "/api/v2/hooks", Some(&s.root), None).await;
-    assert_eq!((status, &v["status"]), (405, &json!("error")));
     // Trailing slashes work on every route.
     let id = create(&s, &s.root, seed_hook()).await;
     let (status, v) = s.call("GET", &format!("/api/v2/hooks/{id}/?domain={DOMAIN}"), Some(&s.root), None).await;
@@ -481,4 +468,184 @@ async fn health_reports_the_store(b: Backend) {
         let (status, v) = s.call("GET", "/health", None, None).await;
         assert_eq!((status, &v["status"]), (503, &json!("error")), "{v}");
     }
+}
+
+/// A browser admin client's page, served from another origin.
+const ORIGIN: &str = "http://admin.example.com:8080";
+
+async fn cors_preflight_needs_no_token_and_every_answer_names_the_origin(b: Backend) {
+    let s = TestServer::start(b).await;
+    let id = create(&s, &s.root, seed_hook()).await;
+    // The preflight carries no token; on every route, trailing slash or not, even unknown ones.
+    let item = format!("/api/v2/hooks/{id}");
+    for path in ["/api/v2/hooks", "/api/v2/hooks/", &item, "/api/v2/events", "/api/v2/nothing"] {
+        let r = s
+            .http
+            .request(reqwest::Method::OPTIONS, s.url(path))
+            .header("Origin", ORIGIN)
+            .header("Access-Control-Request-Method", "PUT")
+            .header("Access-Control-Request-Headers", "x-access-token,content-type")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "OPTIONS {path}");
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], ORIGIN, "OPTIONS {path}");
+        assert_eq!(h["access-control-allow-methods"], "GET,POST,PUT,PATCH,DELETE,OPTIONS", "OPTIONS {path}");
+        assert_eq!(
+            h["access-control-allow-headers"], "content-type,accept,x-access-token,x-key,authorization",
+            "OPTIONS {path}"
+        );
+    }
+    // Every answer names the origin, errors included, so the page can read them.
+    let user = s.token(Role::User, DOMAIN).await;
+    for (method, path, token, status) in [
+        ("GET", format!("/api/v2/hooks/?domain={DOMAIN}"), Some(s.root.as_str()), 200),
+        ("GET", "/api/v2/hooks".to_owned(), None, 401),
+        ("DELETE", item.clone(), Some(user.as_str()), 403),
+        ("GET", "/api/v2/nothing".to_owned(), Some(s.root.as_str()), 404),
+        ("PUT", format!("{item}?domain={DOMAIN}"), Some(s.root.as_str()), 400),
+    ] {
+        let mut req = s.http.request(method.parse().unwrap(), s.url(&path)).header("Origin", ORIGIN);
+        if let Some(token) = token {
+            req = req.header("X-Access-Token", token);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status, "{method} {path}");
+        assert_eq!(r.headers()["access-control-allow-origin"], ORIGIN, "{method} {path}");
+    }
+    // The preflights changed nothing.
+    let (_, v) = s.call("GET", &format!("{item}?domain={DOMAIN}"), Some(&s.root), None).await;
+    assert_eq!(v["data"]["_id"], id.as_str());
+}
+
+async fn wrong_method_on_a_known_route_is_not_found(b: Backend) {
+    let s = TestServer::start(b).await;
+    let id = create(&s, &s.root, seed_hook()).await;
+    for (method, path, token) in [
+        ("PATCH", "/api/v2/hooks".to_owned(), Some(s.root.as_str())),
+        ("DELETE", "/api/v2/hooks".to_owned(), Some(s.root.as_str())),
+        ("POST", format!("/api/v2/hooks/{id}"), Some(s.root.as_str())),
+        ("PATCH", format!("/api/v2/hooks/{id}/"), None),
+        ("GET", format!("/api/v2/hooks/{id}/test"), Some(s.root.as_str())),
+        ("GET", "/api/v2/events".to_owned(), Some(s.root.as_str())),
+        ("PUT", "/health".to_owned(), None),
+    ] {
+        let (status, v) = s.call(method, &format!("{path}?domain={DOMAIN}"), token, None).await;
+        let info = format!("{} not found.", path.trim_end_matches('/'));
+        assert_eq!((status, &v), (404, &json!({"status": "error", "info": info, "code": 404})), "{method} {path}");
+    }
+    // The hook is untouched.
+    let (_, v) = s.call("GET", &format!("/api/v2/hooks/{id}?domain={DOMAIN}"), Some(&s.root), None).await;
+    assert_eq!(v["data"]["_id"], id.as_str());
+}
+
+async fn paging_edge_values_read_as_the_original_did(b: Backend) {
+    let s = TestServer::start(b).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(create(&s, &s.root, hook(&format!("EVENT_{i}"), "http://127.0.0.1:9/x")).await);
+    }
+    // parseInt(limit) || 40; a negative limit is its absolute value (MongoDB); page <= 0 is the first.
+    let huge = "99999999999999999999999";
+    for (query, want) in [
+        ("limit=0", &ids[..]),
+        ("limit=", &ids[..]),
+        ("limit=-2", &ids[..2]),
+        ("limit=-2&page=2", &ids[2..4]),
+        ("limit=2&page=0", &ids[..2]),
+        ("limit=2&page=-3", &ids[..2]),
+        ("limit=+2&page=+3", &ids[4..]),
+        ("limit=%202%20&page=%202", &ids[2..4]),
+        (&format!("limit={huge}"), &ids[..]),
+        (&format!("limit=-{huge}&page=-{huge}"), &ids[..]),
+        (&format!("limit=2&page={huge}"), &[]),
+    ] {
+        let (status, v) = s.call("GET", &format!("/api/v2/hooks?domain={DOMAIN}&{query}"), Some(&s.root), None).await;
+        assert_eq!(status, 200, "{query}: {v}");
+        let got: Vec<&str> = v["data"].as_array().unwrap().iter().map(|h| h["_id"].as_str().unwrap()).collect();
+        assert_eq!(got, want, "{query}");
+    }
+    // What is not a number stays a 400 naming the field, on both paged routes.
+    let deliveries = format!("/api/v2/hooks/{}/deliveries", ids[0]);
+    for bad in ["limit=abc", "limit=1e3", "limit=0x10", "limit=-", "page=x", "page=2.5", "page=--1"] {
+        for route in ["/api/v2/hooks", deliveries.as_str()] {
+            let (status, v) = s.call("GET", &format!("{route}?domain={DOMAIN}&{bad}"), Some(&s.root), None).await;
+            let field = bad.split('=').next().unwrap();
+            let info = format!("Bad request: {field} must be an integer");
+            assert_eq!((status, &v), (400, &json!({"status": "error", "info": info, "code": 400})), "{route} {bad}");
+        }
+    }
+    let (status, v) =
+        s.call("GET", &format!("{deliveries}?domain={DOMAIN}&limit=0&page=-1"), Some(&s.root), None).await;
+    assert_eq!((status, &v["data"]), (200, &json!([])));
+}
+
+async fn update_resets_original_keys_it_leaves_out_and_keeps_extensions(b: Backend) {
+    let s = TestServer::start(b).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut h = seed_hook();
+    let extensions = json!({"retries": 5, "delay": 30, "timeout": 5000, "ordered": true, "backoff": "fixed"});
+    for (key, value) in extensions.as_object().unwrap() {
+        h[key] = value.clone();
+    }
+    h["event"] = "CHANNEL_ANSWER".into();
+    h["enable"] = false.into();
+    h["fields"] = json!(["Caller-Caller-ID-Number"]);
+    h["map"] = json!({"number": "Caller-Caller-ID-Number"});
+    h["filter"] = json!({"Caller-Caller-ID-Number": {"operation": "==", "value": "2000"}});
+    h["auth"] = json!({"headers": {"X-Key": "k"}, "map": {}, "enabled": true, "url": "http://127.0.0.1:9/auth"});
+    h["secret"] = secret.into();
+    let id = create(&s, &s.root, h).await;
+    let path = format!("/api/v2/hooks/{id}?domain={DOMAIN}");
+    let event = channel("CHANNEL_ANSWER", DOMAIN, "3f1c2a8e-5b7d-4c19-9e0f-2a6b8d4c1e77");
+    let test = format!("/api/v2/hooks/{id}/test?domain={DOMAIN}");
+    let (_, v) = s.call("POST", &test, Some(&s.root), Some(event.clone())).await;
+    assert_eq!(v["data"]["failedFilter"]["header"], "Caller-Caller-ID-Number", "{v}");
+
+    // A legacy client clears the filter (and the rest) by leaving the keys out, as MongoDB's
+    // whole-document update did; what it does not know of stays.
+    let (status, v) = s.call("PUT", &path, Some(&s.root), Some(hook("CHANNEL_ANSWER", "http://127.0.0.1:9/b"))).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1, "nModified": 1})));
+    let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
+    assert_eq!(
+        v["data"],
+        json!({"_id": id, "domain": DOMAIN, "event": "CHANNEL_ANSWER", "enable": true, "description": "",
+            "action": {"type": "web", "method": "POST", "url": "http://127.0.0.1:9/b"},
+            "fields": [], "map": {}, "filter": {}, "headers": {},
+            "auth": {"headers": {}, "map": {}, "enabled": false},
+            "customBody": false, "rawBody": "", "retries": 5, "delay": 30, "secret": "********",
+            "timeout": 5000, "ordered": true, "backoff": "fixed"})
+    );
+    let stored = s.services.store.hook(DOMAIN, &id).await.unwrap().unwrap();
+    assert_eq!(stored.doc.secret.as_deref(), Some(secret));
+    // The running hook is the new document: the old filter no longer holds it back.
+    let (_, v) = s.call("POST", &test, Some(&s.root), Some(event)).await;
+    assert_eq!((&v["data"]["matched"], &v["data"]["failedFilter"]), (&json!(true), &Value::Null), "{v}");
+
+    // Extensions the body names are changed; the others still stay.
+    let mut change = hook("CHANNEL_ANSWER", "http://127.0.0.1:9/b");
+    change["retries"] = 0.into();
+    change["ordered"] = false.into();
+    s.call("PUT", &path, Some(&s.root), Some(change)).await;
+    let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
+    let got: Vec<&Value> =
+        ["retries", "delay", "timeout", "ordered", "backoff", "secret"].map(|k| &v["data"][k]).into();
+    assert_eq!(got, [&json!(0), &json!(30), &json!(5000), &json!(false), &json!("fixed"), &json!("********")]);
+}
+
+async fn empty_ingest_body_is_a_400_for_every_caller(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.token(Role::Admin, DOMAIN).await;
+    let empty = json!({"status": "error", "info": "Bad request: body is empty", "code": 400});
+    for token in [&s.root, &admin] {
+        for body in ["", " \r\n\t"] {
+            let (status, v) = s.call_raw("POST", "/api/v2/events", token, body.into()).await;
+            assert_eq!((status, &v), (400, &empty), "{body:?}");
+        }
+    }
+    // A caller without the right still learns nothing from the body.
+    let user = s.token(Role::User, DOMAIN).await;
+    let (status, v) = s.call_raw("POST", "/api/v2/events", &user, Vec::new()).await;
+    assert_eq!((status, &v["info"]), (403, &json!("Permission denied!")));
 }

@@ -10,7 +10,7 @@ use super::ApiState;
 use super::error::{ApiError, ok};
 use super::extract::{Body, Caller, not_json};
 use crate::auth::Perm;
-use crate::event::{Event, EventError, Incoming};
+use crate::event::{EventError, Incoming};
 
 /// Largest ingest body.
 pub const BODY_LIMIT: usize = 10 << 20;
@@ -31,7 +31,7 @@ pub async fn ingest(State(state): State<ApiState>, caller: Caller, body: Body) -
 }
 
 /// One event object, or an array of them, each kept as JSON text for the router (see
-/// [`Incoming`]). The body must be valid JSON throughout.
+/// [`Incoming`]). The body must be valid JSON throughout, and not empty.
 fn events_of(body: &[u8]) -> Result<Vec<Incoming>, ApiError> {
     let body = body.trim_ascii();
     let event = |text: &str| match Incoming::from_text(text.to_owned()) {
@@ -40,8 +40,9 @@ fn events_of(body: &[u8]) -> Result<Vec<Incoming>, ApiError> {
         Err(error @ EventError::NotAnObject) => Err(ApiError::bad_request(format!("Bad request: {error}"))),
     };
     match body.first() {
-        // An empty body is an empty object, as everywhere in the API.
-        None => Ok(vec![Incoming::Event(Event::default())]),
+        // Not an empty event: that would be an event without a domain, which a domain token
+        // is refused (403) and root's router drops, both of which hide the caller's mistake.
+        None => Err(ApiError::bad_request("Bad request: body is empty")),
         Some(b'[') => {
             // Most batches are FreeSWITCH's flat objects, which the quick look splits alone.
             if let Some(events) = std::str::from_utf8(body).ok().and_then(Incoming::all_from_text) {

@@ -40,24 +40,32 @@ impl Params {
         p
     }
 
-    /// A positive integer parameter, `default` when absent.
-    pub fn number(&self, name: &str, value: Option<&str>, default: u32) -> Result<u32, ApiError> {
-        match value.map(str::trim).filter(|v| !v.is_empty()) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| ApiError::bad_request(format!("Bad request: {name} must be a positive integer"))),
-        }
-    }
-
-    /// `limit` and `page` as a row limit and offset.
+    /// `limit` and `page` as a row limit and offset, read as the original engine read them:
+    /// `parseInt(limit) || default`, so 0 is the default; a negative limit counts as its size
+    /// (MongoDB's `limit(-n)`); a page below 1 is the first (`page > 0 ? (page - 1) * limit : 0`).
     pub fn paging(&self, default_limit: u32) -> Result<(u32, u64), ApiError> {
-        let limit = self.number("limit", self.limit.as_deref(), default_limit)?;
-        let page = self.number("page", self.page.as_deref(), 1)?;
-        Ok((limit, u64::from(page - 1) * u64::from(limit)))
+        let limit = match integer("limit", self.limit.as_deref())? {
+            None | Some(0) => default_limit,
+            Some(n) => u32::try_from(n.unsigned_abs()).unwrap_or(u32::MAX),
+        };
+        let page = integer("page", self.page.as_deref())?.filter(|p| *p > 0).unwrap_or(1);
+        Ok((limit, (page.unsigned_abs() - 1).saturating_mul(u64::from(limit))))
     }
+}
+
+/// An optionally signed whole number, `None` when absent or blank. Anything else is a 400
+/// naming the parameter: stricter than `parseInt`, which read `1e3` as 1 and `abc` as the
+/// default. Values past `i64` saturate, as they still mean "all" or "past the end".
+fn integer(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(format!("Bad request: {name} must be an integer")));
+    }
+    let saturated = if v.starts_with('-') { i64::MIN } else { i64::MAX };
+    Ok(Some(v.parse::<i64>().unwrap_or(saturated)))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {
@@ -178,5 +186,26 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                 ApiError::bad_request(format!("Bad request: {}", rejection.body_text()))
             }
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Params;
+
+    fn paging(query: &str) -> Result<(u32, u64), String> {
+        Params::parse(Some(query)).paging(40).map_err(|e| e.info)
+    }
+
+    #[test]
+    fn paging_reads_edge_values_as_the_original_engine() {
+        assert_eq!(paging(""), Ok((40, 0)));
+        assert_eq!(paging("limit=0&page=0"), Ok((40, 0)));
+        assert_eq!(paging("limit=-5&page=3"), Ok((5, 10)));
+        assert_eq!(paging("limit=+5&page=-2"), Ok((5, 0)));
+        assert_eq!(paging("limit=-9223372036854775808"), Ok((u32::MAX, 0)));
+        assert_eq!(paging("limit=4294967295&page=99999999999999999999"), Ok((u32::MAX, u64::MAX)));
+        assert_eq!(paging("limit=2&page=1.5"), Err("Bad request: page must be an integer".into()));
+        assert_eq!(paging("limit=-&page=2"), Err("Bad request: limit must be an integer".into()));
     }
 }

@@ -81,7 +81,7 @@ pub async fn update(
     let _writing = state.hook_writes.lock().await;
     let n = match state.store.hook(&domain, &id).await? {
         Some(stored) => {
-            let hook = StoredHook { doc: stored.doc.merged(&body, state.limits)?, id };
+            let hook = StoredHook { doc: stored.doc.updated(&body, state.limits)?, id };
             let compiled = hook.doc.compile()?;
             let updated = state.store.update_hook(&hook, now_ms()).await?;
             if updated {

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderName, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 pub use error::ApiError;
@@ -48,8 +49,9 @@ pub struct ApiState {
     pub ingest: Arc<tokio::sync::Semaphore>,
 }
 
-/// The API as a service: trailing slashes trimmed before routing, so `/api/v2/hooks/` works.
-pub fn service(state: ApiState) -> NormalizePath<Router> {
+/// The API as a service: CORS outermost, so every answer carries it and a preflight is
+/// answered before routing and auth; then trailing slashes trimmed, so `/api/v2/hooks/` works.
+pub fn service(state: ApiState) -> Cors<NormalizePath<Router>> {
     let router = Router::new()
         .route("/api/v2/hooks", get(hooks::list).post(hooks::create))
         .route("/api/v2/hooks/{id}", get(hooks::item).put(hooks::update).delete(hooks::delete))
@@ -60,13 +62,30 @@ pub fn service(state: ApiState) -> NormalizePath<Router> {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        // Express, which the original ran on, had no 405: a route without the method is unknown.
+        .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error").into_response()
         }))
         .with_state(state);
-    NormalizePathLayer::trim_trailing_slash().layer(router)
+    cors().layer(NormalizePathLayer::trim_trailing_slash().layer(router))
+}
+
+/// What the original's CORS middleware allowed (its `PATH` read as `PATCH`, plus `Authorization`
+/// for bearer tokens), for browser admin clients on another origin. Any `OPTIONS` is taken as a
+/// preflight and answered 200 without a token, as the original did.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("x-access-token"),
+            HeaderName::from_static("x-key"),
+            header::AUTHORIZATION,
+        ])
 }
 
 async fn health(State(state): State<ApiState>) -> Response {
@@ -86,8 +105,4 @@ async fn metrics() -> Response {
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("{} not found.", uri.path()))
-}
-
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("Method {method} is not allowed on {}.", uri.path()))
 }

@@ -2,7 +2,8 @@
 //!
 //! A request body is read key by key from the whitelist (unknown keys and `_id` are dropped),
 //! each value is checked with an error that names the field, and absent keys take the
-//! defaults of the original engine. The result is also compiled once ([`super::CompiledHook`])
+//! defaults of the original engine (on update, only the original's own keys do: see
+//! [`HookDoc::updated`]). The result is also compiled once ([`super::CompiledHook`])
 //! so a document that is stored is one that can run.
 
 use indexmap::IndexMap;
@@ -14,6 +15,13 @@ use super::{CompiledHook, filter::Filter};
 
 /// What API reads show instead of a hook's `secret`; sending it back keeps the stored secret.
 pub const SECRET_MASK: &str = "********";
+
+/// The keys the original engine's update wrote: it replaced the stored document with them,
+/// so a PUT that leaves one out resets it to its create default. The other keys (`retries`,
+/// `delay` and our extensions) are unknown to its clients and keep their stored values, so a
+/// legacy admin client editing a hook does not wipe its signing secret or retry policy.
+pub const REPLACED_ON_UPDATE: [&str; 11] =
+    ["event", "enable", "description", "action", "fields", "map", "filter", "headers", "auth", "customBody", "rawBody"];
 
 /// HTTP methods a hook (or its auth pre-request) may use.
 pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -112,21 +120,24 @@ impl HookDoc {
         Self::parse(map, domain, limits)
     }
 
-    /// Validates an update body: like a create, but keys the body leaves out keep their
-    /// stored values (MongoDB `$set`), and a masked secret keeps the stored secret.
-    pub fn merged(&self, body: &Value, limits: Limits) -> Result<Self, DocError> {
+    /// Validates an update body (PUT) against the stored document. The original engine
+    /// replaced the whole document, so a key of [`REPLACED_ON_UPDATE`] the body leaves out
+    /// takes its create default (leaving `filter` out clears the filter). Every other key
+    /// keeps its stored value when left out, and a masked secret keeps the stored secret.
+    pub fn updated(&self, body: &Value, limits: Limits) -> Result<Self, DocError> {
         let changes = body_object(body)?;
         check_required(changes)?;
-        let Value::Object(mut merged) = serde_json::to_value(self).expect("a hook serializes") else {
+        let Value::Object(mut doc) = serde_json::to_value(self).expect("a hook serializes") else {
             unreachable!("a hook serializes to an object")
         };
+        doc.retain(|key, _| !REPLACED_ON_UPDATE.contains(&key.as_str()));
         for (key, value) in changes {
             if key == "secret" && value.as_str() == Some(SECRET_MASK) {
                 continue;
             }
-            merged.insert(key.clone(), value.clone());
+            doc.insert(key.clone(), value.clone());
         }
-        Self::parse(&merged, &self.domain, limits)
+        Self::parse(&doc, &self.domain, limits)
     }
 
     fn parse(map: &Map<String, Value>, domain: &str, limits: Limits) -> Result<Self, DocError> {
