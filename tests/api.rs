@@ -369,6 +369,10 @@ async fn each_validation_rule_names_its_field(b: Backend) {
             with(json!({"secret": "whsec_***not base64"})),
             "Bad request: secret must be whsec_ followed by base64, or a plain string",
         ),
+        (
+            with(json!({"secret": "s3cret", "action": {"type": "web", "method": "get", "url": "http://a/"}})),
+            "Bad request: secret cannot sign a GET hook: its data goes in the query string, which a signature does not cover; use POST, PUT, PATCH or DELETE",
+        ),
         (json!([1, 2]), "Bad request: body must be a JSON object"),
     ];
     for (body, info) in cases {

@@ -30,8 +30,6 @@ pub enum Outcome {
     Failure {
         /// The receiver's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
-        /// 410 Gone: the receiver says the endpoint no longer exists.
-        gone: bool,
     },
 }
 
@@ -39,17 +37,18 @@ pub enum Outcome {
 pub enum Decision {
     Delivered,
     RetryIn(Duration),
-    /// Retries exhausted (or 410): the delivery is failed.
+    /// Retries exhausted: the delivery is failed.
     GiveUp,
 }
 
 /// Decides after attempt number `attempt` (1 for the first). `jitter` in `[0, 1)` spreads
-/// exponential retries between half and all of the computed delay.
+/// exponential retries over up to a quarter more than the doubled delay, never less: a hook's
+/// `delay` is the shortest wait it asked for.
 pub fn decide(policy: &Policy, attempt: u32, outcome: Outcome, jitter: f64) -> Decision {
-    let Outcome::Failure { retry_after, gone } = outcome else {
+    let Outcome::Failure { retry_after } = outcome else {
         return Decision::Delivered;
     };
-    if gone || attempt > policy.retries {
+    if attempt > policy.retries {
         return Decision::GiveUp;
     }
     if let Some(after) = retry_after {
@@ -61,7 +60,7 @@ pub fn decide(policy: &Policy, attempt: u32, outcome: Outcome, jitter: f64) -> D
         Backoff::Exponential => {
             let cap = MAX_BACKOFF.max(policy.delay);
             let doubled = policy.delay.saturating_mul(1u32 << (attempt - 1).min(20)).min(cap);
-            doubled.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
+            doubled.mul_f64(1.0 + jitter.clamp(0.0, 1.0) / 4.0).min(cap)
         }
     })
 }
@@ -70,7 +69,7 @@ pub fn decide(policy: &Policy, attempt: u32, outcome: Outcome, jitter: f64) -> D
 mod tests {
     use super::*;
 
-    const FAIL: Outcome = Outcome::Failure { retry_after: None, gone: false };
+    const FAIL: Outcome = Outcome::Failure { retry_after: None };
 
     fn policy(retries: u32, backoff: Backoff) -> Policy {
         Policy { retries, delay: Duration::from_secs(10), backoff }
@@ -93,21 +92,22 @@ mod tests {
     #[test]
     fn exponential_doubles_with_jitter_and_a_cap() {
         let p = policy(50, Backoff::Exponential);
-        assert_eq!(decide(&p, 1, FAIL, 1.0), Decision::RetryIn(Duration::from_secs(10)));
-        assert_eq!(decide(&p, 3, FAIL, 1.0), Decision::RetryIn(Duration::from_secs(40)));
-        assert_eq!(decide(&p, 3, FAIL, 0.0), Decision::RetryIn(Duration::from_secs(20)));
+        assert_eq!(decide(&p, 1, FAIL, 0.0), Decision::RetryIn(Duration::from_secs(10)));
+        assert_eq!(decide(&p, 1, FAIL, 1.0), Decision::RetryIn(Duration::from_millis(12_500)));
+        assert_eq!(decide(&p, 3, FAIL, 0.0), Decision::RetryIn(Duration::from_secs(40)));
+        assert_eq!(decide(&p, 3, FAIL, 0.5), Decision::RetryIn(Duration::from_secs(45)));
         assert_eq!(decide(&p, 30, FAIL, 1.0), Decision::RetryIn(MAX_BACKOFF));
+        assert_eq!(decide(&p, 30, FAIL, 0.0), Decision::RetryIn(MAX_BACKOFF));
     }
 
     #[test]
-    fn retry_after_wins_and_410_gives_up() {
+    fn retry_after_wins() {
         let p = policy(3, Backoff::Fixed);
-        let after = Outcome::Failure { retry_after: Some(Duration::from_secs(2)), gone: false };
+        let after = Outcome::Failure { retry_after: Some(Duration::from_secs(2)) };
         assert_eq!(decide(&p, 1, after, 0.0), Decision::RetryIn(Duration::from_secs(2)));
-        let huge = Outcome::Failure { retry_after: Some(Duration::from_secs(10_000_000)), gone: false };
+        let huge = Outcome::Failure { retry_after: Some(Duration::from_secs(10_000_000)) };
         assert_eq!(decide(&p, 1, huge, 0.0), Decision::RetryIn(MAX_RETRY_AFTER));
-        let zero = Outcome::Failure { retry_after: Some(Duration::ZERO), gone: false };
+        let zero = Outcome::Failure { retry_after: Some(Duration::ZERO) };
         assert_eq!(decide(&p, 1, zero, 0.0), Decision::RetryIn(MIN_RETRY_AFTER));
-        assert_eq!(decide(&p, 1, Outcome::Failure { retry_after: None, gone: true }, 0.0), Decision::GiveUp);
     }
 }

@@ -285,7 +285,7 @@ impl Dispatcher {
                 let outcome = if result.success() {
                     Outcome::Success
                 } else {
-                    Outcome::Failure { retry_after: result.retry_after, gone: result.status == Some(410) }
+                    Outcome::Failure { retry_after: result.retry_after }
                 };
                 let policy = Policy {
                     retries: hook.retries,

@@ -161,6 +161,13 @@ impl HookDoc {
             ordered: boolean(map, "ordered")?,
             backoff: backoff(map)?,
         };
+        if doc.secret.is_some() && doc.action.method.eq_ignore_ascii_case("GET") {
+            // Standard Webhooks signs the body; a GET carries the event in its query string.
+            return Err(bad(
+                "secret",
+                "cannot sign a GET hook: its data goes in the query string, which a signature does not cover; use POST, PUT, PATCH or DELETE",
+            ));
+        }
         doc.compile()?;
         Ok(doc)
     }

@@ -168,14 +168,31 @@ fn header_templates(
         .collect()
 }
 
-/// The HMAC key of a Standard Webhooks secret: `whsec_<base64>` is decoded, any other string
-/// is used as its bytes.
+/// The HMAC key of a Standard Webhooks secret: `whsec_<base64>` is decoded (with or without
+/// its `=` padding, as the Standard Webhooks libraries take it), any other string is used as
+/// its bytes.
 pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
     match secret.strip_prefix("whsec_") {
-        Some(b64) => match base64::engine::general_purpose::STANDARD.decode(b64) {
+        Some(b64) => match base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64.trim_end_matches('=')) {
             Ok(key) if !key.is_empty() => Ok(key),
             _ => Err("must be whsec_ followed by base64, or a plain string".into()),
         },
         None => Ok(secret.as_bytes().to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signing_key;
+
+    #[test]
+    fn whsec_secrets_decode_with_or_without_padding_and_others_are_their_bytes() {
+        // "key" is a2V5 padded; "hi" is aGk= padded and aGk bare, as the libraries accept.
+        assert_eq!(signing_key("whsec_a2V5"), Ok(b"key".to_vec()));
+        assert_eq!(signing_key("whsec_aGk="), Ok(b"hi".to_vec()));
+        assert_eq!(signing_key("whsec_aGk"), Ok(b"hi".to_vec()));
+        assert_eq!(signing_key("plain secret"), Ok(b"plain secret".to_vec()));
+        assert!(signing_key("whsec_").is_err());
+        assert!(signing_key("whsec_!!").is_err());
     }
 }
