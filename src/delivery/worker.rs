@@ -279,6 +279,12 @@ impl Dispatcher {
                 telemetry::attempt("failed", Duration::ZERO);
                 record_of(&row, n, AttemptResult::failed("the hook was deleted"), Status::Failed, now_ms())
             }
+            // An operator disables a hook to stop what it sends. Its deliveries fail, with the
+            // reason in their log; each can be retried once the hook is enabled again.
+            Some(live) if !live.hook.enabled => {
+                telemetry::attempt("failed", Duration::ZERO);
+                record_of(&row, n, AttemptResult::failed("the hook is disabled"), Status::Failed, now_ms())
+            }
             Some(live) => {
                 let hook = &live.hook;
                 let result = self.client.attempt(hook, &row, now_ms() / 1000).await;
