@@ -126,7 +126,7 @@ async fn default_body_fields_map_and_get_query(b: Backend) {
     s.create_hook(D, json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": web(&r.url("/picked")),
         "fields": ["Unique-ID", "variable_billsec", "Hangup-Cause"], "map": {"Unique-ID": "call_id", "variable_billsec": "billsec"}}))
         .await;
-    s.create_hook(D, json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": {"type": "web", "method": "GET", "url": r.url("/get?src=fs")},
+    let get_hook = s.create_hook(D, json!({"event": "CHANNEL_HANGUP_COMPLETE", "action": {"type": "web", "method": "GET", "url": r.url("/get?src=fs")},
         "fields": ["Unique-ID", "Caller-Caller-ID-Name"]}))
         .await;
     s.create_hook(D, json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/engine"))})).await;
@@ -150,6 +150,9 @@ async fn default_body_fields_map_and_get_query(b: Backend) {
     assert_eq!(get.method, "GET");
     assert_eq!(get.target, "/get?src=fs&Unique-ID=call-7&Caller-Caller-ID-Name=Alice");
     assert!(get.body.is_empty());
+    // Unsigned, a GET still names its delivery, for the receiver to drop duplicates by.
+    assert_eq!(get.header("webhook-id"), s.deliveries(D, &get_hook, "").await[0]["id"].as_str());
+    assert_eq!(get.header("webhook-signature"), None);
 
     let engine = r.wait_for("/engine", 1, WAIT).await[0].json();
     assert_eq!(engine["action"], "CUSTOM->engine::dialer_member_end");

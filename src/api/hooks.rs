@@ -152,9 +152,9 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Value {
         failed.map(|f| format!("filter on {:?} failed", f.header()))
     };
     let request = hook.render(event, name.as_deref().unwrap_or(&hook.event), &uuid::Uuid::new_v4().to_string());
-    let mut notes = Vec::new();
+    let mut notes = vec!["webhook-id (the delivery id) is added when it is sent"];
     if hook.signing_key.is_some() {
-        notes.push("webhook-id, webhook-timestamp and webhook-signature are added when it is sent");
+        notes.push("webhook-timestamp and webhook-signature are added when it is sent");
     }
     if hook.auth.is_some() {
         notes.push("headers are rendered after the auth pre-request, whose auth:* variables are empty here");

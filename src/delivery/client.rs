@@ -95,8 +95,11 @@ impl Client {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
             headers.append(name, header_value(value)?);
         }
+        // Every webhook names its delivery, the same id on every retry, so a receiver can drop
+        // the duplicates at-least-once delivery may bring, whatever the body (a GET or a
+        // `rawBody` has no `id` of its own).
+        headers.insert("webhook-id", header_value(&d.id)?);
         if let Some(key) = &hook.signing_key {
-            headers.insert("webhook-id", header_value(&d.id)?);
             headers.insert("webhook-timestamp", header_value(&now_secs.to_string())?);
             let signature = sign::signature(key, &d.id, now_secs, d.request.body.as_bytes());
             headers.insert("webhook-signature", header_value(&signature)?);
