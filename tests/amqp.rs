@@ -10,7 +10,7 @@ use std::time::Duration;
 use amqprs::BasicProperties;
 use amqprs::channel::{BasicPublishArguments, Channel, ExchangeDeleteArguments, QueueDeleteArguments};
 use amqprs::connection::Connection;
-use common::events::{channel, dialer_member_end};
+use common::events::{channel, dialer_member_end, with};
 use common::receiver::Receiver;
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
@@ -56,6 +56,13 @@ impl Topology {
 
     fn engine_exchange(&self) -> String {
         format!("engine.{}", self.tag)
+    }
+
+    /// One exchange, as the default configuration has it: mod_amqp's format.
+    fn default_settings(&self) -> Settings {
+        let mut settings = self.settings();
+        settings.exchanges.truncate(1);
+        settings
     }
 
     fn settings(&self) -> Settings {
@@ -234,6 +241,51 @@ async fn the_simulator_publishes_like_mod_amqp() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(r.at("/answer").len(), want);
     assert!(got.iter().all(|q| q.json()["data"]["variable_domain_name"] == "domain-1.example.com"));
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: the contact-center engine publishes to TAP.Events with its own layout (event name in
+/// the 2nd word), which the default config's bindings for mod_amqp's layout never matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_and_mod_amqp_layouts_both_reach_hooks_on_one_exchange() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.default_settings();
+    let ex = t.fs_exchange();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
+    s.create_hook(D, json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/member"))})).await;
+    wait_connected(&s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let member = dialer_member_end(D);
+    t.publish(&ex, ".CUSTOM.engine%3A%3Adialer_member_end..", member.to_string().into_bytes()).await;
+    t.publish_fs(&with(member.clone(), json!({"FreeSWITCH-Hostname": "fs1", "id": "from-fs"}))).await;
+    let webitel = routing::routing_key(
+        &Event::new(channel("CHANNEL_ANSWER", D, "webitel").as_object().unwrap().clone()),
+        &routing::fields(routing::WEBITEL_FORMAT),
+    );
+    assert_eq!(webitel.split('.').nth(1), Some("CHANNEL_ANSWER"), "{webitel}");
+    t.publish(&ex, &webitel, channel("CHANNEL_ANSWER", D, "webitel").to_string().into_bytes()).await;
+    // mod_amqp cuts keys at 255 bytes: the words after the name may be missing.
+    t.publish(&ex, "FreeSWITCH.fs1.CHANNEL_ANSWER", channel("CHANNEL_ANSWER", D, "cut").to_string().into_bytes()).await;
+    // The broad match: a host word equal to a hook's event name routes a HANGUP here, and the
+    // router, reading the name from the body, delivers it nowhere.
+    let hangup = channel("CHANNEL_HANGUP", D, "hangup").to_string().into_bytes();
+    t.publish(&ex, "FreeSWITCH.CHANNEL_ANSWER.CHANNEL_HANGUP..hangup", hangup).await;
+
+    let got = r.wait_for("/member", 2, WAIT).await;
+    let mut ids: Vec<String> = got.iter().map(|q| q.json()["data"]["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, ["5980360fa7ec15000c409270", "from-fs"]);
+    let got = r.wait_for("/answer", 2, WAIT).await;
+    let mut ids: Vec<String> = got.iter().map(|q| q.json()["data"]["Unique-ID"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, ["cut", "webitel"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((r.at("/answer").len(), r.at("/member").len()), (2, 2));
     s.stop().await;
     t.cleanup().await;
 }

@@ -29,7 +29,9 @@ pub struct Exchange {
     pub name: String,
     /// Exchange type, declared if the exchange does not exist yet (`topic`).
     pub kind: String,
-    /// How publishers build routing keys on this exchange (mod_amqp `format_fields`).
+    /// How publishers build routing keys on this exchange (mod_amqp `format_fields`). Bindings
+    /// match the event name in any word, so this only decides whether they can select by name
+    /// at all and by subclass too (see [`routing::binding_key`]).
     pub format_fields: Vec<String>,
 }
 
