@@ -1,5 +1,6 @@
 //! The RabbitMQ source against the machine's broker (`SWITCHHOOK_TEST_AMQP_URL`): mod_amqp
-//! shaped messages in, webhooks out; bad messages rejected; nothing lost across restarts.
+//! shaped messages in, webhooks out; bad messages rejected; nothing lost across restarts or
+//! when the broker loses the queue.
 
 mod common;
 
@@ -97,6 +98,10 @@ impl Topology {
     async fn publish(&self, exchange: &str, key: &str, body: Vec<u8>) {
         let props = BasicProperties::default().with_content_type("application/json").finish();
         self.channel.basic_publish(props, body, BasicPublishArguments::new(exchange, key)).await.unwrap();
+    }
+
+    async fn delete_queue(&self) {
+        self.channel.queue_delete(QueueDeleteArguments::new(&self.settings().queue)).await.unwrap();
     }
 
     async fn cleanup(self) {
@@ -286,6 +291,30 @@ async fn engine_and_mod_amqp_layouts_both_reach_hooks_on_one_exchange() {
     assert_eq!(ids, ["cut", "webitel"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!((r.at("/answer").len(), r.at("/member").len()), (2, 2));
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: a queue recreated empty (deleted, broker data lost, another broker) got no bindings,
+/// because only keys missing from the recorded set were bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_lost_while_stopped_is_bound_again_at_start() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    wait_connected(&s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (config, dir, pg) = s.stop().await;
+    t.delete_queue().await;
+    let s = TestServer::start_with(config, dir, pg).await;
+    wait_connected(&s).await;
+    t.publish_fs(&channel("CHANNEL_ANSWER", D, "after-restart")).await;
+    let got = r.wait_for("/h", 1, WAIT).await;
+    assert_eq!(got[0].json()["data"]["Unique-ID"], "after-restart");
     s.stop().await;
     t.cleanup().await;
 }

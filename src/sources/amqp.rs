@@ -113,7 +113,7 @@ impl AmqpSource {
             .await
             .context("cannot set prefetch")?;
         let mut hooks_changed = self.router.index.subscribe();
-        self.rebind(&channel).await?;
+        self.rebind(&channel, true).await?;
         let consume = BasicConsumeArguments::new(&self.settings.queue, "").manual_ack(true).finish();
         let (_tag, mut inbox) = channel.basic_consume_rx(consume).await.context("cannot consume")?;
         self.health.up(NAME);
@@ -131,7 +131,7 @@ impl AmqpSource {
                 }
                 changed = hooks_changed.changed() => {
                     if changed.is_ok() {
-                        self.rebind(&channel).await?;
+                        self.rebind(&channel, false).await?;
                     }
                 }
                 _ = conn.listen_network_io_failure() => return Err(AmqpError::Closed),
@@ -188,8 +188,10 @@ impl AmqpSource {
 
     /// Binds the queue to exactly the keys enabled hooks need, on every exchange, and unbinds
     /// the rest. The bound set is kept in the store, so keys of hooks deleted while this node
-    /// was down are removed too.
-    async fn rebind(&self, channel: &Channel) -> Result<(), AmqpError> {
+    /// was down are removed too. At the start of a session (`all`) every wanted key is bound,
+    /// not only those missing from the recorded set: the queue may be new (deleted, broker data
+    /// lost, another broker), and binding is idempotent.
+    async fn rebind(&self, channel: &Channel, all: bool) -> Result<(), AmqpError> {
         let names = self.router.index.event_names();
         let wanted: BTreeSet<(String, String)> = self
             .settings
@@ -203,7 +205,8 @@ impl AmqpSource {
             None
         });
         let bound: BTreeSet<(String, String)> = stored.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
-        for (exchange, key) in wanted.difference(&bound) {
+        let to_bind: Vec<_> = if all { wanted.iter().collect() } else { wanted.difference(&bound).collect() };
+        for (exchange, key) in to_bind {
             let args = QueueBindArguments::new(&self.settings.queue, exchange, key);
             channel.queue_bind(args).await.context("cannot bind the queue")?;
             tracing::info!(%exchange, %key, "bound");
