@@ -6,6 +6,8 @@ mod common;
 
 use common::web;
 
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use amqprs::BasicProperties;
@@ -112,6 +114,44 @@ impl Topology {
         }
         let _ = self.conn.close().await;
     }
+}
+
+/// A log sink the tests can read back.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The warnings and errors switchhook logs, from every test of this binary (they share the
+/// process-wide subscriber), so a test looks for lines holding its own names.
+fn log() -> Buffer {
+    static LOG: OnceLock<Buffer> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("switchhook=warn"))
+            .with_writer(move || writer.clone())
+            .init();
+        buffer
+    })
+    .clone()
+}
+
+/// Lines of the log holding every one of `parts`.
+fn log_lines(log: &Buffer, parts: &[&str]) -> Vec<String> {
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    text.lines().filter(|l| parts.iter().all(|p| l.contains(p))).map(str::to_owned).collect()
 }
 
 /// Waits until the source is connected (it binds before it consumes).
@@ -315,6 +355,69 @@ async fn a_queue_lost_while_stopped_is_bound_again_at_start() {
     t.publish_fs(&channel("CHANNEL_ANSWER", D, "after-restart")).await;
     let got = r.wait_for("/h", 1, WAIT).await;
     assert_eq!(got[0].json()["data"]["Unique-ID"], "after-restart");
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: a binding key over 255 bytes made amqprs panic in queue_bind, killing the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_event_too_long_for_a_binding_key_is_refused() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    // 132 bytes as written, 259 as a binding key: every `:` is `%3A`.
+    let long = format!("CUSTOM->{}", "a:".repeat(62));
+    let body = json!({"event": long, "action": web(&r.url("/long"))});
+    let (status, v) = s.call("POST", &format!("/api/v2/hooks?domain={D}"), Some(&s.root), Some(body)).await;
+    assert_eq!(
+        (status, &v["info"]),
+        (400, &json!("Bad request: event is too long: its RabbitMQ binding key would be over 255 bytes"))
+    );
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: a hook stored before the length check must not stop the source; its binding is
+/// skipped and logged with the hook's event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_hook_too_long_for_a_binding_key_is_skipped_and_logged() {
+    let Some(url) = broker() else { return };
+    let log = log();
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    let id = s.create_hook(D, json!({"event": "CUSTOM->placeholder", "action": web(&r.url("/long"))})).await;
+    let (config, dir, pg) = s.stop().await;
+    let long = format!("CUSTOM->{}::{}", t.tag, "a:".repeat(62));
+    let url = config.database_url.clone();
+    let doc: String = on_store_db!(&url, |conn| sqlx::query_scalar("SELECT doc FROM hooks WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap());
+    let mut doc: Value = serde_json::from_str(&doc).unwrap();
+    doc["event"] = json!(long);
+    let updated = on_store_db!(&url, |conn| sqlx::query("UPDATE hooks SET event = $1, doc = $2 WHERE id = $3")
+        .bind(&long)
+        .bind(doc.to_string())
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected());
+    assert_eq!(updated, 1);
+
+    let s = TestServer::start_with(config, dir, pg).await;
+    wait_connected(&s).await;
+    t.publish_fs(&channel("CHANNEL_ANSWER", D, "still-bound")).await;
+    let got = r.wait_for("/h", 1, WAIT).await;
+    assert_eq!(got[0].json()["data"]["Unique-ID"], "still-bound");
+    let lines = log_lines(&log, &["binding key is over 255 bytes", &format!("event={long}")]);
+    assert!(!lines.is_empty(), "the skipped hook event is not logged");
     s.stop().await;
     t.cleanup().await;
 }

@@ -116,10 +116,20 @@ pub const FREESWITCH_EVENTS: &[&str] = &[
     "SHUTDOWN_REQUESTED",
 ];
 
+/// Checks the name of a hook being stored: [`check_event_syntax`], and short enough that its
+/// RabbitMQ binding key fits AMQP's 255 bytes (a longer one cannot be bound).
+pub fn check_hook_event(name: &str) -> Result<(), &'static str> {
+    check_event_syntax(name)?;
+    if routing::longest_binding_key(name).len() > routing::MAX_KEY_BYTES {
+        return Err("is too long: its RabbitMQ binding key would be over 255 bytes");
+    }
+    Ok(())
+}
+
 /// Checks a hook event name: `NAME` or `NAME->subclass`, the name upper-case letters, digits
 /// and `_`, the subclass without spaces or control characters. It ends up in commands on
 /// FreeSWITCH's event socket, so nothing that could end or extend a command gets through.
-pub fn check_hook_event(name: &str) -> Result<(), &'static str> {
+pub fn check_event_syntax(name: &str) -> Result<(), &'static str> {
     let (base, subclass) = match name.split_once("->") {
         Some((base, sub)) => (base, Some(sub)),
         None => (name, None),
@@ -419,6 +429,20 @@ mod tests {
         ] {
             assert!(check_hook_event(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn hook_event_names_must_fit_a_binding_key() {
+        // `#.CUSTOM.` and `.#` take 11 bytes; `:` takes 3.
+        let fits = format!("CUSTOM->{}", "a".repeat(244));
+        assert_eq!(routing::longest_binding_key(&fits).len(), 255);
+        assert_eq!(check_hook_event(&fits), Ok(()));
+        let over = format!("CUSTOM->{}", "a".repeat(245));
+        assert_eq!(check_hook_event(&over), Err("is too long: its RabbitMQ binding key would be over 255 bytes"));
+        let encoded_over = format!("CUSTOM->{}", "a:".repeat(62));
+        assert!(encoded_over.len() < 256 && check_hook_event(&encoded_over).is_err());
+        // The event socket takes such names; only the syntax decides there.
+        assert_eq!(check_event_syntax(&over), Ok(()));
     }
 
     /// The route and identity a full parse reads.

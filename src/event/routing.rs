@@ -49,6 +49,10 @@ pub fn routing_key(event: &Event, fields: &[impl AsRef<str>]) -> String {
     words.join(".")
 }
 
+/// AMQP's limit on a routing or binding key (a short string), in bytes. mod_amqp cuts its keys
+/// at this length; a longer binding key is refused by the protocol.
+pub const MAX_KEY_BYTES: usize = 255;
+
 /// The binding key that selects a hook event (`CHANNEL_ANSWER`, `CUSTOM->callcenter::info`) on
 /// an exchange whose publishers build keys from `fields`: `#.CHANNEL_ANSWER.#`, or
 /// `#.CUSTOM.callcenter%3A%3Ainfo.#` when `Event-Subclass` follows `Event-Name` in `fields`
@@ -58,7 +62,7 @@ pub fn routing_key(event: &Event, fields: &[impl AsRef<str>]) -> String {
 /// `#` matches zero or more words, so the key does not depend on where the event name sits:
 /// FreeSWITCH's `FreeSWITCH.fs1.CUSTOM.engine%3A%3Adialer_member_end.<uuid>` and the
 /// contact-center engine's `.CUSTOM.engine%3A%3Adialer_member_end..` on the same exchange both
-/// match, and so do keys mod_amqp cut short at its 255-byte limit after the name.
+/// match, and so do keys mod_amqp cut short at [`MAX_KEY_BYTES`] after the name.
 ///
 /// Trade-off: the name may match any word, so a message whose hostname, Unique-ID or presence
 /// word happens to equal the encoded name (a FreeSWITCH host called `CHANNEL_ANSWER`) reaches
@@ -74,6 +78,13 @@ pub fn binding_key(hook_event: &str, fields: &[String]) -> String {
         Some((name, _)) => format!("#.{}.#", encode_word(name)),
         None => format!("#.{}.#", encode_word(hook_event)),
     }
+}
+
+/// The longest binding key [`binding_key`] gives `hook_event` under any `format_fields`: the
+/// one with the subclass in it. A hook event is usable on RabbitMQ only if this fits
+/// [`MAX_KEY_BYTES`].
+pub fn longest_binding_key(hook_event: &str) -> String {
+    binding_key(hook_event, &fields("Event-Name,Event-Subclass"))
 }
 
 #[cfg(test)]
@@ -159,5 +170,15 @@ mod tests {
         assert!(!topic_match(&answer, "FreeSWITCH.fs1.CHANNEL_HANGUP..u-1"));
         // The trade-off: a hostname word equal to the name matches; the router drops it.
         assert!(topic_match(&answer, "FreeSWITCH.CHANNEL_ANSWER.CHANNEL_HANGUP..u-1"));
+    }
+
+    #[test]
+    fn the_longest_binding_key_holds_the_subclass() {
+        assert_eq!(longest_binding_key("CHANNEL_ANSWER"), "#.CHANNEL_ANSWER.#");
+        assert_eq!(longest_binding_key("CUSTOM->a::b"), "#.CUSTOM.a%3A%3Ab.#");
+        for format in [DEFAULT_FORMAT, WEBITEL_FORMAT, "Event-Name", "#x"] {
+            let name = "CUSTOM->x::y.z";
+            assert!(binding_key(name, &fields(format)).len() <= longest_binding_key(name).len(), "{format}");
+        }
     }
 }

@@ -192,26 +192,27 @@ impl AmqpSource {
     /// not only those missing from the recorded set: the queue may be new (deleted, broker data
     /// lost, another broker), and binding is idempotent.
     async fn rebind(&self, channel: &Channel, all: bool) -> Result<(), AmqpError> {
-        let names = self.router.index.event_names();
-        let wanted: BTreeSet<(String, String)> = self
-            .settings
-            .exchanges
-            .iter()
-            .flat_map(|ex| names.iter().map(|n| (ex.name.clone(), routing::binding_key(n, &ex.format_fields))))
-            .collect();
+        let (wanted, unbindable) = wanted_bindings(&self.settings.exchanges, &self.router.index.event_names());
+        for (event, exchange) in unbindable {
+            tracing::error!(
+                %event, %exchange,
+                "RabbitMQ source: cannot bind this hook event, its binding key is over 255 bytes; edit the hook"
+            );
+        }
         let meta_key = format!("amqp_bindings:{}", self.settings.queue);
         let stored = self.store.meta(&meta_key).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the recorded AMQP bindings");
             None
         });
-        let bound: BTreeSet<(String, String)> = stored.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+        let bound: Bindings = stored.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
         let to_bind: Vec<_> = if all { wanted.iter().collect() } else { wanted.difference(&bound).collect() };
         for (exchange, key) in to_bind {
             let args = QueueBindArguments::new(&self.settings.queue, exchange, key);
             channel.queue_bind(args).await.context("cannot bind the queue")?;
             tracing::info!(%exchange, %key, "bound");
         }
-        for (exchange, key) in bound.difference(&wanted) {
+        // A recorded key too long to have been bound is not on the broker (amqprs would panic on it).
+        for (exchange, key) in bound.difference(&wanted).filter(|(_, key)| key.len() <= routing::MAX_KEY_BYTES) {
             let args = QueueUnbindArguments::new(&self.settings.queue, exchange, key);
             channel.queue_unbind(args).await.context("cannot unbind the queue")?;
             tracing::info!(%exchange, %key, "unbound");
@@ -224,6 +225,28 @@ impl AmqpSource {
         }
         Ok(())
     }
+}
+
+/// (exchange, binding key) pairs.
+type Bindings = BTreeSet<(String, String)>;
+
+/// The bindings hooks on `names` need on `exchanges`, and apart, as (hook event, exchange), those
+/// whose key is over AMQP's 255 bytes: amqprs panics on such a key, and only hooks stored before
+/// the API refused long names can have one.
+fn wanted_bindings(exchanges: &[Exchange], names: &BTreeSet<String>) -> (Bindings, Vec<(String, String)>) {
+    let mut wanted = Bindings::new();
+    let mut unbindable = Vec::new();
+    for exchange in exchanges {
+        for name in names {
+            let key = routing::binding_key(name, &exchange.format_fields);
+            if key.len() > routing::MAX_KEY_BYTES {
+                unbindable.push((name.clone(), exchange.name.clone()));
+            } else {
+                wanted.insert((exchange.name.clone(), key));
+            }
+        }
+    }
+    (wanted, unbindable)
 }
 
 /// The parts of an AMQP URI.
@@ -307,5 +330,19 @@ mod tests {
         assert_eq!((u.user.as_str(), u.password.as_str(), u.vhost.as_str()), ("guest", "guest", "/"));
         assert_eq!(parse_uri("amqps://h").unwrap_err(), "scheme amqps:// is not supported; use amqp://");
         assert!(parse_uri("nonsense").is_err());
+    }
+
+    #[test]
+    fn binding_keys_over_255_bytes_are_left_out_with_their_hook_event() {
+        let exchanges = [Exchange {
+            name: "TAP.Events".into(),
+            kind: "topic".into(),
+            format_fields: routing::fields(routing::DEFAULT_FORMAT),
+        }];
+        let long = format!("CUSTOM->{}", "x:".repeat(70));
+        let names = BTreeSet::from(["CHANNEL_ANSWER".to_owned(), long.clone()]);
+        let (wanted, unbindable) = wanted_bindings(&exchanges, &names);
+        assert_eq!(wanted, Bindings::from([("TAP.Events".into(), "#.CHANNEL_ANSWER.#".into())]));
+        assert_eq!(unbindable, [(long, "TAP.Events".to_owned())]);
     }
 }
