@@ -359,6 +359,39 @@ async fn a_queue_lost_while_stopped_is_bound_again_at_start() {
     t.cleanup().await;
 }
 
+/// Audit: the broker's basic.cancel (queue deleted while consuming) was ignored, leaving a dead
+/// consumer, no queue, and /health saying connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_deleted_while_consuming_is_declared_and_bound_again() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    wait_connected(&s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.publish_fs(&channel("CHANNEL_ANSWER", D, "before")).await;
+    r.wait_for("/h", 1, WAIT).await;
+
+    t.delete_queue().await;
+    // Until the source has reconnected, declared and bound the queue, events are unroutable.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut n = 0;
+    while r.at("/h").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no event arrived after the queue was deleted");
+        t.publish_fs(&channel("CHANNEL_ANSWER", D, &format!("after-{n}"))).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let last = r.at("/h").last().unwrap().json();
+    assert!(last["data"]["Unique-ID"].as_str().unwrap().starts_with("after-"), "{last}");
+    let (_, health) = s.call("GET", "/health", None, None).await;
+    assert_eq!(health["data"]["sources"]["amqp"]["connected"], true, "{health}");
+    s.stop().await;
+    t.cleanup().await;
+}
+
 /// Audit: a binding key over 255 bytes made amqprs panic in queue_bind, killing the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_event_too_long_for_a_binding_key_is_refused() {

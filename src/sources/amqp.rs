@@ -6,11 +6,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicQosArguments, BasicRejectArguments, Channel,
     ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments, QueueUnbindArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Health;
@@ -55,6 +58,10 @@ enum AmqpError {
     },
     #[error("the broker closed the connection")]
     Closed,
+    #[error("the broker cancelled the consumer (its queue was deleted, or the node holding it went down)")]
+    Cancelled,
+    #[error("the broker closed the channel: {0}")]
+    ChannelClosed(String),
     #[error("{0}")]
     Url(String),
 }
@@ -104,6 +111,8 @@ impl AmqpSource {
             ensure_exchange(&conn, exchange).await?;
         }
         let channel = conn.open_channel(None).await.context("cannot open a channel")?;
+        let (ended_tx, mut ended) = mpsc::unbounded_channel();
+        channel.register_callback(EndSession(ended_tx)).await.context("cannot watch the channel")?;
         channel
             .queue_declare(QueueDeclareArguments::durable_client_named(&self.settings.queue))
             .await
@@ -123,7 +132,8 @@ impl AmqpSource {
             tokio::select! {
                 n = inbox.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
-                        return Err(AmqpError::Closed);
+                        // amqprs drops the consumer after the callback saw why.
+                        return Err(ended.try_recv().unwrap_or(AmqpError::Closed));
                     }
                     if !self.handle(&channel, &mut batch, shutdown).await? {
                         return Ok(());
@@ -134,6 +144,7 @@ impl AmqpSource {
                         self.rebind(&channel, false).await?;
                     }
                 }
+                Some(e) = ended.recv() => return Err(e),
                 _ = conn.listen_network_io_failure() => return Err(AmqpError::Closed),
                 () = shutdown.cancelled() => {
                     // Unacknowledged messages go back to the queue when the connection closes.
@@ -247,6 +258,35 @@ fn wanted_bindings(exchanges: &[Exchange], names: &BTreeSet<String>) -> (Binding
         }
     }
     (wanted, unbindable)
+}
+
+/// Ends the session when the broker cancels the consumer (the queue was deleted, or the node
+/// holding it went down) or closes the channel: the consumer is dead then, and only a new
+/// session redeclares and rebinds the queue.
+struct EndSession(mpsc::UnboundedSender<AmqpError>);
+
+#[async_trait::async_trait]
+impl ChannelCallback for EndSession {
+    async fn close(&mut self, _: &Channel, close: CloseChannel) -> Result<(), amqprs::error::Error> {
+        let _ = self.0.send(AmqpError::ChannelClosed(close.to_string()));
+        Ok(())
+    }
+
+    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), amqprs::error::Error> {
+        let _ = self.0.send(AmqpError::Cancelled);
+        Ok(())
+    }
+
+    async fn flow(&mut self, _: &Channel, active: bool) -> Result<bool, amqprs::error::Error> {
+        Ok(active)
+    }
+
+    // This channel never publishes.
+    async fn publish_ack(&mut self, _: &Channel, _: Ack) {}
+
+    async fn publish_nack(&mut self, _: &Channel, _: Nack) {}
+
+    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
 }
 
 /// The parts of an AMQP URI.
