@@ -1,6 +1,6 @@
 //! The RabbitMQ source against the machine's broker (`SWITCHHOOK_TEST_AMQP_URL`): mod_amqp
-//! shaped messages in, webhooks out; bad messages rejected; nothing lost across restarts or
-//! when the broker loses the queue.
+//! shaped messages in, webhooks out; bad messages rejected and logged; nothing lost across
+//! restarts or when the broker loses the queue.
 
 mod common;
 
@@ -168,8 +168,9 @@ async fn wait_connected(s: &TestServer) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected() {
+async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected_and_logged() {
     let Some(url) = broker() else { return };
+    let log = log();
     let t = Topology::new(url).await;
     let r = Receiver::start().await;
     let settings = t.settings();
@@ -181,7 +182,9 @@ async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     t.publish_fs(&channel("CHANNEL_ANSWER", D, "a-1")).await;
-    t.publish(&t.fs_exchange(), "FreeSWITCH.fs1.CHANNEL_ANSWER..bad", b"this is not json".to_vec()).await;
+    let bad_key = format!("FreeSWITCH.fs1.CHANNEL_ANSWER..bad-{}", t.tag);
+    let bad = format!("this is not json {} {}", t.tag, "x".repeat(300));
+    t.publish(&t.fs_exchange(), &bad_key, bad.clone().into_bytes()).await;
     t.publish(&t.fs_exchange(), "FreeSWITCH.fs1.CHANNEL_ANSWER..arr", b"[1,2]".to_vec()).await;
     t.publish_fs(&channel("CHANNEL_ANSWER", D, "a-2")).await;
     // mod_amqp passes caller names through as bytes: invalid UTF-8 is replaced, not rejected.
@@ -202,6 +205,14 @@ async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected() {
     assert_eq!(m["data"]["currentProbe"], 2);
     let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("switchhook_source_rejected_total{source=\"amqp\"} 2"), "{metrics}");
+    // Audit: the warning said neither where the message came from nor what it held.
+    let exchange = format!("exchange=\"{}\"", t.fs_exchange());
+    let lines = log_lines(&log, &["rejected a message", &exchange]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let long = format!("routing_key=\"{bad_key}\" body=\"{}\"", &bad[..200]);
+    assert!(lines.iter().any(|l| l.ends_with(&long)), "{long} is not in {lines:?}");
+    let short = "routing_key=\"FreeSWITCH.fs1.CHANNEL_ANSWER..arr\" body=\"[1,2]\"";
+    assert!(lines.iter().any(|l| l.ends_with(short)), "{short} is not in {lines:?}");
 
     // A hook added while running adds its binding, and its events start to arrive.
     s.create_hook(D, json!({"event": "CHANNEL_HANGUP", "action": web(&r.url("/hangup"))})).await;

@@ -301,20 +301,36 @@ impl Incoming {
     /// An event from JSON text. Invalid UTF-8 is replaced, as in [`Event::from_json`]; text
     /// that is not a JSON object is an error.
     pub fn from_json(body: Vec<u8>) -> Result<Self, EventError> {
+        Self::from_body(body).map_err(|(e, _)| e)
+    }
+
+    /// [`Incoming::from_json`] that hands the body back with the error, for a source that logs
+    /// what it rejected without copying every body it accepts.
+    pub fn from_body(body: Vec<u8>) -> Result<Self, (EventError, Vec<u8>)> {
         match String::from_utf8(body) {
-            Ok(text) => Self::from_text(text),
-            Err(invalid) => Event::from_json(invalid.as_bytes()).map(Incoming::Event),
+            Ok(text) => Self::parse_text(text).map_err(|(e, text)| (e, text.into_bytes())),
+            Err(invalid) => match Event::from_json(invalid.as_bytes()) {
+                Ok(event) => Ok(Incoming::Event(event)),
+                Err(e) => Err((e, invalid.into_bytes())),
+            },
         }
     }
 
     /// [`Incoming::from_json`] for text.
     pub fn from_text(text: String) -> Result<Self, EventError> {
+        Self::parse_text(text).map_err(|(e, _)| e)
+    }
+
+    fn parse_text(text: String) -> Result<Self, (EventError, String)> {
         // The quick look refuses `\u` escapes (it does not check what they spell: a lone
         // surrogate is not text), so text with one is parsed, which checks it. FreeSWITCH
         // escapes only control characters that way.
-        match json::peek(&text) {
-            Some(headers) => Ok(Incoming::Json(JsonEvent { text, headers })),
-            None => Event::from_json(text.as_bytes()).map(Incoming::Event),
+        if let Some(headers) = json::peek(&text) {
+            return Ok(Incoming::Json(JsonEvent { text, headers }));
+        }
+        match Event::from_json(text.as_bytes()) {
+            Ok(event) => Ok(Incoming::Event(event)),
+            Err(e) => Err((e, text)),
         }
     }
 
@@ -504,8 +520,10 @@ mod tests {
         }
         assert_eq!(parsed(parsed_only[0]).unwrap()[0].as_deref(), Some("b.com"));
         assert_eq!(parsed(parsed_only[2]).unwrap()[0].as_deref(), Some("7"));
-        for bad in [&b"[1]"[..], br#"{"Event-Name":"A""#, b"", br#"{"Event-Name":"A","n":"\ud800"}"#] {
+        for bad in [&b"[1]"[..], br#"{"Event-Name":"A""#, b"", br#"{"Event-Name":"A","n":"\ud800"}"#, b"[\xe9]"] {
             assert!(Incoming::from_json(bad.to_vec()).is_err(), "{bad:?}");
+            let Err((_, body)) = Incoming::from_body(bad.to_vec()) else { panic!("{bad:?}") };
+            assert_eq!(body, bad, "the body comes back whole");
         }
     }
 

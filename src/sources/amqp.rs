@@ -25,6 +25,8 @@ use crate::telemetry;
 /// Messages committed together, at most.
 const BATCH: usize = 512;
 const NAME: &str = "amqp";
+/// Bytes of a rejected message's body that are logged.
+const LOGGED_BODY: usize = 200;
 
 /// One exchange to consume from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,14 +171,21 @@ impl AmqpSource {
             let Some(tag) = message.deliver.as_ref().map(|d| d.delivery_tag()) else {
                 continue;
             };
-            match Incoming::from_json(message.content.unwrap_or_default()) {
+            match Incoming::from_body(message.content.unwrap_or_default()) {
                 Ok(event) => {
                     events.push(event);
                     last_tag = Some(tag);
                 }
-                Err(e) => {
+                Err((e, body)) => {
                     telemetry::source_rejected(NAME);
-                    tracing::warn!(error = %e, "RabbitMQ source: rejected a message that is not a JSON object event");
+                    let deliver = message.deliver.as_ref();
+                    tracing::warn!(
+                        error = %e,
+                        exchange = deliver.map_or("", |d| d.exchange().as_str()),
+                        routing_key = deliver.map_or("", |d| d.routing_key().as_str()),
+                        body = ?String::from_utf8_lossy(&body[..body.len().min(LOGGED_BODY)]),
+                        "RabbitMQ source: rejected a message that is not a JSON object event"
+                    );
                     channel.basic_reject(BasicRejectArguments::new(tag, false)).await.context("cannot reject")?;
                 }
             }
