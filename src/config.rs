@@ -284,12 +284,17 @@ impl Layers<'_> {
                 if e.name.is_empty() || format.trim().is_empty() {
                     self.problem("amqp.exchanges", "each exchange needs a name and non-empty format_fields".into());
                 }
+                if e.name.len() > routing::MAX_KEY_BYTES {
+                    self.problem("amqp.exchanges", format!("exchange name {:?} is over 255 bytes", e.name));
+                }
                 let kind = e.kind.unwrap_or_else(|| "topic".into());
                 amqp::Exchange { name: e.name, kind, format_fields: routing::fields(&format) }
             })
             .collect();
-        let queue = self.get("amqp.queue", file.queue, DEFAULT_QUEUE.to_owned(), |s| {
-            if s.is_empty() { Err("must not be empty".into()) } else { Ok(s.to_owned()) }
+        let queue = self.get("amqp.queue", file.queue, DEFAULT_QUEUE.to_owned(), |s| match s.len() {
+            0 => Err("must not be empty".into()),
+            n if n > routing::MAX_KEY_BYTES => Err("must be at most 255 bytes".into()),
+            _ => Ok(s.to_owned()),
         });
         let prefetch = self.get("amqp.prefetch", file.prefetch, 500, |s| {
             number::<u16>(s).and_then(|n| if n == 0 { Err("must be from 1 to 65535".into()) } else { Ok(n) })
@@ -443,6 +448,11 @@ mod tests {
         );
         let err = build("[amqp]\nurl = \"http://x\"\nprefetch = 0", Overrides::default(), &[]).unwrap_err();
         assert_eq!(err.0.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), ["amqp.url", "amqp.prefetch"]);
+        // AMQP names are short strings; amqprs panics on a longer one.
+        let long = "q".repeat(256);
+        let file = format!("[amqp]\nurl = \"amqp://h\"\nqueue = \"{long}\"\n[[amqp.exchanges]]\nname = \"{long}\"\n");
+        let err = build(&file, Overrides::default(), &[]).unwrap_err();
+        assert_eq!(err.0.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), ["amqp.exchanges", "amqp.queue"]);
     }
 
     #[test]

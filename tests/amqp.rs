@@ -1,16 +1,19 @@
 //! The RabbitMQ source against the machine's broker (`SWITCHHOOK_TEST_AMQP_URL`): mod_amqp
-//! shaped messages in, webhooks out; bad messages rejected; nothing lost across restarts.
+//! shaped messages in, webhooks out; bad messages rejected and logged; nothing lost across
+//! restarts or when the broker loses the queue.
 
 mod common;
 
 use common::web;
 
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use amqprs::BasicProperties;
 use amqprs::channel::{BasicPublishArguments, Channel, ExchangeDeleteArguments, QueueDeleteArguments};
 use amqprs::connection::Connection;
-use common::events::{channel, dialer_member_end};
+use common::events::{channel, dialer_member_end, with};
 use common::receiver::Receiver;
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
@@ -58,6 +61,13 @@ impl Topology {
         format!("engine.{}", self.tag)
     }
 
+    /// One exchange, as the default configuration has it: mod_amqp's format.
+    fn default_settings(&self) -> Settings {
+        let mut settings = self.settings();
+        settings.exchanges.truncate(1);
+        settings
+    }
+
     fn settings(&self) -> Settings {
         Settings {
             url: self.url.clone(),
@@ -92,6 +102,10 @@ impl Topology {
         self.channel.basic_publish(props, body, BasicPublishArguments::new(exchange, key)).await.unwrap();
     }
 
+    async fn delete_queue(&self) {
+        self.channel.queue_delete(QueueDeleteArguments::new(&self.settings().queue)).await.unwrap();
+    }
+
     async fn cleanup(self) {
         let queue = self.settings().queue;
         let _ = self.channel.queue_delete(QueueDeleteArguments::new(&queue)).await;
@@ -100,6 +114,44 @@ impl Topology {
         }
         let _ = self.conn.close().await;
     }
+}
+
+/// A log sink the tests can read back.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The warnings and errors switchhook logs, from every test of this binary (they share the
+/// process-wide subscriber), so a test looks for lines holding its own names.
+fn log() -> Buffer {
+    static LOG: OnceLock<Buffer> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("switchhook=warn"))
+            .with_writer(move || writer.clone())
+            .init();
+        buffer
+    })
+    .clone()
+}
+
+/// Lines of the log holding every one of `parts`.
+fn log_lines(log: &Buffer, parts: &[&str]) -> Vec<String> {
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    text.lines().filter(|l| parts.iter().all(|p| l.contains(p))).map(str::to_owned).collect()
 }
 
 /// Waits until the source is connected (it binds before it consumes).
@@ -116,8 +168,9 @@ async fn wait_connected(s: &TestServer) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected() {
+async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected_and_logged() {
     let Some(url) = broker() else { return };
+    let log = log();
     let t = Topology::new(url).await;
     let r = Receiver::start().await;
     let settings = t.settings();
@@ -129,7 +182,9 @@ async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     t.publish_fs(&channel("CHANNEL_ANSWER", D, "a-1")).await;
-    t.publish(&t.fs_exchange(), "FreeSWITCH.fs1.CHANNEL_ANSWER..bad", b"this is not json".to_vec()).await;
+    let bad_key = format!("FreeSWITCH.fs1.CHANNEL_ANSWER..bad-{}", t.tag);
+    let bad = format!("this is not json {} {}", t.tag, "x".repeat(300));
+    t.publish(&t.fs_exchange(), &bad_key, bad.clone().into_bytes()).await;
     t.publish(&t.fs_exchange(), "FreeSWITCH.fs1.CHANNEL_ANSWER..arr", b"[1,2]".to_vec()).await;
     t.publish_fs(&channel("CHANNEL_ANSWER", D, "a-2")).await;
     // mod_amqp passes caller names through as bytes: invalid UTF-8 is replaced, not rejected.
@@ -150,6 +205,14 @@ async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected() {
     assert_eq!(m["data"]["currentProbe"], 2);
     let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("switchhook_source_rejected_total{source=\"amqp\"} 2"), "{metrics}");
+    // Audit: the warning said neither where the message came from nor what it held.
+    let exchange = format!("exchange=\"{}\"", t.fs_exchange());
+    let lines = log_lines(&log, &["rejected a message", &exchange]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let long = format!("routing_key=\"{bad_key}\" body=\"{}\"", &bad[..200]);
+    assert!(lines.iter().any(|l| l.ends_with(&long)), "{long} is not in {lines:?}");
+    let short = "routing_key=\"FreeSWITCH.fs1.CHANNEL_ANSWER..arr\" body=\"[1,2]\"";
+    assert!(lines.iter().any(|l| l.ends_with(short)), "{short} is not in {lines:?}");
 
     // A hook added while running adds its binding, and its events start to arrive.
     s.create_hook(D, json!({"event": "CHANNEL_HANGUP", "action": web(&r.url("/hangup"))})).await;
@@ -234,6 +297,171 @@ async fn the_simulator_publishes_like_mod_amqp() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(r.at("/answer").len(), want);
     assert!(got.iter().all(|q| q.json()["data"]["variable_domain_name"] == "domain-1.example.com"));
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: the contact-center engine publishes to TAP.Events with its own layout (event name in
+/// the 2nd word), which the default config's bindings for mod_amqp's layout never matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_and_mod_amqp_layouts_both_reach_hooks_on_one_exchange() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.default_settings();
+    let ex = t.fs_exchange();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
+    s.create_hook(D, json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/member"))})).await;
+    wait_connected(&s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let member = dialer_member_end(D);
+    t.publish(&ex, ".CUSTOM.engine%3A%3Adialer_member_end..", member.to_string().into_bytes()).await;
+    t.publish_fs(&with(member.clone(), json!({"FreeSWITCH-Hostname": "fs1", "id": "from-fs"}))).await;
+    let webitel = routing::routing_key(
+        &Event::new(channel("CHANNEL_ANSWER", D, "webitel").as_object().unwrap().clone()),
+        &routing::fields(routing::WEBITEL_FORMAT),
+    );
+    assert_eq!(webitel.split('.').nth(1), Some("CHANNEL_ANSWER"), "{webitel}");
+    t.publish(&ex, &webitel, channel("CHANNEL_ANSWER", D, "webitel").to_string().into_bytes()).await;
+    // mod_amqp cuts keys at 255 bytes: the words after the name may be missing.
+    t.publish(&ex, "FreeSWITCH.fs1.CHANNEL_ANSWER", channel("CHANNEL_ANSWER", D, "cut").to_string().into_bytes()).await;
+    // The broad match: a host word equal to a hook's event name routes a HANGUP here, and the
+    // router, reading the name from the body, delivers it nowhere.
+    let hangup = channel("CHANNEL_HANGUP", D, "hangup").to_string().into_bytes();
+    t.publish(&ex, "FreeSWITCH.CHANNEL_ANSWER.CHANNEL_HANGUP..hangup", hangup).await;
+
+    let got = r.wait_for("/member", 2, WAIT).await;
+    let mut ids: Vec<String> = got.iter().map(|q| q.json()["data"]["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, ["5980360fa7ec15000c409270", "from-fs"]);
+    let got = r.wait_for("/answer", 2, WAIT).await;
+    let mut ids: Vec<String> = got.iter().map(|q| q.json()["data"]["Unique-ID"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, ["cut", "webitel"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((r.at("/answer").len(), r.at("/member").len()), (2, 2));
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: a queue recreated empty (deleted, broker data lost, another broker) got no bindings,
+/// because only keys missing from the recorded set were bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_lost_while_stopped_is_bound_again_at_start() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    wait_connected(&s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (config, dir, pg) = s.stop().await;
+    t.delete_queue().await;
+    let s = TestServer::start_with(config, dir, pg).await;
+    wait_connected(&s).await;
+    t.publish_fs(&channel("CHANNEL_ANSWER", D, "after-restart")).await;
+    let got = r.wait_for("/h", 1, WAIT).await;
+    assert_eq!(got[0].json()["data"]["Unique-ID"], "after-restart");
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: the broker's basic.cancel (queue deleted while consuming) was ignored, leaving a dead
+/// consumer, no queue, and /health saying connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_deleted_while_consuming_is_declared_and_bound_again() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    wait_connected(&s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.publish_fs(&channel("CHANNEL_ANSWER", D, "before")).await;
+    r.wait_for("/h", 1, WAIT).await;
+
+    t.delete_queue().await;
+    // Until the source has reconnected, declared and bound the queue, events are unroutable.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut n = 0;
+    while r.at("/h").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no event arrived after the queue was deleted");
+        t.publish_fs(&channel("CHANNEL_ANSWER", D, &format!("after-{n}"))).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let last = r.at("/h").last().unwrap().json();
+    assert!(last["data"]["Unique-ID"].as_str().unwrap().starts_with("after-"), "{last}");
+    let (_, health) = s.call("GET", "/health", None, None).await;
+    assert_eq!(health["data"]["sources"]["amqp"]["connected"], true, "{health}");
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: a binding key over 255 bytes made amqprs panic in queue_bind, killing the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_event_too_long_for_a_binding_key_is_refused() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    // 132 bytes as written, 259 as a binding key: every `:` is `%3A`.
+    let long = format!("CUSTOM->{}", "a:".repeat(62));
+    let body = json!({"event": long, "action": web(&r.url("/long"))});
+    let (status, v) = s.call("POST", &format!("/api/v2/hooks?domain={D}"), Some(&s.root), Some(body)).await;
+    assert_eq!(
+        (status, &v["info"]),
+        (400, &json!("Bad request: event is too long: its RabbitMQ binding key would be over 255 bytes"))
+    );
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: a hook stored before the length check must not stop the source; its binding is
+/// skipped and logged with the hook's event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_hook_too_long_for_a_binding_key_is_skipped_and_logged() {
+    let Some(url) = broker() else { return };
+    let log = log();
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let settings = t.settings();
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    let id = s.create_hook(D, json!({"event": "CUSTOM->placeholder", "action": web(&r.url("/long"))})).await;
+    let (config, dir, pg) = s.stop().await;
+    let long = format!("CUSTOM->{}::{}", t.tag, "a:".repeat(62));
+    let url = config.database_url.clone();
+    let doc: String = on_store_db!(&url, |conn| sqlx::query_scalar("SELECT doc FROM hooks WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap());
+    let mut doc: Value = serde_json::from_str(&doc).unwrap();
+    doc["event"] = json!(long);
+    let updated = on_store_db!(&url, |conn| sqlx::query("UPDATE hooks SET event = $1, doc = $2 WHERE id = $3")
+        .bind(&long)
+        .bind(doc.to_string())
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected());
+    assert_eq!(updated, 1);
+
+    let s = TestServer::start_with(config, dir, pg).await;
+    wait_connected(&s).await;
+    t.publish_fs(&channel("CHANNEL_ANSWER", D, "still-bound")).await;
+    let got = r.wait_for("/h", 1, WAIT).await;
+    assert_eq!(got[0].json()["data"]["Unique-ID"], "still-bound");
+    let lines = log_lines(&log, &["binding key is over 255 bytes", &format!("event={long}")]);
+    assert!(!lines.is_empty(), "the skipped hook event is not logged");
     s.stop().await;
     t.cleanup().await;
 }

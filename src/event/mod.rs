@@ -116,10 +116,20 @@ pub const FREESWITCH_EVENTS: &[&str] = &[
     "SHUTDOWN_REQUESTED",
 ];
 
+/// Checks the name of a hook being stored: [`check_event_syntax`], and short enough that its
+/// RabbitMQ binding key fits AMQP's 255 bytes (a longer one cannot be bound).
+pub fn check_hook_event(name: &str) -> Result<(), &'static str> {
+    check_event_syntax(name)?;
+    if routing::longest_binding_key(name).len() > routing::MAX_KEY_BYTES {
+        return Err("is too long: its RabbitMQ binding key would be over 255 bytes");
+    }
+    Ok(())
+}
+
 /// Checks a hook event name: `NAME` or `NAME->subclass`, the name upper-case letters, digits
 /// and `_`, the subclass without spaces or control characters. It ends up in commands on
 /// FreeSWITCH's event socket, so nothing that could end or extend a command gets through.
-pub fn check_hook_event(name: &str) -> Result<(), &'static str> {
+pub fn check_event_syntax(name: &str) -> Result<(), &'static str> {
     let (base, subclass) = match name.split_once("->") {
         Some((base, sub)) => (base, Some(sub)),
         None => (name, None),
@@ -291,20 +301,36 @@ impl Incoming {
     /// An event from JSON text. Invalid UTF-8 is replaced, as in [`Event::from_json`]; text
     /// that is not a JSON object is an error.
     pub fn from_json(body: Vec<u8>) -> Result<Self, EventError> {
+        Self::from_body(body).map_err(|(e, _)| e)
+    }
+
+    /// [`Incoming::from_json`] that hands the body back with the error, for a source that logs
+    /// what it rejected without copying every body it accepts.
+    pub fn from_body(body: Vec<u8>) -> Result<Self, (EventError, Vec<u8>)> {
         match String::from_utf8(body) {
-            Ok(text) => Self::from_text(text),
-            Err(invalid) => Event::from_json(invalid.as_bytes()).map(Incoming::Event),
+            Ok(text) => Self::parse_text(text).map_err(|(e, text)| (e, text.into_bytes())),
+            Err(invalid) => match Event::from_json(invalid.as_bytes()) {
+                Ok(event) => Ok(Incoming::Event(event)),
+                Err(e) => Err((e, invalid.into_bytes())),
+            },
         }
     }
 
     /// [`Incoming::from_json`] for text.
     pub fn from_text(text: String) -> Result<Self, EventError> {
+        Self::parse_text(text).map_err(|(e, _)| e)
+    }
+
+    fn parse_text(text: String) -> Result<Self, (EventError, String)> {
         // The quick look refuses `\u` escapes (it does not check what they spell: a lone
         // surrogate is not text), so text with one is parsed, which checks it. FreeSWITCH
         // escapes only control characters that way.
-        match json::peek(&text) {
-            Some(headers) => Ok(Incoming::Json(JsonEvent { text, headers })),
-            None => Event::from_json(text.as_bytes()).map(Incoming::Event),
+        if let Some(headers) = json::peek(&text) {
+            return Ok(Incoming::Json(JsonEvent { text, headers }));
+        }
+        match Event::from_json(text.as_bytes()) {
+            Ok(event) => Ok(Incoming::Event(event)),
+            Err(e) => Err((e, text)),
         }
     }
 
@@ -421,6 +447,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn hook_event_names_must_fit_a_binding_key() {
+        // `#.CUSTOM.` and `.#` take 11 bytes; `:` takes 3.
+        let fits = format!("CUSTOM->{}", "a".repeat(244));
+        assert_eq!(routing::longest_binding_key(&fits).len(), 255);
+        assert_eq!(check_hook_event(&fits), Ok(()));
+        let over = format!("CUSTOM->{}", "a".repeat(245));
+        assert_eq!(check_hook_event(&over), Err("is too long: its RabbitMQ binding key would be over 255 bytes"));
+        let encoded_over = format!("CUSTOM->{}", "a:".repeat(62));
+        assert!(encoded_over.len() < 256 && check_hook_event(&encoded_over).is_err());
+        // The event socket takes such names; only the syntax decides there.
+        assert_eq!(check_event_syntax(&over), Ok(()));
+    }
+
     /// The route and identity a full parse reads.
     fn parsed(body: &[u8]) -> Option<Vec<Option<String>>> {
         Event::from_json(body).ok().map(|event| read(&event))
@@ -480,8 +520,10 @@ mod tests {
         }
         assert_eq!(parsed(parsed_only[0]).unwrap()[0].as_deref(), Some("b.com"));
         assert_eq!(parsed(parsed_only[2]).unwrap()[0].as_deref(), Some("7"));
-        for bad in [&b"[1]"[..], br#"{"Event-Name":"A""#, b"", br#"{"Event-Name":"A","n":"\ud800"}"#] {
+        for bad in [&b"[1]"[..], br#"{"Event-Name":"A""#, b"", br#"{"Event-Name":"A","n":"\ud800"}"#, b"[\xe9]"] {
             assert!(Incoming::from_json(bad.to_vec()).is_err(), "{bad:?}");
+            let Err((_, body)) = Incoming::from_body(bad.to_vec()) else { panic!("{bad:?}") };
+            assert_eq!(body, bad, "the body comes back whole");
         }
     }
 

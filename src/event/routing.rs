@@ -49,27 +49,42 @@ pub fn routing_key(event: &Event, fields: &[impl AsRef<str>]) -> String {
     words.join(".")
 }
 
-/// The binding key that selects a hook event (`CHANNEL_ANSWER`, `CUSTOM->callcenter::info`)
-/// under `fields`: the event name and subclass in their words, `*` in every other word (even
-/// literal ones, so a publisher that fills them differently, like the contact-center engine,
-/// still matches). Without an `Event-Name` field the key cannot select, so it is `#`.
+/// AMQP's limit on a routing or binding key (a short string), in bytes. mod_amqp cuts its keys
+/// at this length; a longer binding key is refused by the protocol.
+pub const MAX_KEY_BYTES: usize = 255;
+
+/// The binding key that selects a hook event (`CHANNEL_ANSWER`, `CUSTOM->callcenter::info`) on
+/// an exchange whose publishers build keys from `fields`: `#.CHANNEL_ANSWER.#`, or
+/// `#.CUSTOM.callcenter%3A%3Ainfo.#` when `Event-Subclass` follows `Event-Name` in `fields`
+/// (in mod_amqp's default layout and in Webitel's). Without an `Event-Name` field the key
+/// cannot select, so it is `#`.
+///
+/// `#` matches zero or more words, so the key does not depend on where the event name sits:
+/// FreeSWITCH's `FreeSWITCH.fs1.CUSTOM.engine%3A%3Adialer_member_end.<uuid>` and the
+/// contact-center engine's `.CUSTOM.engine%3A%3Adialer_member_end..` on the same exchange both
+/// match, and so do keys mod_amqp cut short at [`MAX_KEY_BYTES`] after the name.
+///
+/// Trade-off: the name may match any word, so a message whose hostname, Unique-ID or presence
+/// word happens to equal the encoded name (a FreeSWITCH host called `CHANNEL_ANSWER`) reaches
+/// the queue too. The router reads the event name from the body and drops such a message, so
+/// the cost is broker traffic, never a wrong delivery.
 pub fn binding_key(hook_event: &str, fields: &[String]) -> String {
     if !fields.iter().any(|f| f == "Event-Name") {
         return "#".to_owned();
     }
-    let (name, subclass) = match hook_event.split_once("->") {
-        Some((name, subclass)) => (name, Some(subclass)),
-        None => (hook_event, None),
-    };
-    let words: Vec<String> = fields
-        .iter()
-        .map(|field| match (field.as_str(), subclass) {
-            ("Event-Name", _) => encode_word(name),
-            ("Event-Subclass", Some(sub)) => encode_word(sub),
-            _ => "*".to_owned(),
-        })
-        .collect();
-    words.join(".")
+    let subclass_follows = fields.windows(2).any(|w| w[0] == "Event-Name" && w[1] == "Event-Subclass");
+    match hook_event.split_once("->") {
+        Some((name, sub)) if subclass_follows => format!("#.{}.{}.#", encode_word(name), encode_word(sub)),
+        Some((name, _)) => format!("#.{}.#", encode_word(name)),
+        None => format!("#.{}.#", encode_word(hook_event)),
+    }
+}
+
+/// The longest binding key [`binding_key`] gives `hook_event` under any `format_fields`: the
+/// one with the subclass in it. A hook event is usable on RabbitMQ only if this fits
+/// [`MAX_KEY_BYTES`].
+pub fn longest_binding_key(hook_event: &str) -> String {
+    binding_key(hook_event, &fields("Event-Name,Event-Subclass"))
 }
 
 #[cfg(test)]
@@ -105,16 +120,65 @@ mod tests {
     }
 
     #[test]
-    fn binding_keys_select_the_event_and_wildcard_the_rest() {
+    fn binding_keys_select_the_event_in_any_word() {
         let fields = fields(DEFAULT_FORMAT);
-        assert_eq!(binding_key("CHANNEL_ANSWER", &fields), "*.*.CHANNEL_ANSWER.*.*");
-        assert_eq!(binding_key("CUSTOM->callcenter::info", &fields), "*.*.CUSTOM.callcenter%3A%3Ainfo.*");
-        let webitel =
-            self::fields("#FreeSWITCH-Hostname,Event-Name,Event-Subclass,Channel-Presence-ID,Channel-Presence-Data");
+        assert_eq!(binding_key("CHANNEL_ANSWER", &fields), "#.CHANNEL_ANSWER.#");
+        assert_eq!(binding_key("CUSTOM->callcenter::info", &fields), "#.CUSTOM.callcenter%3A%3Ainfo.#");
+        assert_eq!(binding_key("CUSTOM", &fields), "#.CUSTOM.#");
+        // Webitel's layout gives the same keys: one exchange can carry both.
+        let webitel = self::fields(WEBITEL_FORMAT);
         assert_eq!(
             binding_key("CUSTOM->engine::dialer_member_end", &webitel),
-            "*.CUSTOM.engine%3A%3Adialer_member_end.*.*"
+            "#.CUSTOM.engine%3A%3Adialer_member_end.#"
         );
+        assert_eq!(binding_key("CHANNEL_ANSWER", &webitel), "#.CHANNEL_ANSWER.#");
+        // A subclass that is not the word after the name cannot narrow the key.
+        let apart = self::fields("Event-Subclass,Unique-ID,Event-Name");
+        assert_eq!(binding_key("CUSTOM->callcenter::info", &apart), "#.CUSTOM.#");
+        assert_eq!(binding_key("CUSTOM->callcenter::info", &self::fields("Event-Name")), "#.CUSTOM.#");
         assert_eq!(binding_key("CHANNEL_ANSWER", &self::fields("#x,Unique-ID")), "#");
+    }
+
+    /// What RabbitMQ's topic exchange does with a binding key and a routing key.
+    fn topic_match(binding: &str, key: &str) -> bool {
+        fn go(b: &[&str], k: &[&str]) -> bool {
+            match b.split_first() {
+                None => k.is_empty(),
+                Some((&"#", rest)) => (0..=k.len()).any(|i| go(rest, &k[i..])),
+                Some((w, rest)) => k.split_first().is_some_and(|(kw, krest)| (*w == "*" || w == kw) && go(rest, krest)),
+            }
+        }
+        go(&binding.split('.').collect::<Vec<_>>(), &key.split('.').collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn binding_keys_match_both_layouts_and_keys_cut_short() {
+        let key = binding_key("CUSTOM->engine::dialer_member_end", &fields(DEFAULT_FORMAT));
+        for routed in [
+            "FreeSWITCH.fs1%2Eexample%2Ecom.CUSTOM.engine%3A%3Adialer_member_end.u-1",
+            ".CUSTOM.engine%3A%3Adialer_member_end..",
+            "FreeSWITCH.fs1.CUSTOM.engine%3A%3Adialer_member_end",
+        ] {
+            assert!(topic_match(&key, routed), "{key} should match {routed}");
+        }
+        for other in ["FreeSWITCH.fs1.CUSTOM.engine%3A%3Adialer_member_start.u-1", ".CUSTOM.callcenter%3A%3Ainfo.."] {
+            assert!(!topic_match(&key, other), "{key} should not match {other}");
+        }
+        let answer = binding_key("CHANNEL_ANSWER", &fields(DEFAULT_FORMAT));
+        assert!(topic_match(&answer, "FreeSWITCH.fs1.CHANNEL_ANSWER..u-1"));
+        assert!(topic_match(&answer, "fs1.CHANNEL_ANSWER..1000%40x.d"));
+        assert!(!topic_match(&answer, "FreeSWITCH.fs1.CHANNEL_HANGUP..u-1"));
+        // The trade-off: a hostname word equal to the name matches; the router drops it.
+        assert!(topic_match(&answer, "FreeSWITCH.CHANNEL_ANSWER.CHANNEL_HANGUP..u-1"));
+    }
+
+    #[test]
+    fn the_longest_binding_key_holds_the_subclass() {
+        assert_eq!(longest_binding_key("CHANNEL_ANSWER"), "#.CHANNEL_ANSWER.#");
+        assert_eq!(longest_binding_key("CUSTOM->a::b"), "#.CUSTOM.a%3A%3Ab.#");
+        for format in [DEFAULT_FORMAT, WEBITEL_FORMAT, "Event-Name", "#x"] {
+            let name = "CUSTOM->x::y.z";
+            assert!(binding_key(name, &fields(format)).len() <= longest_binding_key(name).len(), "{format}");
+        }
     }
 }

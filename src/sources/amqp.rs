@@ -6,11 +6,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicQosArguments, BasicRejectArguments, Channel,
     ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments, QueueUnbindArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Health;
@@ -22,6 +25,8 @@ use crate::telemetry;
 /// Messages committed together, at most.
 const BATCH: usize = 512;
 const NAME: &str = "amqp";
+/// Bytes of a rejected message's body that are logged.
+const LOGGED_BODY: usize = 200;
 
 /// One exchange to consume from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +34,9 @@ pub struct Exchange {
     pub name: String,
     /// Exchange type, declared if the exchange does not exist yet (`topic`).
     pub kind: String,
-    /// How publishers build routing keys on this exchange (mod_amqp `format_fields`).
+    /// How publishers build routing keys on this exchange (mod_amqp `format_fields`). Bindings
+    /// match the event name in any word, so this only decides whether they can select by name
+    /// at all and by subclass too (see [`routing::binding_key`]).
     pub format_fields: Vec<String>,
 }
 
@@ -53,6 +60,10 @@ enum AmqpError {
     },
     #[error("the broker closed the connection")]
     Closed,
+    #[error("the broker cancelled the consumer (its queue was deleted, or the node holding it went down)")]
+    Cancelled,
+    #[error("the broker closed the channel: {0}")]
+    ChannelClosed(String),
     #[error("{0}")]
     Url(String),
 }
@@ -102,6 +113,8 @@ impl AmqpSource {
             ensure_exchange(&conn, exchange).await?;
         }
         let channel = conn.open_channel(None).await.context("cannot open a channel")?;
+        let (ended_tx, mut ended) = mpsc::unbounded_channel();
+        channel.register_callback(EndSession(ended_tx)).await.context("cannot watch the channel")?;
         channel
             .queue_declare(QueueDeclareArguments::durable_client_named(&self.settings.queue))
             .await
@@ -111,7 +124,7 @@ impl AmqpSource {
             .await
             .context("cannot set prefetch")?;
         let mut hooks_changed = self.router.index.subscribe();
-        self.rebind(&channel).await?;
+        self.rebind(&channel, true).await?;
         let consume = BasicConsumeArguments::new(&self.settings.queue, "").manual_ack(true).finish();
         let (_tag, mut inbox) = channel.basic_consume_rx(consume).await.context("cannot consume")?;
         self.health.up(NAME);
@@ -121,7 +134,8 @@ impl AmqpSource {
             tokio::select! {
                 n = inbox.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
-                        return Err(AmqpError::Closed);
+                        // amqprs drops the consumer after the callback saw why.
+                        return Err(ended.try_recv().unwrap_or(AmqpError::Closed));
                     }
                     if !self.handle(&channel, &mut batch, shutdown).await? {
                         return Ok(());
@@ -129,9 +143,10 @@ impl AmqpSource {
                 }
                 changed = hooks_changed.changed() => {
                     if changed.is_ok() {
-                        self.rebind(&channel).await?;
+                        self.rebind(&channel, false).await?;
                     }
                 }
+                Some(e) = ended.recv() => return Err(e),
                 _ = conn.listen_network_io_failure() => return Err(AmqpError::Closed),
                 () = shutdown.cancelled() => {
                     // Unacknowledged messages go back to the queue when the connection closes.
@@ -156,14 +171,21 @@ impl AmqpSource {
             let Some(tag) = message.deliver.as_ref().map(|d| d.delivery_tag()) else {
                 continue;
             };
-            match Incoming::from_json(message.content.unwrap_or_default()) {
+            match Incoming::from_body(message.content.unwrap_or_default()) {
                 Ok(event) => {
                     events.push(event);
                     last_tag = Some(tag);
                 }
-                Err(e) => {
+                Err((e, body)) => {
                     telemetry::source_rejected(NAME);
-                    tracing::warn!(error = %e, "RabbitMQ source: rejected a message that is not a JSON object event");
+                    let deliver = message.deliver.as_ref();
+                    tracing::warn!(
+                        error = %e,
+                        exchange = deliver.map_or("", |d| d.exchange().as_str()),
+                        routing_key = deliver.map_or("", |d| d.routing_key().as_str()),
+                        body = ?String::from_utf8_lossy(&body[..body.len().min(LOGGED_BODY)]),
+                        "RabbitMQ source: rejected a message that is not a JSON object event"
+                    );
                     channel.basic_reject(BasicRejectArguments::new(tag, false)).await.context("cannot reject")?;
                 }
             }
@@ -186,27 +208,31 @@ impl AmqpSource {
 
     /// Binds the queue to exactly the keys enabled hooks need, on every exchange, and unbinds
     /// the rest. The bound set is kept in the store, so keys of hooks deleted while this node
-    /// was down are removed too.
-    async fn rebind(&self, channel: &Channel) -> Result<(), AmqpError> {
-        let names = self.router.index.event_names();
-        let wanted: BTreeSet<(String, String)> = self
-            .settings
-            .exchanges
-            .iter()
-            .flat_map(|ex| names.iter().map(|n| (ex.name.clone(), routing::binding_key(n, &ex.format_fields))))
-            .collect();
+    /// was down are removed too. At the start of a session (`all`) every wanted key is bound,
+    /// not only those missing from the recorded set: the queue may be new (deleted, broker data
+    /// lost, another broker), and binding is idempotent.
+    async fn rebind(&self, channel: &Channel, all: bool) -> Result<(), AmqpError> {
+        let (wanted, unbindable) = wanted_bindings(&self.settings.exchanges, &self.router.index.event_names());
+        for (event, exchange) in unbindable {
+            tracing::error!(
+                %event, %exchange,
+                "RabbitMQ source: cannot bind this hook event, its binding key is over 255 bytes; edit the hook"
+            );
+        }
         let meta_key = format!("amqp_bindings:{}", self.settings.queue);
         let stored = self.store.meta(&meta_key).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the recorded AMQP bindings");
             None
         });
-        let bound: BTreeSet<(String, String)> = stored.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
-        for (exchange, key) in wanted.difference(&bound) {
+        let bound: Bindings = stored.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+        let to_bind: Vec<_> = if all { wanted.iter().collect() } else { wanted.difference(&bound).collect() };
+        for (exchange, key) in to_bind {
             let args = QueueBindArguments::new(&self.settings.queue, exchange, key);
             channel.queue_bind(args).await.context("cannot bind the queue")?;
             tracing::info!(%exchange, %key, "bound");
         }
-        for (exchange, key) in bound.difference(&wanted) {
+        // A recorded key too long to have been bound is not on the broker (amqprs would panic on it).
+        for (exchange, key) in bound.difference(&wanted).filter(|(_, key)| key.len() <= routing::MAX_KEY_BYTES) {
             let args = QueueUnbindArguments::new(&self.settings.queue, exchange, key);
             channel.queue_unbind(args).await.context("cannot unbind the queue")?;
             tracing::info!(%exchange, %key, "unbound");
@@ -219,6 +245,57 @@ impl AmqpSource {
         }
         Ok(())
     }
+}
+
+/// (exchange, binding key) pairs.
+type Bindings = BTreeSet<(String, String)>;
+
+/// The bindings hooks on `names` need on `exchanges`, and apart, as (hook event, exchange), those
+/// whose key is over AMQP's 255 bytes: amqprs panics on such a key, and only hooks stored before
+/// the API refused long names can have one.
+fn wanted_bindings(exchanges: &[Exchange], names: &BTreeSet<String>) -> (Bindings, Vec<(String, String)>) {
+    let mut wanted = Bindings::new();
+    let mut unbindable = Vec::new();
+    for exchange in exchanges {
+        for name in names {
+            let key = routing::binding_key(name, &exchange.format_fields);
+            if key.len() > routing::MAX_KEY_BYTES {
+                unbindable.push((name.clone(), exchange.name.clone()));
+            } else {
+                wanted.insert((exchange.name.clone(), key));
+            }
+        }
+    }
+    (wanted, unbindable)
+}
+
+/// Ends the session when the broker cancels the consumer (the queue was deleted, or the node
+/// holding it went down) or closes the channel: the consumer is dead then, and only a new
+/// session redeclares and rebinds the queue.
+struct EndSession(mpsc::UnboundedSender<AmqpError>);
+
+#[async_trait::async_trait]
+impl ChannelCallback for EndSession {
+    async fn close(&mut self, _: &Channel, close: CloseChannel) -> Result<(), amqprs::error::Error> {
+        let _ = self.0.send(AmqpError::ChannelClosed(close.to_string()));
+        Ok(())
+    }
+
+    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), amqprs::error::Error> {
+        let _ = self.0.send(AmqpError::Cancelled);
+        Ok(())
+    }
+
+    async fn flow(&mut self, _: &Channel, active: bool) -> Result<bool, amqprs::error::Error> {
+        Ok(active)
+    }
+
+    // This channel never publishes.
+    async fn publish_ack(&mut self, _: &Channel, _: Ack) {}
+
+    async fn publish_nack(&mut self, _: &Channel, _: Nack) {}
+
+    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
 }
 
 /// The parts of an AMQP URI.
@@ -302,5 +379,19 @@ mod tests {
         assert_eq!((u.user.as_str(), u.password.as_str(), u.vhost.as_str()), ("guest", "guest", "/"));
         assert_eq!(parse_uri("amqps://h").unwrap_err(), "scheme amqps:// is not supported; use amqp://");
         assert!(parse_uri("nonsense").is_err());
+    }
+
+    #[test]
+    fn binding_keys_over_255_bytes_are_left_out_with_their_hook_event() {
+        let exchanges = [Exchange {
+            name: "TAP.Events".into(),
+            kind: "topic".into(),
+            format_fields: routing::fields(routing::DEFAULT_FORMAT),
+        }];
+        let long = format!("CUSTOM->{}", "x:".repeat(70));
+        let names = BTreeSet::from(["CHANNEL_ANSWER".to_owned(), long.clone()]);
+        let (wanted, unbindable) = wanted_bindings(&exchanges, &names);
+        assert_eq!(wanted, Bindings::from([("TAP.Events".into(), "#.CHANNEL_ANSWER.#".into())]));
+        assert_eq!(unbindable, [(long, "TAP.Events".to_owned())]);
     }
 }

@@ -236,7 +236,7 @@ fn event_list(hook_events: &[&String]) -> Option<String> {
     let mut custom = false;
     // Hooks stored before a name check existed are checked again: a name must never become
     // a command.
-    for event in hook_events.iter().filter(|e| crate::event::check_hook_event(e).is_ok()) {
+    for event in hook_events.iter().filter(|e| crate::event::check_event_syntax(e).is_ok()) {
         let name = match event.split_once("->") {
             Some(("CUSTOM", sub)) => {
                 subclasses.push(sub);
