@@ -63,8 +63,8 @@ fn runner() -> TestRunner {
     TestRunner::new(Config { cases: cases(), failure_persistence: None, max_shrink_iters: 512, ..Config::default() })
 }
 
-/// A server with hooks of each shape (custom body, GET with filters and auth, a receiver that
-/// is down) and a failed delivery, so ids in the cases can name things that exist.
+/// A server with hooks of each shape (custom body, GET with filters and auth, a signed hook
+/// whose receiver is down) and a failed delivery, so ids in the cases can name things that exist.
 struct Fixture {
     s: TestServer,
     hooks: Vec<String>,
@@ -76,6 +76,7 @@ impl Fixture {
         let s = TestServer::start(b).await;
         let mut failing = hook("CHANNEL_ANSWER", DOWN);
         failing["headers"] = json!({"X-Caller": "${Caller-Caller-ID-Name}"});
+        failing["secret"] = json!("whsec_c2VjcmV0");
         let mut hooks = Vec::new();
         for body in [seed_hook(), rich_hook(), failing] {
             hooks.push(s.create_hook(DOMAIN, body).await);
@@ -108,8 +109,8 @@ impl Fixture {
     }
 }
 
-/// A hook that uses every feature: GET with fields, map and filters, header templates, the auth
-/// pre-request, a signing secret.
+/// A hook that uses every feature a GET can: fields, map and filters, header templates, the
+/// auth pre-request (a GET cannot be signed; the fixture's failing hook is).
 fn rich_hook() -> Value {
     json!({
         "event": "CHANNEL_ANSWER",
@@ -121,7 +122,6 @@ fn rich_hook() -> Value {
         "headers": {"X-Who": "${Caller-Caller-ID-Name}", "Authorization": "Bearer ${auth:body:token}"},
         "auth": {"enabled": true, "url": "http://127.0.0.1:9/auth", "method": "POST",
             "headers": {}, "map": {"caller": "${Caller-Caller-ID-Number}"}},
-        "secret": "whsec_c2VjcmV0",
     })
 }
 
