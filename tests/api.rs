@@ -371,7 +371,13 @@ async fn each_validation_rule_names_its_field(b: Backend) {
         ),
         (
             with(json!({"secret": "s3cret", "action": {"type": "web", "method": "get", "url": "http://a/"}})),
-            "Bad request: secret cannot sign a GET hook: its data goes in the query string, which a signature does not cover; use POST, PUT, PATCH or DELETE",
+            "Bad request: secret cannot sign a GET hook: its data goes in the query string, which a signature does not cover; use POST, PUT, PATCH or DELETE, or remove the secret with \"secret\": \"\"",
+        ),
+        // 132 bytes as written, 259 as a RabbitMQ binding key (every `:` is `%3A`): amqprs
+        // panicked on such a key, killing the source (the AMQP audit).
+        (
+            with(json!({"event": format!("CUSTOM->{}", "a:".repeat(62))})),
+            "Bad request: event is too long: its RabbitMQ binding key would be over 255 bytes",
         ),
         (json!([1, 2]), "Bad request: body must be a JSON object"),
     ];

@@ -43,7 +43,8 @@ pub enum Decision {
 
 /// Decides after attempt number `attempt` (1 for the first). `jitter` in `[0, 1)` spreads
 /// exponential retries over up to a quarter more than the doubled delay, never less: a hook's
-/// `delay` is the shortest wait it asked for.
+/// `delay` is the shortest wait it asked for. At the cap it spreads them below the cap
+/// instead, still not below `delay`.
 pub fn decide(policy: &Policy, attempt: u32, outcome: Outcome, jitter: f64) -> Decision {
     let Outcome::Failure { retry_after } = outcome else {
         return Decision::Delivered;
@@ -60,7 +61,12 @@ pub fn decide(policy: &Policy, attempt: u32, outcome: Outcome, jitter: f64) -> D
         Backoff::Exponential => {
             let cap = MAX_BACKOFF.max(policy.delay);
             let doubled = policy.delay.saturating_mul(1u32 << (attempt - 1).min(20)).min(cap);
-            doubled.mul_f64(1.0 + jitter.clamp(0.0, 1.0) / 4.0).min(cap)
+            let spread = jitter.clamp(0.0, 1.0) / 4.0;
+            if doubled < cap {
+                doubled.mul_f64(1.0 + spread).min(cap)
+            } else {
+                cap.mul_f64(1.0 - spread).max(policy.delay)
+            }
         }
     })
 }
@@ -96,8 +102,11 @@ mod tests {
         assert_eq!(decide(&p, 1, FAIL, 1.0), Decision::RetryIn(Duration::from_millis(12_500)));
         assert_eq!(decide(&p, 3, FAIL, 0.0), Decision::RetryIn(Duration::from_secs(40)));
         assert_eq!(decide(&p, 3, FAIL, 0.5), Decision::RetryIn(Duration::from_secs(45)));
-        assert_eq!(decide(&p, 30, FAIL, 1.0), Decision::RetryIn(MAX_BACKOFF));
         assert_eq!(decide(&p, 30, FAIL, 0.0), Decision::RetryIn(MAX_BACKOFF));
+        assert_eq!(decide(&p, 30, FAIL, 1.0), Decision::RetryIn(MAX_BACKOFF.mul_f64(0.75)));
+        // A delay at the cap is never undercut.
+        let long = Policy { retries: 50, delay: MAX_BACKOFF, backoff: Backoff::Exponential };
+        assert_eq!(decide(&long, 3, FAIL, 1.0), Decision::RetryIn(MAX_BACKOFF));
     }
 
     #[test]

@@ -109,8 +109,8 @@ impl Dispatcher {
             let now = now_ms();
             let lease_until = now + self.settings.lease.as_millis() as i64;
             let limit = (free as u32).min(self.settings.batch);
-            let saturated = self.saturated();
-            match self.store.lease(&self.settings.owner, now, lease_until, limit, &saturated).await {
+            let excluded = self.excluded();
+            match self.store.lease(&self.settings.owner, now, lease_until, limit, &excluded).await {
                 Ok(rows) if !rows.is_empty() => {
                     let mut excess = Vec::new();
                     for row in rows {
@@ -182,10 +182,13 @@ impl Dispatcher {
         }
     }
 
-    /// Hooks with as many attempts in flight as they may have.
-    fn saturated(&self) -> Vec<String> {
+    /// Hooks whose deliveries are not to be leased now: those with as many attempts in flight
+    /// as they may have, and disabled ones.
+    fn excluded(&self) -> Vec<String> {
+        let mut excluded = self.index.disabled();
         let busy = self.busy.lock().expect("busy lock");
-        busy.iter().filter(|(_, n)| **n >= self.settings.per_hook).map(|(id, _)| id.clone()).collect()
+        excluded.extend(busy.iter().filter(|(_, n)| **n >= self.settings.per_hook).map(|(id, _)| id.clone()));
+        excluded
     }
 
     /// Takes a per-hook slot for `row`; false when its hook is full or the row is in flight.
@@ -238,8 +241,8 @@ impl Dispatcher {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, poll.as_millis() as i64) as u64),
             _ => poll,
         };
-        // Due rows that could not be leased all belong to saturated hooks: wait for an attempt
-        // to end rather than for the clock.
+        // Due rows that could not be leased all belong to saturated or disabled hooks: wait for
+        // an attempt to end, or for the poll, rather than for the clock.
         let freed = async { if wait.is_zero() { self.freed.notified().await } else { std::future::pending().await } };
         tokio::select! {
             row = hot.recv() => row,
@@ -279,11 +282,12 @@ impl Dispatcher {
                 telemetry::attempt("failed", Duration::ZERO);
                 record_of(&row, n, AttemptResult::failed("the hook was deleted"), Status::Failed, now_ms())
             }
-            // An operator disables a hook to stop what it sends. Its deliveries fail, with the
-            // reason in their log; each can be retried once the hook is enabled again.
+            // An operator disables a hook to stop what it sends: its deliveries wait, unleased
+            // (see `excluded`), until it is enabled again. This one was leased just before.
             Some(live) if !live.hook.enabled => {
-                telemetry::attempt("failed", Duration::ZERO);
-                record_of(&row, n, AttemptResult::failed("the hook is disabled"), Status::Failed, now_ms())
+                self.give_back(vec![row.id.clone()]).await;
+                self.unclaim(&row);
+                return None;
             }
             Some(live) => {
                 let hook = &live.hook;

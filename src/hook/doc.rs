@@ -165,7 +165,7 @@ impl HookDoc {
             // Standard Webhooks signs the body; a GET carries the event in its query string.
             return Err(bad(
                 "secret",
-                "cannot sign a GET hook: its data goes in the query string, which a signature does not cover; use POST, PUT, PATCH or DELETE",
+                "cannot sign a GET hook: its data goes in the query string, which a signature does not cover; use POST, PUT, PATCH or DELETE, or remove the secret with \"secret\": \"\"",
             ));
         }
         doc.compile()?;

@@ -18,11 +18,11 @@ use crate::hook::payload::Request;
 const CHUNK: usize = 500;
 
 /// The lease statement: due, unleased rows of hooks not in the `excluded` list (`$5…`), oldest
-/// first; a row of an ordered hook only when no earlier event of its call is still pending.
-/// "Earlier" is a total order, so no two rows can each wait for the other: by `Event-Sequence`
-/// where both rows have one, rows with one before rows without, and otherwise by id (a
-/// UUIDv7, so in the order the events came). `lock` is the backend's row-locking clause for
-/// the inner SELECT.
+/// first; a row of an ordered hook only when no earlier event of its call is still pending and
+/// none of its call is in flight (leased). "Earlier" is a total order, so no two rows can each
+/// wait for the other: by `Event-Sequence` where both rows have one, rows with one before rows
+/// without, and otherwise by id (a UUIDv7, so in the order the events came). `lock` is the
+/// backend's row-locking clause for the inner SELECT.
 fn lease_sql(lock: &str, excluded: usize) -> String {
     let not_in = if excluded == 0 {
         String::new()
@@ -37,7 +37,8 @@ fn lease_sql(lock: &str, excluded: usize) -> String {
          AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.hook_id = d.hook_id \
          AND p.order_key = d.order_key AND p.status = 'pending' \
          AND (p.order_seq < d.order_seq OR (p.order_seq IS NOT NULL AND d.order_seq IS NULL) \
-         OR ((p.order_seq = d.order_seq OR (p.order_seq IS NULL AND d.order_seq IS NULL)) AND p.id < d.id)))) \
+         OR ((p.order_seq = d.order_seq OR (p.order_seq IS NULL AND d.order_seq IS NULL)) AND p.id < d.id) \
+         OR (p.id <> d.id AND p.lease_until >= $3)))) \
          ORDER BY next_at LIMIT $4 {lock}) \
          RETURNING id, hook_id, attempts, retry_from, next_at"
     )
