@@ -26,6 +26,7 @@ on_both_stores!(
     paging_edge_values_read_as_the_original_did,
     update_resets_original_keys_it_leaves_out_and_keeps_extensions,
     empty_ingest_body_is_a_400_for_every_caller,
+    an_untouched_auth_form_and_null_keys_are_accepted,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -658,4 +659,19 @@ async fn empty_ingest_body_is_a_400_for_every_caller(b: Backend) {
     let user = s.token(Role::User, DOMAIN).await;
     let (status, v) = s.call_raw("POST", "/api/v2/events", &user, Vec::new()).await;
     assert_eq!((status, &v["info"]), (403, &json!("Permission denied!")));
+}
+
+/// What an admin form sends when nobody touched the auth part (empty strings, auth off) or left
+/// keys empty (null): accepted as the defaults, not refused.
+async fn an_untouched_auth_form_and_null_keys_are_accepted(b: Backend) {
+    let s = TestServer::start(b).await;
+    let mut body = seed_hook();
+    body["auth"] = json!({"enabled": false, "url": "", "method": "", "headers": {}, "map": {}, "cookie": false});
+    body["description"] = Value::Null;
+    body["filter"] = Value::Null;
+    let id = create(&s, &s.root, body).await;
+    let (_, v) = s.call("GET", &format!("/api/v2/hooks/{id}?domain={DOMAIN}"), Some(&s.root), None).await;
+    assert_eq!(v["data"]["auth"]["enabled"], false);
+    assert_eq!(v["data"]["auth"].get("method"), None, "{}", v["data"]["auth"]);
+    assert_eq!((&v["data"]["description"], &v["data"]["filter"]), (&json!(""), &json!({})));
 }

@@ -358,8 +358,10 @@ fn auth(map: &Map<String, Value>) -> Result<Auth, DocError> {
     let field = |key: &str| format!("auth.{key}");
     let enabled = boolean(obj, "enabled").map_err(|_| bad(field("enabled"), "must be true or false"))?;
     let url = string(obj, "url").map_err(|_| bad(field("url"), "must be a string"))?;
+    // An empty method is left out (GET), as an admin form with an untouched field sends it.
     let method = string(obj, "method")
         .map_err(|_| bad(field("method"), "must be a string"))?
+        .filter(|m| !m.is_empty())
         .map(|m| method(&m, "auth.method"))
         .transpose()?;
     let cookie = boolean(obj, "cookie").map_err(|_| bad(field("cookie"), "must be true or false"))?;
