@@ -375,15 +375,30 @@ pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
 }
 
-/// A URL with any password replaced by `***`, for logs and errors.
+/// A URL with any password (in its user part, or a `password` query parameter, which
+/// PostgreSQL URLs accept) replaced by `***`, for logs and errors.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => raw.to_owned(),
+    let Ok(mut u) = url::Url::parse(raw) else {
+        return raw.to_owned();
+    };
+    let secret_query = u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password"));
+    if u.password().is_none() && !secret_query {
+        return raw.to_owned();
     }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if secret_query {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") { "***".into() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 #[cfg(test)]
@@ -475,5 +490,10 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=QPASS&sslmode=off"),
+            "postgres://u@h/db?password=***&sslmode=off"
+        );
+        assert_eq!(redact_url("postgres://u:pw@h/db?PASSWORD=x"), "postgres://u:***@h/db?PASSWORD=***");
     }
 }

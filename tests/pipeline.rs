@@ -207,10 +207,12 @@ async fn header_templates_and_auth_pre_request_with_cookie(b: Backend) {
         "event": "CHANNEL_ANSWER", "action": web(&r.url("/secured")),
         "headers": {"Authorization": "Bearer ${auth:body:token}", "X-Session": "${auth:header:x-session}", "X-Call": "${Unique-ID}"},
         "auth": {"enabled": true, "url": r.url("/auth"), "method": "POST", "cookie": true,
-            "headers": {"X-Api-Key": "key-1"}, "map": {"login": "robot", "call": "${Unique-ID}"}}
+            "headers": {"X-Api-Key": "key-1", "X-Who": "${Caller-Caller-ID-Name}"}, "map": {"login": "robot", "call": "${Unique-ID}"}}
     }))
     .await;
-    s.ingest(channel("CHANNEL_ANSWER", D, "u-42")).await;
+    // A line break in a caller name cannot add a header to the auth pre-request (the audit
+    // found it failed every attempt there instead).
+    s.ingest(with(channel("CHANNEL_ANSWER", D, "u-42"), json!({"Caller-Caller-ID-Name": "Al\r\nX-Injected: 1"}))).await;
 
     let plain = &r.wait_for("/plain", 1, WAIT).await[0];
     assert_eq!(
@@ -225,6 +227,7 @@ async fn header_templates_and_auth_pre_request_with_cookie(b: Backend) {
     let auth = &r.at("/auth")[0];
     assert_eq!(auth.method, "POST");
     assert_eq!(auth.header("x-api-key"), Some("key-1"));
+    assert_eq!((auth.header("x-who"), auth.header("x-injected")), (Some("Al  X-Injected: 1"), None));
     assert_eq!(auth.json(), json!({"login": "robot", "call": "u-42"}));
 
     // A failing auth pre-request fails the attempt; the webhook is not sent.

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::sign;
 use crate::event::Event;
+use crate::hook::payload::header_safe;
 use crate::hook::template::Lookup;
 use crate::hook::{CompiledAuth, CompiledHook};
 use crate::store::LeasedDelivery;
@@ -150,7 +151,7 @@ impl Client {
         }
         let mut builder = self.http.request(auth.method.clone(), url);
         for (name, template) in &auth.headers {
-            builder = builder.header(name, header_value(&template.render(event))?);
+            builder = builder.header(name, header_value(&header_safe(template.render(event)))?);
         }
         if auth.method != http::Method::GET {
             builder = builder.json(&params);

@@ -175,7 +175,7 @@ fn with_query(url: &url::Url, data: &Map<String, Value>) -> String {
 
 /// Header values cannot hold control characters; an event value with a newline must not be
 /// able to inject a header, so those become spaces.
-fn header_safe(value: String) -> String {
+pub(crate) fn header_safe(value: String) -> String {
     if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
         value.chars().map(|c| if c.is_control() && c != '\t' { ' ' } else { c }).collect()
     } else {
