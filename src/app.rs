@@ -2,6 +2,7 @@
 //! shutdown token fires.
 
 use std::io::Write as _;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +44,11 @@ impl Services {
     /// Creates the data folder, opens and migrates the store, and settles the token secret:
     /// `SWITCHHOOK_TOKEN_SECRET`, else the one kept in the store (generated on first use).
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)
+        // Owner only when this creates it: it holds root.token and, by default, the store.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
             .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
         let store = store::open(&config.database_url)
             .await

@@ -380,6 +380,12 @@ async fn each_validation_rule_names_its_field(b: Backend) {
             with(json!({"event": format!("CUSTOM->{}", "a:".repeat(62))})),
             "Bad request: event is too long: its RabbitMQ binding key would be over 255 bytes",
         ),
+        (
+            with(
+                json!({"filter": (0..65).map(|i| (format!("h{i}"), json!({"operation": "==", "value": "1"}))).collect::<serde_json::Map<_, _>>()}),
+            ),
+            "Bad request: filter must have at most 64 entries, not 65",
+        ),
         (json!([1, 2]), "Bad request: body must be a JSON object"),
     ];
     for (body, info) in cases {

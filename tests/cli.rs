@@ -201,3 +201,21 @@ fn bench_runs_end_to_end_and_writes_its_figures() {
         assert!(figures["service_cpu_us_per_event"].as_f64().unwrap() > 0.0, "{figures}");
     }
 }
+
+/// The data folder holds root.token and, by default, the store with the token secret: a folder
+/// the service creates is its owner's only, and so is the database (the security audit read the
+/// secret from a world-readable file and signed a root token with it).
+#[test]
+fn a_new_data_folder_and_its_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("new/data");
+    let out = run(&data, &["migrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    let db =
+        std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "db"));
+    let db = db.expect("a database file in the data folder");
+    assert_eq!(mode(&db), 0o600, "{}", db.display());
+}

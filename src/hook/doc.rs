@@ -332,10 +332,17 @@ fn fields(map: &Map<String, Value>) -> Result<Vec<String>, DocError> {
     }
 }
 
+/// Filters a hook may have: each regular expression may compile to 1 MiB, so a hook with
+/// thousands of them could take the memory of every domain.
+pub const MAX_FILTERS: usize = 64;
+
 fn filters(map: &Map<String, Value>) -> Result<IndexMap<String, FilterSpec>, DocError> {
     let Some(obj) = object(map, "filter")? else {
         return Ok(IndexMap::new());
     };
+    if obj.len() > MAX_FILTERS {
+        return Err(bad("filter", format!("must have at most {MAX_FILTERS} entries, not {}", obj.len())));
+    }
     obj.iter()
         .map(|(header, spec)| {
             let field = format!("filter.{header}");

@@ -67,6 +67,7 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
         // A request of a few KB fits in one 8 KiB page instead of spilling into an overflow
         // page: about 8 % more webhooks/s (BENCHMARKS.md). Only a new database takes it.
         .page_size(8192);
+    let file = options.get_filename().to_owned();
     let pool = SqlitePoolOptions::new()
         // Replaces the busy timeout sqlx sets on each new connection.
         .after_connect(|conn, _| {
@@ -92,7 +93,23 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
         .await?;
     let store = SqlStore { pool };
     store.migrate().await?;
+    owner_only(&file)?;
     Ok(store)
+}
+
+/// Makes the database and its WAL files readable by their owner only: they hold the token
+/// secret (anyone who reads it can sign a root token) and every domain's hooks and events.
+fn owner_only(db: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(sqlx::Error::Io(e).into()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -106,6 +123,18 @@ mod tests {
         assert!(waits.iter().all(|w| *w <= Duration::from_millis(1)));
         let total: Duration = waits.iter().sum();
         assert!(total > Duration::from_millis(4_900) && total < Duration::from_millis(5_100), "{total:?}");
+    }
+
+    #[tokio::test]
+    async fn the_database_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let _store = open(&format!("sqlite://{}", db.display())).await.unwrap();
+        for name in ["t.db", "t.db-wal", "t.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
