@@ -240,6 +240,10 @@ impl Router {
                 Form::Text(text) => live.hook.render_json(text, &key.name, &id),
                 Form::Parsed(event) => live.hook.render(event, &key.name, &id),
             };
+            if let Some(problem) = live.hook.unsendable(&request) {
+                tracing::warn!(hook = %live.id, %problem, "a delivery is not queued");
+                continue;
+            }
             // Headers that use the auth pre-request's answer are rendered at send time, from
             // this copy of the event.
             let event = live.hook.auth.is_some().then(|| match item {

@@ -948,3 +948,29 @@ async fn raw_body_placeholders_inside_an_escape_are_refused() {
         );
     }
 }
+
+/// A short template over a large value: `[${x},${x},…]` 2,000 times over a 50 KB caller name
+/// would render 100 MB per event (the security audit saw 321 MB of memory from one dry run).
+/// Rendering stops at 256 KiB, and such a body is refused, not sent cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_would_render_megabytes_is_refused_not_rendered() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let raw = format!("[{}]", vec!["${Caller-Caller-ID-Name}"; 2000].join(","));
+    let mut body = hook("CHANNEL_ANSWER", DOWN);
+    body["customBody"] = json!(true);
+    body["rawBody"] = json!(raw);
+    let id = s.create_hook(DOMAIN, body).await;
+    let mut event = channel("CHANNEL_ANSWER", DOMAIN, UUID);
+    event["Caller-Caller-ID-Name"] = json!("n".repeat(50_000));
+    let path = format!("/api/v2/hooks/{id}/test?domain={DOMAIN}");
+    let (status, v) = s.call("POST", &path, Some(&s.root), Some(event.clone())).await;
+    assert_eq!(
+        (status, &v["info"]),
+        (400, &json!("Bad request: rawBody renders to more than 256 KiB for this event; it would not be sent"))
+    );
+    let accepted = s.ingest(event).await;
+    assert_eq!((&accepted["accepted"], &accepted["deliveries"]), (&json!(1), &json!(0)));
+    // A small value still renders and is queued.
+    let accepted = s.ingest(channel("CHANNEL_ANSWER", DOMAIN, UUID)).await;
+    assert_eq!(accepted["deliveries"], 1);
+}

@@ -131,11 +131,11 @@ pub async fn test(
     let stored =
         state.store.hook(&domain, &id).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Hook not found"))?;
     let hook = stored.doc.compile()?;
-    Ok(ok(dry_run(&hook, &Event::new(headers))))
+    Ok(ok(dry_run(&hook, &Event::new(headers))?))
 }
 
 /// The dry run's answer: the first reason the hook would not fire, and the request it renders.
-fn dry_run(hook: &CompiledHook, event: &Event) -> Value {
+fn dry_run(hook: &CompiledHook, event: &Event) -> Result<Value, ApiError> {
     let name = event.hook_event_name();
     let domain = event.domain();
     let failed = hook.failed_filter(event);
@@ -152,6 +152,9 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Value {
         failed.map(|f| format!("filter on {:?} failed", f.header()))
     };
     let request = hook.render(event, name.as_deref().unwrap_or(&hook.event), &uuid::Uuid::new_v4().to_string());
+    if let Some(problem) = hook.unsendable(&request) {
+        return Err(ApiError::bad_request(format!("Bad request: {problem}; it would not be sent")));
+    }
     let mut notes = vec!["webhook-id (the delivery id) is added when it is sent"];
     if hook.signing_key.is_some() {
         notes.push("webhook-timestamp and webhook-signature are added when it is sent");
@@ -159,7 +162,7 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Value {
     if hook.auth.is_some() {
         notes.push("headers are rendered after the auth pre-request, whose auth:* variables are empty here");
     }
-    json!({
+    Ok(json!({
         "matched": reason.is_none(),
         "reason": reason,
         "failedFilter": failed.map(|f| json!({
@@ -172,7 +175,7 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Value {
             "body": request.body,
         },
         "notes": notes,
-    })
+    }))
 }
 
 /// `columns=_id,action.type,` as dotted paths; empty entries dropped.

@@ -8,7 +8,7 @@ use http::Method;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::template::{Empty, Lookup};
+use super::template::{Empty, Lookup, Template};
 use super::{Body, CompiledHook};
 use crate::event::{Event, JsonEvent, needs_escape};
 
@@ -45,6 +45,13 @@ impl CompiledHook {
             }
         };
         Request { method: self.method.clone(), url, headers: self.render_headers(event), body }
+    }
+
+    /// Why `request`, rendered by this hook, must not be sent: its `rawBody` rendered past
+    /// [`MAX_RENDERED`](super::template::MAX_RENDERED) and was cut short.
+    pub fn unsendable(&self, request: &Request) -> Option<String> {
+        (matches!(self.body, Body::Custom(_)) && Template::over(&request.body))
+            .then(|| format!("rawBody renders to more than {} KiB for this event", super::template::MAX_RENDERED >> 10))
     }
 
     /// [`render`](Self::render) for an event given as the JSON text of an object, sent as it

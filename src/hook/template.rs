@@ -98,10 +98,15 @@ impl Template {
         self.parts.iter().all(|part| matches!(part, Part::Lit(_)))
     }
 
-    /// Renders the template; `lookup` resolves the placeholders (see [`Lookup`]).
+    /// Renders the template; `lookup` resolves the placeholders (see [`Lookup`]). Output stops
+    /// growing once it passes [`MAX_RENDERED`]: a caller that must not send a cut text checks
+    /// [`Template::over`].
     pub fn render(&self, lookup: &dyn Lookup) -> String {
         let mut out = String::new();
         for part in &self.parts {
+            if Self::over(&out) {
+                break;
+            }
             match part {
                 Part::Lit(text) => out.push_str(text),
                 Part::Var(v) => {
@@ -115,6 +120,18 @@ impl Template {
             }
         }
         out
+    }
+}
+
+/// The most a template renders, give or take one value. Each `${x}` copies its value, so a
+/// short template over a large event could otherwise ask for gigabytes, and a batch of events
+/// renders together before it is committed. Bodies people write templates for are a few KB.
+pub const MAX_RENDERED: usize = 256 << 10;
+
+impl Template {
+    /// Whether `rendered` passed [`MAX_RENDERED`], so rendering stopped short.
+    pub fn over(rendered: &str) -> bool {
+        rendered.len() > MAX_RENDERED
     }
 }
 
