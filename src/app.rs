@@ -147,6 +147,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let settings = worker::Settings {
         concurrency: d.concurrency,
         per_hook: d.per_hook_concurrency,
+        per_domain: d.per_domain_concurrency,
         lease: d.lease,
         owner,
         batch: 256,

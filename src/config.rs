@@ -78,6 +78,7 @@ pub struct ExchangeFile {
 pub struct DeliveryFile {
     pub concurrency: Option<usize>,
     pub per_hook_concurrency: Option<usize>,
+    pub per_domain_concurrency: Option<usize>,
     /// A duration such as `5m`.
     pub lease: Option<String>,
     /// A duration such as `7d`.
@@ -92,6 +93,9 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
     /// Attempts in flight at once for one hook.
     pub per_hook_concurrency: usize,
+    /// Attempts in flight at once for the hooks of one domain, so one tenant's slow receivers
+    /// cannot take every slot from the others.
+    pub per_domain_concurrency: usize,
     /// How long a lease on a delivery holds unless renewed; attempts in flight renew theirs,
     /// so this is how long the deliveries of a node that died wait for another node.
     pub lease: Duration,
@@ -212,6 +216,7 @@ impl Config {
         let delivery = DeliveryConfig {
             concurrency: l.get("delivery.concurrency", d.concurrency, 256, positive),
             per_hook_concurrency: l.get("delivery.per_hook_concurrency", d.per_hook_concurrency, 128, positive),
+            per_domain_concurrency: l.get("delivery.per_domain_concurrency", d.per_domain_concurrency, 128, positive),
             lease: l.get("delivery.lease", d.lease, Duration::from_secs(60), |s| {
                 duration(s)
                     .and_then(|d| if d < Duration::from_secs(5) { Err("must be at least 5s".into()) } else { Ok(d) })

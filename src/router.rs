@@ -146,6 +146,15 @@ impl HookIndex {
         index.by_key.values().flat_map(|events| events.keys().cloned()).collect()
     }
 
+    /// The ids of a domain's enabled hooks.
+    pub fn hooks_of(&self, domain: &str) -> Vec<String> {
+        let index = self.index.read().expect("hook index lock");
+        index
+            .by_key
+            .get(domain)
+            .map_or_else(Vec::new, |events| events.values().flatten().map(|h| h.id.clone()).collect())
+    }
+
     /// The ids of disabled hooks.
     pub fn disabled(&self) -> Vec<String> {
         self.index.read().expect("hook index lock").disabled.iter().cloned().collect()

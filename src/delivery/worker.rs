@@ -2,7 +2,7 @@
 //! (overall and per hook), renews its leases while attempts run, and records outcomes in
 //! batches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// Attempts in flight at once for one hook.
     pub per_hook: usize,
+    /// Attempts in flight at once for the hooks of one domain.
+    pub per_domain: usize,
     /// How long a lease holds without renewal. Leases of attempts in flight are renewed every
     /// third of it, so a node that dies gives its deliveries up within this time.
     pub lease: Duration,
@@ -44,16 +46,32 @@ const RECORD_LINGER: Duration = Duration::from_millis(5);
 /// How long shutdown waits for attempts in flight and for their records to be written.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
+/// What is in flight: attempts per hook and per domain, and the deliveries being attempted
+/// (with their hook's domain), so a lease that comes round again is not sent twice.
+#[derive(Default)]
+struct Busy {
+    hooks: HashMap<String, usize>,
+    domains: HashMap<String, usize>,
+    in_flight: HashMap<String, Option<String>>,
+}
+
+/// Gives back one of `key`'s slots.
+fn release_slot(slots: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = slots.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            slots.remove(key);
+        }
+    }
+}
+
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     index: Arc<HookIndex>,
     client: Client,
     wake: Arc<Notify>,
     settings: Settings,
-    /// Attempts in flight per hook.
-    busy: Mutex<HashMap<String, usize>>,
-    /// Deliveries being attempted now, so a lease that comes round again is not sent twice.
-    in_flight: Mutex<HashSet<String>>,
+    busy: Mutex<Busy>,
     /// Signalled when an attempt ends and frees its hook's slot.
     freed: Notify,
 }
@@ -66,8 +84,7 @@ impl Dispatcher {
             client: Client::new(),
             wake,
             settings,
-            busy: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashSet::new()),
+            busy: Mutex::default(),
             freed: Notify::new(),
         })
     }
@@ -182,33 +199,48 @@ impl Dispatcher {
         }
     }
 
-    /// Hooks whose deliveries are not to be leased now: those with as many attempts in flight
-    /// as they may have, and disabled ones.
+    /// Hooks whose deliveries are not to be leased now: disabled ones, and those that have,
+    /// or whose domain has, as many attempts in flight as they may.
     fn excluded(&self) -> Vec<String> {
         let mut excluded = self.index.disabled();
-        let busy = self.busy.lock().expect("busy lock");
-        excluded.extend(busy.iter().filter(|(_, n)| **n >= self.settings.per_hook).map(|(id, _)| id.clone()));
+        let full_domains: Vec<String> = {
+            let busy = self.busy.lock().expect("busy lock");
+            excluded.extend(busy.hooks.iter().filter(|(_, n)| **n >= self.settings.per_hook).map(|(id, _)| id.clone()));
+            busy.domains.iter().filter(|(_, n)| **n >= self.settings.per_domain).map(|(d, _)| d.clone()).collect()
+        };
+        for domain in full_domains {
+            excluded.extend(self.index.hooks_of(&domain));
+        }
         excluded
     }
 
-    /// Takes a per-hook slot for `row`; false when its hook is full or the row is in flight.
+    /// Takes a slot of its hook and of its domain for `row`; false when either is full or the
+    /// row is in flight.
     fn claim(&self, row: &LeasedDelivery) -> bool {
+        // A hook this node does not know yet counts for no domain; its attempt looks it up.
+        let domain = self.index.get(&row.hook_id).map(|live| live.hook.domain.clone());
         let mut busy = self.busy.lock().expect("busy lock");
-        let n = busy.entry(row.hook_id.clone()).or_default();
-        if *n >= self.settings.per_hook || !self.in_flight.lock().expect("in-flight lock").insert(row.id.clone()) {
+        let hook_full = busy.hooks.get(&row.hook_id).is_some_and(|n| *n >= self.settings.per_hook);
+        let domain_full =
+            domain.as_ref().and_then(|d| busy.domains.get(d)).is_some_and(|n| *n >= self.settings.per_domain);
+        if hook_full || domain_full || busy.in_flight.contains_key(&row.id) {
             return false;
         }
-        *n += 1;
+        *busy.hooks.entry(row.hook_id.clone()).or_default() += 1;
+        if let Some(d) = &domain {
+            *busy.domains.entry(d.clone()).or_default() += 1;
+        }
+        busy.in_flight.insert(row.id.clone(), domain);
         true
     }
 
     fn unclaim(&self, row: &LeasedDelivery) {
-        self.in_flight.lock().expect("in-flight lock").remove(&row.id);
-        let mut busy = self.busy.lock().expect("busy lock");
-        if let Some(n) = busy.get_mut(&row.hook_id) {
-            *n -= 1;
-            if *n == 0 {
-                busy.remove(&row.hook_id);
+        {
+            let mut busy = self.busy.lock().expect("busy lock");
+            let domain = busy.in_flight.remove(&row.id).flatten();
+            release_slot(&mut busy.hooks, &row.hook_id);
+            if let Some(d) = domain {
+                release_slot(&mut busy.domains, &d);
             }
         }
         self.freed.notify_one();
@@ -219,7 +251,7 @@ impl Dispatcher {
         let every = self.settings.lease / 3;
         loop {
             tokio::time::sleep(every).await;
-            if self.in_flight.lock().expect("in-flight lock").is_empty() {
+            if self.busy.lock().expect("busy lock").in_flight.is_empty() {
                 continue;
             }
             let until = now_ms() + self.settings.lease.as_millis() as i64;
