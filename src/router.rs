@@ -31,8 +31,6 @@ struct Index {
     /// with foldhash rather than SipHash (its keys come from admins' hooks, not from events, and
     /// foldhash is seeded per process all the same).
     by_key: FastMap<String, FastMap<String, Vec<Arc<LiveHook>>>>,
-    /// Ids of disabled hooks: their waiting deliveries are not leased until they are enabled.
-    disabled: BTreeSet<String>,
 }
 
 impl Index {
@@ -40,8 +38,6 @@ impl Index {
         if live.hook.enabled {
             let events = self.by_key.entry(live.hook.domain.clone()).or_default();
             events.entry(live.hook.event.clone()).or_default().push(live.clone());
-        } else {
-            self.disabled.insert(live.id.clone());
         }
         self.by_id.insert(live.id.clone(), live);
     }
@@ -50,7 +46,6 @@ impl Index {
         let Some(old) = self.by_id.remove(id) else {
             return;
         };
-        self.disabled.remove(id);
         if let Some(events) = self.by_key.get_mut(&old.hook.domain) {
             if let Some(hooks) = events.get_mut(&old.hook.event) {
                 hooks.retain(|h| h.id != id);
@@ -144,20 +139,6 @@ impl HookIndex {
     pub fn event_names(&self) -> BTreeSet<String> {
         let index = self.index.read().expect("hook index lock");
         index.by_key.values().flat_map(|events| events.keys().cloned()).collect()
-    }
-
-    /// The ids of a domain's enabled hooks.
-    pub fn hooks_of(&self, domain: &str) -> Vec<String> {
-        let index = self.index.read().expect("hook index lock");
-        index
-            .by_key
-            .get(domain)
-            .map_or_else(Vec::new, |events| events.values().flatten().map(|h| h.id.clone()).collect())
-    }
-
-    /// The ids of disabled hooks.
-    pub fn disabled(&self) -> Vec<String> {
-        self.index.read().expect("hook index lock").disabled.iter().cloned().collect()
     }
 
     /// Notified on every change.

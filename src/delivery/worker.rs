@@ -15,7 +15,7 @@ use super::client::{AttemptResult, Client};
 use super::retry::{self, Decision, Outcome, Policy};
 use crate::auth::now_ms;
 use crate::router::{HookIndex, LiveHook};
-use crate::store::{AttemptRecord, LeasedDelivery, Status, Store};
+use crate::store::{AttemptRecord, Full, LeasedDelivery, Status, Store};
 use crate::telemetry;
 
 /// Dispatcher settings.
@@ -126,8 +126,8 @@ impl Dispatcher {
             let now = now_ms();
             let lease_until = now + self.settings.lease.as_millis() as i64;
             let limit = (free as u32).min(self.settings.batch);
-            let excluded = self.excluded();
-            match self.store.lease(&self.settings.owner, now, lease_until, limit, &excluded).await {
+            let full = self.full();
+            match self.store.lease(&self.settings.owner, now, lease_until, limit, &full).await {
                 Ok(rows) if !rows.is_empty() => {
                     let mut excess = Vec::new();
                     for row in rows {
@@ -199,19 +199,14 @@ impl Dispatcher {
         }
     }
 
-    /// Hooks whose deliveries are not to be leased now: disabled ones, and those that have,
-    /// or whose domain has, as many attempts in flight as they may.
-    fn excluded(&self) -> Vec<String> {
-        let mut excluded = self.index.disabled();
-        let full_domains: Vec<String> = {
-            let busy = self.busy.lock().expect("busy lock");
-            excluded.extend(busy.hooks.iter().filter(|(_, n)| **n >= self.settings.per_hook).map(|(id, _)| id.clone()));
-            busy.domains.iter().filter(|(_, n)| **n >= self.settings.per_domain).map(|(d, _)| d.clone()).collect()
+    /// The hooks and domains with as many attempts in flight as they may have: their
+    /// deliveries are not to be leased now.
+    fn full(&self) -> Full {
+        let busy = self.busy.lock().expect("busy lock");
+        let at = |slots: &HashMap<String, usize>, limit: usize| -> Vec<String> {
+            slots.iter().filter(|(_, n)| **n >= limit).map(|(key, _)| key.clone()).collect()
         };
-        for domain in full_domains {
-            excluded.extend(self.index.hooks_of(&domain));
-        }
-        excluded
+        Full { hooks: at(&busy.hooks, self.settings.per_hook), domains: at(&busy.domains, self.settings.per_domain) }
     }
 
     /// Takes a slot of its hook and of its domain for `row`; false when either is full or the
@@ -315,7 +310,8 @@ impl Dispatcher {
                 record_of(&row, n, AttemptResult::failed("the hook was deleted"), Status::Failed, now_ms())
             }
             // An operator disables a hook to stop what it sends: its deliveries wait, unleased
-            // (see `excluded`), until it is enabled again. This one was leased just before.
+            // (the lease leaves disabled hooks out), until it is enabled again. This one was
+            // leased just before.
             Some(live) if !live.hook.enabled => {
                 self.give_back(vec![row.id.clone()]).await;
                 self.unclaim(&row);

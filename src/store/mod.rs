@@ -218,6 +218,14 @@ pub struct StoredHook {
     pub doc: HookDoc,
 }
 
+/// Hooks and domains with as many attempts in flight as they may have: a few, whatever the
+/// number of hooks (at most the concurrency over the per-hook or per-domain limit).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Full {
+    pub hooks: Vec<String>,
+    pub domains: Vec<String>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
@@ -263,14 +271,15 @@ pub trait Store: Send + Sync + 'static {
     /// their ids are returned.
     async fn enqueue(&self, deliveries: &[NewDelivery], owner: &str) -> Result<Vec<String>>;
     /// Leases up to `limit` due deliveries to `owner` until `lease_until_ms`, oldest due first,
-    /// leaving out the hooks in `exclude` (those already at their concurrency limit).
+    /// leaving out disabled hooks and the hooks and domains in `full` (those already at their
+    /// concurrency limit).
     async fn lease(
         &self,
         owner: &str,
         now_ms: i64,
         lease_until_ms: i64,
         limit: u32,
-        exclude: &[String],
+        full: &Full,
     ) -> Result<Vec<LeasedDelivery>>;
     /// Gives leased deliveries back unattempted, to be leased again.
     async fn release(&self, owner: &str, ids: &[String]) -> Result<()>;

@@ -8,8 +8,8 @@ use sqlx::{
 };
 
 use super::{
-    AttemptRecord, AttemptView, DeliveryView, HookChange, LeasedDelivery, NewDelivery, Result, RetryOutcome, Status,
-    Store, StoreError, StoredHook, TokenRecord,
+    AttemptRecord, AttemptView, DeliveryView, Full, HookChange, LeasedDelivery, NewDelivery, Result, RetryOutcome,
+    Status, Store, StoreError, StoredHook, TokenRecord,
 };
 use crate::auth::Role;
 use crate::hook::payload::Request;
@@ -17,23 +17,27 @@ use crate::hook::payload::Request;
 /// Rows per multi-row statement: far below both backends' bind-parameter limits.
 const CHUNK: usize = 500;
 
-/// The lease statement: due, unleased rows of hooks not in the `excluded` list (`$5…`), oldest
-/// first; a row of an ordered hook only when no earlier event of its call is still pending and
+/// The lease statement: due, unleased rows, oldest first, of hooks that are not disabled and not
+/// among the `hooks` full hooks (`$5…`), of domains not among the `domains` full ones (after
+/// them); a row of an ordered hook only when no earlier event of its call is still pending and
 /// none of its call is in flight (leased). "Earlier" is a total order, so no two rows can each
 /// wait for the other: by `Event-Sequence` where both rows have one, rows with one before rows
 /// without, and otherwise by id (a UUIDv7, so in the order the events came). `lock` is the
 /// backend's row-locking clause for the inner SELECT.
-fn lease_sql(lock: &str, excluded: usize) -> String {
-    let not_in = if excluded == 0 {
-        String::new()
-    } else {
-        let params: Vec<String> = (5..5 + excluded).map(|i| format!("${i}")).collect();
-        format!(" AND hook_id NOT IN ({})", params.join(", "))
+fn lease_sql(lock: &str, hooks: usize, domains: usize) -> String {
+    let not_in = |column: &str, first: usize, n: usize| {
+        if n == 0 {
+            return String::new();
+        }
+        let params: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+        format!(" AND {column} NOT IN ({})", params.join(", "))
     };
+    let not_in = not_in("hook_id", 5, hooks) + &not_in("domain", 5 + hooks, domains);
     format!(
         "UPDATE deliveries SET lease_until = $1, lease_owner = $2 WHERE id IN (\
          SELECT id FROM deliveries d WHERE status = 'pending' AND next_at <= $3 \
          AND (lease_until IS NULL OR lease_until < $3){not_in} \
+         AND NOT EXISTS (SELECT 1 FROM hooks h WHERE h.id = d.hook_id AND NOT h.enabled) \
          AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.hook_id = d.hook_id \
          AND p.order_key = d.order_key AND p.status = 'pending' \
          AND (p.order_seq < d.order_seq OR (p.order_seq IS NOT NULL AND d.order_seq IS NULL) \
@@ -559,15 +563,16 @@ where
         now_ms: i64,
         lease_until_ms: i64,
         limit: u32,
-        exclude: &[String],
+        full: &Full,
     ) -> Result<Vec<LeasedDelivery>> {
-        let mut query = sqlx::query(AssertSqlSafe(lease_sql(DB::LEASE_LOCK, exclude.len())))
+        let sql = lease_sql(DB::LEASE_LOCK, full.hooks.len(), full.domains.len());
+        let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(lease_until_ms)
             .bind(owner.to_owned())
             .bind(now_ms)
             .bind(i64::from(limit));
-        for hook in exclude {
-            query = query.bind(hook.clone());
+        for value in full.hooks.iter().chain(&full.domains) {
+            query = query.bind(value.clone());
         }
         let rows = query.fetch_all(&self.pool).await?;
         if rows.is_empty() {
@@ -904,6 +909,37 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(logged, [("delivered".to_owned(), None), ("mine".to_owned(), Some("unreadable".to_owned()))]);
+    }
+
+    #[tokio::test]
+    async fn the_lease_leaves_out_disabled_hooks_and_full_hooks_and_domains() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        for (id, domain, enable) in [("on1", "d1", true), ("off", "d1", false), ("on2", "d2", true)] {
+            let body = serde_json::json!({"event": "CHANNEL_ANSWER", "enable": enable,
+                "action": {"type": "web", "method": "POST", "url": "http://x/"}});
+            let doc = crate::hook::HookDoc::from_body(&body, domain, crate::hook::Limits { max_retries: 0 }).unwrap();
+            store.insert_hook(&StoredHook { id: id.into(), doc }, 1).await.unwrap();
+        }
+        // "gone" has no hook row: it is leased, and its attempt finds the hook deleted.
+        let rows: Vec<NewDelivery> = [("on1", "d1"), ("off", "d1"), ("on2", "d2"), ("gone", "d3")]
+            .map(|(hook, domain)| NewDelivery { hook_id: hook.into(), domain: domain.into(), ..delivery(hook, false) })
+            .into();
+        store.enqueue(&rows, "me").await.unwrap();
+        let lease = |full: Full| {
+            let store = &store;
+            async move {
+                let mut ids: Vec<String> =
+                    store.lease("me", 10, 20, 100, &full).await.unwrap().into_iter().map(|d| d.id).collect();
+                store.release("me", &ids).await.unwrap();
+                ids.sort();
+                ids
+            }
+        };
+        assert_eq!(lease(Full::default()).await, ["gone", "on1", "on2"]);
+        assert_eq!(lease(Full { hooks: vec!["on1".into()], domains: vec![] }).await, ["gone", "on2"]);
+        assert_eq!(lease(Full { hooks: vec![], domains: vec!["d2".into(), "d3".into()] }).await, ["on1"]);
     }
 
     #[test]

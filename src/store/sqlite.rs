@@ -93,23 +93,26 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
         .await?;
     let store = SqlStore { pool };
     store.migrate().await?;
-    owner_only(&file)?;
+    owner_only(&file);
     Ok(store)
 }
 
 /// Makes the database and its WAL files readable by their owner only: they hold the token
 /// secret (anyone who reads it can sign a root token) and every domain's hooks and events.
-fn owner_only(db: &std::path::Path) -> Result<()> {
+/// SQLite creates WAL files later with the database file's mode. A file this process may not
+/// change (another owner's) is left as it is, with a warning, rather than stopping the start.
+fn owner_only(db: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     for suffix in ["", "-wal", "-shm"] {
         let mut path = db.as_os_str().to_owned();
         path.push(suffix);
         match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(sqlx::Error::Io(e).into()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = ?path, error = %e, "cannot make the database readable by its owner only");
+            }
             _ => {}
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
