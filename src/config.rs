@@ -213,10 +213,17 @@ impl Config {
         }
 
         let d = file.delivery;
+        let concurrency = l.get("delivery.concurrency", d.concurrency, 256, positive);
         let delivery = DeliveryConfig {
-            concurrency: l.get("delivery.concurrency", d.concurrency, 256, positive),
+            concurrency,
             per_hook_concurrency: l.get("delivery.per_hook_concurrency", d.per_hook_concurrency, 128, positive),
-            per_domain_concurrency: l.get("delivery.per_domain_concurrency", d.per_domain_concurrency, 128, positive),
+            // Three quarters: one domain's slow receivers leave the others a quarter of the slots.
+            per_domain_concurrency: l.get(
+                "delivery.per_domain_concurrency",
+                d.per_domain_concurrency,
+                (concurrency * 3 / 4).max(1),
+                positive,
+            ),
             lease: l.get("delivery.lease", d.lease, Duration::from_secs(60), |s| {
                 duration(s)
                     .and_then(|d| if d < Duration::from_secs(5) { Err("must be at least 5s".into()) } else { Ok(d) })
@@ -422,6 +429,13 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://./switchhook-data/switchhook.db");
         assert_eq!(c.limits.max_retries, 100);
         assert_eq!(c.token_secret, None);
+        let d = &c.delivery;
+        assert_eq!((d.concurrency, d.per_hook_concurrency, d.per_domain_concurrency), (256, 128, 192));
+        // The per-domain share follows a concurrency that was set, unless it is set too.
+        let c = build("[delivery]\nconcurrency = 40", Overrides::default(), &[]).unwrap();
+        assert_eq!(c.delivery.per_domain_concurrency, 30);
+        let env = [("SWITCHHOOK_DELIVERY_PER_DOMAIN_CONCURRENCY", "7")];
+        assert_eq!(build("", Overrides::default(), &env).unwrap().delivery.per_domain_concurrency, 7);
     }
 
     #[test]

@@ -228,12 +228,15 @@ impl Router {
             let order_key = live.hook.ordered.then(|| headers.text("Unique-ID").map(Cow::into_owned)).flatten();
             let request = match &form {
                 Form::Text(text) => live.hook.render_json(text, &key.name, &id),
-                Form::Parsed(event) => live.hook.render(event, &key.name, &id),
+                Form::Parsed(event) => match live.hook.render_checked(event, &key.name, &id) {
+                    Ok(request) => request,
+                    Err((_, problem)) => {
+                        telemetry::unsendable();
+                        tracing::warn!(hook = %live.id, %problem, "a delivery is not queued");
+                        continue;
+                    }
+                },
             };
-            if let Some(problem) = live.hook.unsendable(&request) {
-                tracing::warn!(hook = %live.id, %problem, "a delivery is not queued");
-                continue;
-            }
             // Headers that use the auth pre-request's answer are rendered at send time, from
             // this copy of the event.
             let event = live.hook.auth.is_some().then(|| match item {

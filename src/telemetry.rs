@@ -52,6 +52,11 @@ pub fn queue_depth(pending: u64) {
     gauge!("switchhook_queue_depth").set(pending as f64);
 }
 
+/// A delivery not queued because its hook's templates would render too much for the event.
+pub fn unsendable() {
+    counter!("switchhook_deliveries_unsendable_total").increment(1);
+}
+
 /// Events a source read but could not commit before shutting down, so they are lost (only an
 /// event socket, which cannot resend, ever gives events up).
 pub fn events_lost(source: &'static str, events: usize) {

@@ -386,6 +386,7 @@ async fn each_validation_rule_names_its_field(b: Backend) {
             ),
             "Bad request: filter must have at most 64 entries, not 65",
         ),
+        (with(json!({"rawBody": "x".repeat((256 << 10) + 1)})), "Bad request: rawBody must be at most 256 KiB"),
         (json!([1, 2]), "Bad request: body must be a JSON object"),
     ];
     for (body, info) in cases {

@@ -950,27 +950,37 @@ async fn raw_body_placeholders_inside_an_escape_are_refused() {
 }
 
 /// A short template over a large value: `[${x},${x},…]` 2,000 times over a 50 KB caller name
-/// would render 100 MB per event (the security audit saw 321 MB of memory from one dry run).
-/// Rendering stops at 256 KiB, and such a body is refused, not sent cut short.
+/// would render 100 MB per event (the security audit saw 321 MB of memory from one dry run),
+/// and so would 100 headers copying it. Templates render at most 256 KiB beyond the event's
+/// own size, and such a request is refused, not sent cut short; one large value copied once
+/// is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_that_would_render_megabytes_is_refused_not_rendered() {
     let s = TestServer::start(Backend::Sqlite).await;
-    let raw = format!("[{}]", vec!["${Caller-Caller-ID-Name}"; 2000].join(","));
-    let mut body = hook("CHANNEL_ANSWER", DOWN);
-    body["customBody"] = json!(true);
-    body["rawBody"] = json!(raw);
-    let id = s.create_hook(DOMAIN, body).await;
+    let mut raw_bomb = hook("CHANNEL_ANSWER", DOWN);
+    raw_bomb["customBody"] = json!(true);
+    raw_bomb["rawBody"] = json!(format!("[{}]", vec!["${Caller-Caller-ID-Name}"; 2000].join(",")));
+    let mut header_bomb = hook("CHANNEL_ANSWER", DOWN);
+    header_bomb["headers"] = (0..100).map(|i| (format!("X-H{i}"), json!("${Caller-Caller-ID-Name}"))).collect();
+    let mut once = hook("CHANNEL_ANSWER", DOWN);
+    once["customBody"] = json!(true);
+    once["rawBody"] = json!("{\"caller\": \"${Caller-Caller-ID-Name}\"}");
     let mut event = channel("CHANNEL_ANSWER", DOMAIN, UUID);
     event["Caller-Caller-ID-Name"] = json!("n".repeat(50_000));
-    let path = format!("/api/v2/hooks/{id}/test?domain={DOMAIN}");
-    let (status, v) = s.call("POST", &path, Some(&s.root), Some(event.clone())).await;
-    assert_eq!(
-        (status, &v["info"]),
-        (400, &json!("Bad request: rawBody renders to more than 256 KiB for this event; it would not be sent"))
-    );
+    for bomb in [raw_bomb, header_bomb] {
+        let id = s.create_hook(DOMAIN, bomb).await;
+        let path = format!("/api/v2/hooks/{id}/test?domain={DOMAIN}");
+        let (status, v) = s.call("POST", &path, Some(&s.root), Some(event.clone())).await;
+        let refused = "Bad request: rawBody and headers render to more than 256 KiB beyond the event's size; it would not be sent";
+        assert_eq!((status, &v["info"]), (400, &json!(refused)));
+    }
+    s.create_hook(DOMAIN, once).await;
+    // A 300 KB caller name copied once is sent; the two bombs are not queued.
+    event["Caller-Caller-ID-Name"] = json!("n".repeat(300_000));
     let accepted = s.ingest(event).await;
-    assert_eq!((&accepted["accepted"], &accepted["deliveries"]), (&json!(1), &json!(0)));
-    // A small value still renders and is queued.
-    let accepted = s.ingest(channel("CHANNEL_ANSWER", DOMAIN, UUID)).await;
-    assert_eq!(accepted["deliveries"], 1);
+    assert_eq!((&accepted["accepted"], &accepted["deliveries"]), (&json!(1), &json!(1)));
+    // Counted (the recorder is the process's, so other tests may add to it).
+    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let count = metrics.lines().find_map(|l| l.strip_prefix("switchhook_deliveries_unsendable_total "));
+    assert!(count.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= 2), "{metrics}");
 }

@@ -151,10 +151,9 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Result<Value, ApiError> {
     } else {
         failed.map(|f| format!("filter on {:?} failed", f.header()))
     };
-    let request = hook.render(event, name.as_deref().unwrap_or(&hook.event), &uuid::Uuid::new_v4().to_string());
-    if let Some(problem) = hook.unsendable(&request) {
-        return Err(ApiError::bad_request(format!("Bad request: {problem}; it would not be sent")));
-    }
+    let request = hook
+        .render_checked(event, name.as_deref().unwrap_or(&hook.event), &uuid::Uuid::new_v4().to_string())
+        .map_err(|(_, problem)| ApiError::bad_request(format!("Bad request: {problem}; it would not be sent")))?;
     let mut notes = vec!["webhook-id (the delivery id) is added when it is sent"];
     if hook.signing_key.is_some() {
         notes.push("webhook-timestamp and webhook-signature are added when it is sent");

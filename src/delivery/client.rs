@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::sign;
 use crate::event::Event;
 use crate::hook::payload::header_safe;
-use crate::hook::template::Lookup;
+use crate::hook::template::{Lookup, MAX_RENDERED, Template};
 use crate::hook::{CompiledAuth, CompiledHook};
 use crate::store::LeasedDelivery;
 
@@ -140,8 +140,20 @@ impl Client {
 
     /// Runs the auth pre-request and collects its variables.
     async fn authenticate(&self, auth: &CompiledAuth, event: &Event, timeout_ms: u32) -> Result<AuthAnswer, String> {
+        // The auth request's templates share one budget, as a webhook's do.
+        let mut rendered = 0;
+        let mut render = |template: &Template| {
+            let value = template.render_within(event, (MAX_RENDERED + 1).saturating_sub(rendered));
+            rendered += value.len();
+            value
+        };
         let params: serde_json::Map<String, Value> =
-            auth.map.iter().map(|(k, t)| (k.clone(), Value::String(t.render(event)))).collect();
+            auth.map.iter().map(|(k, t)| (k.clone(), Value::String(render(t)))).collect();
+        let headers: Vec<(&HeaderName, String)> =
+            auth.headers.iter().map(|(name, t)| (name, header_safe(render(t)))).collect();
+        if rendered > MAX_RENDERED {
+            return Err(format!("the auth request's map and headers render to more than {} KiB", MAX_RENDERED >> 10));
+        }
         let mut url = auth.url.clone();
         if auth.method == http::Method::GET && !params.is_empty() {
             let mut query = url.query_pairs_mut();
@@ -150,8 +162,8 @@ impl Client {
             }
         }
         let mut builder = self.http.request(auth.method.clone(), url);
-        for (name, template) in &auth.headers {
-            builder = builder.header(name, header_value(&header_safe(template.render(event)))?);
+        for (name, value) in &headers {
+            builder = builder.header(*name, header_value(value)?);
         }
         if auth.method != http::Method::GET {
             builder = builder.json(&params);

@@ -1,6 +1,6 @@
 //! The dispatcher: leases due deliveries in batches, sends them with bounded concurrency
-//! (overall and per hook), renews its leases while attempts run, and records outcomes in
-//! batches.
+//! (overall, per hook and per domain, on this node), renews its leases while attempts run,
+//! and records outcomes in batches.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -72,7 +72,7 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     settings: Settings,
     busy: Mutex<Busy>,
-    /// Signalled when an attempt ends and frees its hook's slot.
+    /// Signalled when an attempt ends and frees its slots.
     freed: Notify,
 }
 

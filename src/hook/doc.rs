@@ -153,7 +153,7 @@ impl HookDoc {
             headers: string_map(map, "headers")?,
             auth: auth(map)?,
             custom_body: boolean(map, "customBody")?.unwrap_or(false),
-            raw_body: string(map, "rawBody")?.unwrap_or_default(),
+            raw_body: raw_body(map)?,
             retries: integer(map, "retries", 0, limits.max_retries)?.unwrap_or(0),
             delay: integer(map, "delay", 1, 86_400)?.unwrap_or(60),
             secret: secret(map)?,
@@ -388,6 +388,16 @@ fn auth(map: &Map<String, Value>) -> Result<Auth, DocError> {
         method,
         cookie,
     })
+}
+
+/// `rawBody`, no longer than what a template may render.
+fn raw_body(map: &Map<String, Value>) -> Result<String, DocError> {
+    let raw = string(map, "rawBody")?.unwrap_or_default();
+    let most = super::template::MAX_RENDERED;
+    if raw.len() > most {
+        return Err(bad("rawBody", format!("must be at most {} KiB", most >> 10)));
+    }
+    Ok(raw)
 }
 
 fn prefix(p: &str, err: DocError) -> DocError {

@@ -8,7 +8,7 @@ use http::Method;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::template::{Empty, Lookup, Template};
+use super::template::{Empty, Lookup, MAX_RENDERED};
 use super::{Body, CompiledHook};
 use crate::event::{Event, JsonEvent, needs_escape};
 
@@ -30,8 +30,16 @@ impl CompiledHook {
     /// Renders the request this hook sends for `event` under delivery id `id`. `event_name`
     /// is the event's hook event name.
     pub fn render(&self, event: &Event, event_name: &str, id: &str) -> Request {
+        self.render_checked(event, event_name, id).unwrap_or_else(|(request, _)| request)
+    }
+
+    /// [`render`](Self::render), or the request cut short and why it must not be sent: its
+    /// templates (`rawBody` and `headers` together) would render more than the event's size
+    /// plus [`MAX_RENDERED`].
+    pub fn render_checked(&self, event: &Event, event_name: &str, id: &str) -> Result<Request, (Request, String)> {
+        let limit = MAX_RENDERED + approx_size(&event.0);
         let (url, body) = match &self.body {
-            Body::Custom(template) => (self.url.to_string(), template.render(event)),
+            Body::Custom(template) => (self.url.to_string(), template.render_within(event, limit)),
             Body::Default => {
                 let data = self.data(event);
                 if self.method == Method::GET {
@@ -44,14 +52,16 @@ impl CompiledHook {
                 }
             }
         };
-        Request { method: self.method.clone(), url, headers: self.render_headers(event), body }
-    }
-
-    /// Why `request`, rendered by this hook, must not be sent: its `rawBody` rendered past
-    /// [`MAX_RENDERED`](super::template::MAX_RENDERED) and was cut short.
-    pub fn unsendable(&self, request: &Request) -> Option<String> {
-        (matches!(self.body, Body::Custom(_)) && Template::over(&request.body))
-            .then(|| format!("rawBody renders to more than {} KiB for this event", super::template::MAX_RENDERED >> 10))
+        let templated = if matches!(self.body, Body::Custom(_)) { body.len() } else { 0 };
+        let headers = self.render_headers_within(event, limit.saturating_sub(templated));
+        let rendered = templated + headers.iter().map(|(_, v)| v.len()).sum::<usize>();
+        let request = Request { method: self.method.clone(), url, headers, body };
+        if rendered > limit {
+            let problem =
+                format!("rawBody and headers render to more than {} KiB beyond the event's size", MAX_RENDERED >> 10);
+            return Err((request, problem));
+        }
+        Ok(request)
     }
 
     /// [`render`](Self::render) for an event given as the JSON text of an object, sent as it
@@ -72,13 +82,25 @@ impl CompiledHook {
     /// The hook's headers rendered over `vars`, after a JSON content type when the request
     /// has a body and the hook does not set its own.
     pub fn render_headers(&self, vars: &dyn Lookup) -> Vec<(String, String)> {
+        self.render_headers_within(vars, MAX_RENDERED)
+    }
+
+    /// [`render_headers`](Self::render_headers), rendering no more header values once they
+    /// pass `limit` bytes together.
+    fn render_headers_within(&self, vars: &dyn Lookup, limit: usize) -> Vec<(String, String)> {
         let mut headers = Vec::with_capacity(self.headers.len() + 1);
         let sets_type = self.headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE);
         if self.method != Method::GET && !sets_type {
             headers.push(("content-type".to_owned(), "application/json".to_owned()));
         }
+        let mut rendered = 0;
         for (name, template) in &self.headers {
-            headers.push((name.as_str().to_owned(), header_safe(template.render(vars))));
+            if rendered > limit {
+                break;
+            }
+            let value = header_safe(template.render_within(vars, limit - rendered));
+            rendered += value.len();
+            headers.push((name.as_str().to_owned(), value));
         }
         headers
     }
@@ -178,6 +200,19 @@ fn with_query(url: &url::Url, data: &Map<String, Value>) -> String {
         }
     }
     url.to_string()
+}
+
+/// About the bytes `map` takes as text: what templates may copy out of an event.
+fn approx_size(map: &Map<String, Value>) -> usize {
+    fn size(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len() + 2,
+            Value::Array(items) => items.iter().map(|i| size(i) + 1).sum::<usize>() + 2,
+            Value::Object(m) => approx_size(m),
+            _ => 24,
+        }
+    }
+    map.iter().map(|(k, v)| k.len() + size(v) + 4).sum::<usize>() + 2
 }
 
 /// Header values cannot hold control characters; an event value with a newline must not be

@@ -99,12 +99,17 @@ impl Template {
     }
 
     /// Renders the template; `lookup` resolves the placeholders (see [`Lookup`]). Output stops
-    /// growing once it passes [`MAX_RENDERED`]: a caller that must not send a cut text checks
-    /// [`Template::over`].
+    /// growing once it passes [`MAX_RENDERED`].
     pub fn render(&self, lookup: &dyn Lookup) -> String {
+        self.render_within(lookup, MAX_RENDERED)
+    }
+
+    /// [`Template::render`], stopping once the output passes `limit` bytes (by at most one
+    /// value): a caller that must not send a cut text checks the length.
+    pub fn render_within(&self, lookup: &dyn Lookup, limit: usize) -> String {
         let mut out = String::new();
         for part in &self.parts {
-            if Self::over(&out) {
+            if out.len() > limit {
                 break;
             }
             match part {
@@ -123,17 +128,11 @@ impl Template {
     }
 }
 
-/// The most a template renders, give or take one value. Each `${x}` copies its value, so a
-/// short template over a large event could otherwise ask for gigabytes, and a batch of events
-/// renders together before it is committed. Bodies people write templates for are a few KB.
+/// What templates may render beyond the size of the event they read. Each `${x}` copies its
+/// value, so a short template over a large event could otherwise ask for gigabytes, and a
+/// batch of events renders together before it is committed. Requests people write templates
+/// for are a few KB; an event's values, each copied once, always fit.
 pub const MAX_RENDERED: usize = 256 << 10;
-
-impl Template {
-    /// Whether `rendered` passed [`MAX_RENDERED`], so rendering stopped short.
-    pub fn over(rendered: &str) -> bool {
-        rendered.len() > MAX_RENDERED
-    }
-}
 
 /// Resolves placeholder names to values. Implemented by events (and by the auth variables
 /// layered over them) so one renderer serves bodies, headers and the dry run.

@@ -93,7 +93,9 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
         .await?;
     let store = SqlStore { pool };
     store.migrate().await?;
-    owner_only(&file);
+    if !(url.contains(":memory:") || url.contains("mode=memory")) {
+        owner_only(&file);
+    }
     Ok(store)
 }
 
