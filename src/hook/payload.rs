@@ -37,7 +37,9 @@ impl CompiledHook {
     /// templates (`rawBody` and `headers` together) would render more than the event's size
     /// plus [`MAX_RENDERED`].
     pub fn render_checked(&self, event: &Event, event_name: &str, id: &str) -> Result<Request, (Request, String)> {
-        let limit = MAX_RENDERED + approx_size(&event.0);
+        // Only templates copy values; a hook without any renders in proportion to the event.
+        let has_templates = matches!(self.body, Body::Custom(_)) || !self.headers.is_empty();
+        let limit = if has_templates { MAX_RENDERED + approx_size(&event.0) } else { usize::MAX };
         let (url, body) = match &self.body {
             Body::Custom(template) => (self.url.to_string(), template.render_within(event, limit)),
             Body::Default => {
