@@ -474,15 +474,25 @@ mod tests {
         sqlx::query(statement).execute(&mut conn).await.unwrap();
     }
 
+    /// Commits `events` in the background with `grace`, on a router in `dir` whose store
+    /// refuses them until `deliveries_away` is renamed back; returns the task and the store URL.
+    async fn refused_commit(
+        dir: &std::path::Path,
+        events: Vec<Incoming>,
+        shutdown: &CancellationToken,
+        grace: Duration,
+    ) -> (tokio::task::JoinHandle<Committed>, String) {
+        let (router, url) = router_on(dir).await;
+        sql(&url, "ALTER TABLE deliveries RENAME TO deliveries_away").await;
+        let shutdown = shutdown.clone();
+        (tokio::spawn(async move { commit(&router, &events, &shutdown, grace).await }), url)
+    }
+
     #[tokio::test]
     async fn a_commit_retries_until_the_store_takes_the_events() {
         let dir = tempfile::tempdir().unwrap();
-        let (router, url) = router_on(dir.path()).await;
-        sql(&url, "ALTER TABLE deliveries RENAME TO deliveries_away").await;
-        let router = Arc::new(router);
         let shutdown = CancellationToken::new();
-        let (r, s) = (router.clone(), shutdown.clone());
-        let committing = tokio::spawn(async move { commit(&r, &[event(1), event(2)], &s, Duration::ZERO).await });
+        let (committing, url) = refused_commit(dir.path(), vec![event(1), event(2)], &shutdown, Duration::ZERO).await;
         tokio::time::sleep(Duration::from_millis(800)).await;
         assert!(!committing.is_finished(), "events read are never given up before shutdown");
         sql(&url, "ALTER TABLE deliveries_away RENAME TO deliveries").await;
@@ -499,13 +509,9 @@ mod tests {
     #[tokio::test]
     async fn at_shutdown_a_commit_gives_up_after_the_grace_period() {
         let dir = tempfile::tempdir().unwrap();
-        let (router, url) = router_on(dir.path()).await;
-        sql(&url, "ALTER TABLE deliveries RENAME TO deliveries_away").await;
-        let router = Arc::new(router);
         let shutdown = CancellationToken::new();
-        let (r, s) = (router.clone(), shutdown.clone());
         let grace = Duration::from_millis(700);
-        let committing = tokio::spawn(async move { commit(&r, &[event(1)], &s, grace).await });
+        let (committing, _) = refused_commit(dir.path(), vec![event(1)], &shutdown, grace).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         shutdown.cancel();
         let cancelled = tokio::time::Instant::now();
