@@ -6,14 +6,14 @@ mod common;
 
 use common::web;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use amqprs::BasicProperties;
 use amqprs::channel::{BasicPublishArguments, Channel, ExchangeDeleteArguments, QueueDeleteArguments};
 use amqprs::connection::Connection;
 use common::events::{channel, dialer_member_end, with};
+use common::log::LogBuffer;
 use common::receiver::Receiver;
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
@@ -116,27 +116,12 @@ impl Topology {
     }
 }
 
-/// A log sink the tests can read back.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The warnings and errors switchhook logs, from every test of this binary (they share the
 /// process-wide subscriber), so a test looks for lines holding its own names.
-fn log() -> Buffer {
-    static LOG: OnceLock<Buffer> = OnceLock::new();
+fn log() -> LogBuffer {
+    static LOG: OnceLock<LogBuffer> = OnceLock::new();
     LOG.get_or_init(|| {
-        let buffer = Buffer::default();
+        let buffer = LogBuffer::default();
         let writer = buffer.clone();
         tracing_subscriber::fmt()
             .with_ansi(false)
@@ -148,18 +133,19 @@ fn log() -> Buffer {
     .clone()
 }
 
-/// Lines of the log holding every one of `parts`.
-fn log_lines(log: &Buffer, parts: &[&str]) -> Vec<String> {
-    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
-    text.lines().filter(|l| parts.iter().all(|p| l.contains(p))).map(str::to_owned).collect()
+/// A server on SQLite reading RabbitMQ with `settings`.
+async fn serve(settings: Settings) -> TestServer {
+    TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await
 }
 
-/// Waits until the source is connected (it binds before it consumes).
+/// Waits until the source is connected (it binds before it consumes), then a moment more for
+/// it to apply the bindings of hooks created after it connected.
 async fn wait_connected(s: &TestServer) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let (_, v) = s.call("GET", "/health", None, None).await;
         if v["data"]["sources"]["amqp"]["connected"] == true {
+            tokio::time::sleep(Duration::from_millis(300)).await;
             return;
         }
         assert!(std::time::Instant::now() < deadline, "amqp never connected: {v}");
@@ -173,13 +159,10 @@ async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected_and_logged() 
     let log = log();
     let t = Topology::new(url).await;
     let r = Receiver::start().await;
-    let settings = t.settings();
-    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    let s = serve(t.settings()).await;
     s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
     s.create_hook(D, json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/member"))})).await;
     wait_connected(&s).await;
-    // Give the source a moment to apply the bindings of hooks created after it connected.
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     t.publish_fs(&channel("CHANNEL_ANSWER", D, "a-1")).await;
     let bad_key = format!("FreeSWITCH.fs1.CHANNEL_ANSWER..bad-{}", t.tag);
@@ -207,7 +190,7 @@ async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected_and_logged() 
     assert!(metrics.contains("switchhook_source_rejected_total{source=\"amqp\"} 2"), "{metrics}");
     // Audit: the warning said neither where the message came from nor what it held.
     let exchange = format!("exchange=\"{}\"", t.fs_exchange());
-    let lines = log_lines(&log, &["rejected a message", &exchange]);
+    let lines = log.lines_with(&["rejected a message", &exchange]);
     assert_eq!(lines.len(), 2, "{lines:?}");
     let long = format!("routing_key=\"{bad_key}\" body=\"{}\"", &bad[..200]);
     assert!(lines.iter().any(|l| l.ends_with(&long)), "{long} is not in {lines:?}");
@@ -232,11 +215,9 @@ async fn messages_published_while_stopped_or_unacked_at_a_crash_arrive_after_res
     let Some(url) = broker() else { return };
     let t = Topology::new(url).await;
     let r = Receiver::start().await;
-    let settings = t.settings();
-    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    let s = serve(t.settings()).await;
     s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
     wait_connected(&s).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Stopped: messages wait in the durable queue.
     let (config, dir, pg) = s.stop().await;
@@ -274,11 +255,9 @@ async fn the_simulator_publishes_like_mod_amqp() {
     let Some(url) = broker() else { return };
     let t = Topology::new(url.clone()).await;
     let r = Receiver::start().await;
-    let settings = t.settings();
-    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    let s = serve(t.settings()).await;
     s.create_hook("domain-1.example.com", json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
     wait_connected(&s).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let options = switchhook::simulate::run::Options {
         listen: "127.0.0.1:0".parse().unwrap(),
         password: String::new(),
@@ -310,11 +289,10 @@ async fn engine_and_mod_amqp_layouts_both_reach_hooks_on_one_exchange() {
     let r = Receiver::start().await;
     let settings = t.default_settings();
     let ex = t.fs_exchange();
-    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    let s = serve(settings).await;
     s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
     s.create_hook(D, json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/member"))})).await;
     wait_connected(&s).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let member = dialer_member_end(D);
     t.publish(&ex, ".CUSTOM.engine%3A%3Adialer_member_end..", member.to_string().into_bytes()).await;
@@ -353,11 +331,9 @@ async fn a_queue_lost_while_stopped_is_bound_again_at_start() {
     let Some(url) = broker() else { return };
     let t = Topology::new(url).await;
     let r = Receiver::start().await;
-    let settings = t.settings();
-    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    let s = serve(t.settings()).await;
     s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
     wait_connected(&s).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let (config, dir, pg) = s.stop().await;
     t.delete_queue().await;
@@ -377,11 +353,9 @@ async fn a_queue_deleted_while_consuming_is_declared_and_bound_again() {
     let Some(url) = broker() else { return };
     let t = Topology::new(url).await;
     let r = Receiver::start().await;
-    let settings = t.settings();
-    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    let s = serve(t.settings()).await;
     s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
     wait_connected(&s).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     t.publish_fs(&channel("CHANNEL_ANSWER", D, "before")).await;
     r.wait_for("/h", 1, WAIT).await;
 
@@ -411,8 +385,7 @@ async fn a_stored_hook_too_long_for_a_binding_key_is_skipped_and_logged() {
     let log = log();
     let t = Topology::new(url).await;
     let r = Receiver::start().await;
-    let settings = t.settings();
-    let s = TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await;
+    let s = serve(t.settings()).await;
     s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
     let id = s.create_hook(D, json!({"event": "CUSTOM->placeholder", "action": web(&r.url("/long"))})).await;
     let (config, dir, pg) = s.stop().await;
@@ -440,7 +413,7 @@ async fn a_stored_hook_too_long_for_a_binding_key_is_skipped_and_logged() {
     t.publish_fs(&channel("CHANNEL_ANSWER", D, "still-bound")).await;
     let got = r.wait_for("/h", 1, WAIT).await;
     assert_eq!(got[0].json()["data"]["Unique-ID"], "still-bound");
-    let lines = log_lines(&log, &["binding key is over 255 bytes", &format!("event={long}")]);
+    let lines = log.lines_with(&["binding key is over 255 bytes", &format!("event={long}")]);
     assert!(!lines.is_empty(), "the skipped hook event is not logged");
     s.stop().await;
     t.cleanup().await;

@@ -156,50 +156,56 @@ async fn a_wrong_password_shows_in_health() {
     sim.kill().await;
 }
 
-/// A "FreeSWITCH" that sends `reply` after the auth exchange, then keeps the socket open.
-/// Counts the connections it gets.
-async fn bad_switch(reply: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+/// A "FreeSWITCH" that runs `session` on every connection it gets, and counts them.
+async fn counting_switch<F, Fut>(session: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let counter = connections.clone();
     tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
+        while let Ok((sock, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
-            let reply = reply.clone();
-            tokio::spawn(async move {
-                let _ = sock.write_all(b"Content-Type: auth/request\n\n").await;
-                let mut buf = [0u8; 1024];
-                let _ = sock.read(&mut buf).await;
-                let _ = sock.write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n").await;
-                let _ = sock.write_all(&reply).await;
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            });
+            tokio::spawn(session(sock));
         }
     });
     (addr, connections)
+}
+
+/// A "FreeSWITCH" that sends `reply` after the auth exchange, then keeps the socket open.
+/// Counts the connections it gets.
+async fn bad_switch(reply: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    counting_switch(move |mut sock| {
+        let reply = reply.clone();
+        async move {
+            let _ = sock.write_all(b"Content-Type: auth/request\n\n").await;
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock.write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n").await;
+            let _ = sock.write_all(&reply).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
+    .await
 }
 
 /// FreeSWITCH's ACL refusal (`text/rude-rejection` instead of the greeting, then a
 /// disconnect notice) shows in health and is retried ever more slowly, not every second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_rejection_shows_in_health_and_backs_off() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counter = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let _ = sock
-                .write_all(
-                    b"Content-Type: text/rude-rejection\nContent-Length: 24\n\nAccess Denied, go away.\n\
-                      Content-Type: text/disconnect-notice\nContent-Length: 67\n\n\
-                      Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n",
-                )
-                .await;
-        }
-    });
+    let (addr, connections) = counting_switch(|mut sock| async move {
+        let _ = sock
+            .write_all(
+                b"Content-Type: text/rude-rejection\nContent-Length: 24\n\nAccess Denied, go away.\n\
+                  Content-Type: text/disconnect-notice\nContent-Length: 67\n\n\
+                  Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n",
+            )
+            .await;
+    })
+    .await;
     let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
     let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
     let started = std::time::Instant::now();

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::log::LogBuffer;
 use common::receiver::{Receiver, Reply};
 use common::{Backend, TOKEN_SECRET, TestServer};
 use serde_json::{Value, json};
@@ -33,36 +32,15 @@ const ESL_PASSWORD: &str = "esl-wrong-password-1414";
 const DB_PASSWORD: &str = "db-password-5772";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A log sink the test can read back.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Buffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 /// One capture at the product's default level (`info`, as `SWITCHHOOK_LOG` defaults) and one
 /// at `trace`, where the libraries (sqlx statements among them) speak too.
-fn capture() -> (Buffer, Buffer) {
-    let (info, trace) = (Buffer::default(), Buffer::default());
+fn capture() -> (LogBuffer, LogBuffer) {
+    let (info, trace) = (LogBuffer::default(), LogBuffer::default());
     tracing_subscriber::registry().with(layer(&info, "info")).with(layer(&trace, "trace")).init();
     (info, trace)
 }
 
-fn layer<S>(buffer: &Buffer, level: &str) -> impl tracing_subscriber::Layer<S>
+fn layer<S>(buffer: &LogBuffer, level: &str) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {

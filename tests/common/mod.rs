@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod log;
 pub mod receiver;
 
 use std::time::Duration;
