@@ -217,11 +217,13 @@ impl Config {
         let delivery = DeliveryConfig {
             concurrency,
             per_hook_concurrency: l.get("delivery.per_hook_concurrency", d.per_hook_concurrency, 128, positive),
-            // Three quarters: one domain's slow receivers leave the others a quarter of the slots.
+            // No cap of its own unless set: a domain at its cap has the deliveries handed over in
+            // memory given back to the store and leased again, which cost a single-tenant run a
+            // third of its webhooks/s at three quarters (BENCHMARKS.md, round six).
             per_domain_concurrency: l.get(
                 "delivery.per_domain_concurrency",
                 d.per_domain_concurrency,
-                (concurrency * 3 / 4).max(1),
+                concurrency,
                 positive,
             ),
             lease: l.get("delivery.lease", d.lease, Duration::from_secs(60), |s| {
@@ -430,10 +432,10 @@ mod tests {
         assert_eq!(c.limits.max_retries, 100);
         assert_eq!(c.token_secret, None);
         let d = &c.delivery;
-        assert_eq!((d.concurrency, d.per_hook_concurrency, d.per_domain_concurrency), (256, 128, 192));
-        // The per-domain share follows a concurrency that was set, unless it is set too.
+        assert_eq!((d.concurrency, d.per_hook_concurrency, d.per_domain_concurrency), (256, 128, 256));
+        // The per-domain cap follows a concurrency that was set, unless it is set too.
         let c = build("[delivery]\nconcurrency = 40", Overrides::default(), &[]).unwrap();
-        assert_eq!(c.delivery.per_domain_concurrency, 30);
+        assert_eq!(c.delivery.per_domain_concurrency, 40);
         let env = [("SWITCHHOOK_DELIVERY_PER_DOMAIN_CONCURRENCY", "7")];
         assert_eq!(build("", Overrides::default(), &env).unwrap().delivery.per_domain_concurrency, 7);
     }
