@@ -102,7 +102,7 @@ impl Dispatcher {
         let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
         let recorders: Vec<_> = (0..self.store.writers())
             .map(|_| {
-                let recorder = record(self.store.clone(), inbox.clone(), shutdown.clone());
+                let recorder = record(self.store.clone(), inbox.clone(), self.wake.clone(), shutdown.clone());
                 AbortOnDropHandle::new(tokio::spawn(recorder))
             })
             .collect();
@@ -295,10 +295,9 @@ impl Dispatcher {
         Ok(self.index.get(id))
     }
 
-    /// One attempt with the hook as the index had it (`known`), and the record of it for the
-    /// batched recorder; `None` when there is none to write: it could not even be tried (the
-    /// store was unreachable; its lease then runs out and it is tried again), its hook is
-    /// disabled, or its record is already written.
+    /// One attempt with the hook as the index had it (`known`), and the record of it; `None`
+    /// when there is nothing to record: it could not even be tried (the store was unreachable;
+    /// its lease then runs out and it is tried again), or its hook is disabled.
     async fn attempt(&self, row: LeasedDelivery, known: Option<Arc<LiveHook>>) -> Option<AttemptRecord> {
         let n = row.attempts + 1;
         let hook = match known {
@@ -347,21 +346,7 @@ impl Dispatcher {
                     Decision::RetryIn(wait) => (Status::Pending, now + wait.as_millis() as i64, "retry"),
                 };
                 telemetry::attempt(label, result.duration);
-                let record = record_of(&row, n, result, status, next_at);
-                if hook.ordered && status != Status::Pending {
-                    // The call's next event waits until this outcome is stored: store it now
-                    // and wake the dispatcher. Waking it from the batched recorder instead, after
-                    // every batch, cost a third of the throughput (BENCHMARKS.md, round six).
-                    match self.store.record(std::slice::from_ref(&record)).await {
-                        Ok(()) => {
-                            self.unclaim(&row);
-                            self.wake.notify_one();
-                            return None;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot record an ordered attempt now; batching it"),
-                    }
-                }
-                record
+                record_of(&row, n, result, status, next_at)
             }
         };
         self.unclaim(&row);
@@ -387,10 +372,12 @@ fn record_of(row: &LeasedDelivery, n: u32, result: AttemptResult, status: Status
 /// (the dispatcher slows down as the channel fills); a batch the store refuses is written
 /// record by record so one bad record cannot hold up the others. After shutdown, retrying
 /// stops after a grace period: unrecorded deliveries are still leased to this node and are
-/// sent again after it restarts.
+/// sent again after it restarts. A batch that finishes deliveries wakes the dispatcher: the
+/// next event of an ordered call waits until the one before it is recorded.
 async fn record(
     store: Arc<dyn Store>,
     inbox: Arc<tokio::sync::Mutex<mpsc::Receiver<AttemptRecord>>>,
+    wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
@@ -442,6 +429,9 @@ async fn record(
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        if batch.iter().any(|r| r.status != Status::Pending) {
+            wake.notify_one();
         }
         batch.clear();
     }
