@@ -37,6 +37,7 @@ on_both_stores!(
     whole_events_are_sent_in_the_source_spelling_unless_a_key_repeats,
     an_ordered_hook_keeps_each_calls_order_without_event_sequence,
     disabling_a_hook_pauses_its_waiting_retries,
+    a_lease_left_behind_runs_out_while_other_attempts_run,
 );
 
 const D: &str = "demo.example.com";
@@ -848,4 +849,48 @@ async fn disabling_a_hook_pauses_its_waiting_retries(b: Backend) {
     assert_eq!(r.wait_for("/late", 1, WAIT).await[0].json()["id"], log[0]["id"]);
     let log = s.settled(D, &id, 1).await;
     assert_eq!((&log[0]["status"], &log[0]["attempts"]), (&json!("delivered"), &json!(2)));
+}
+
+/// A lease this node holds but no attempt of it renews (left behind when the store failed a
+/// give-back or a hook lookup) runs out, and its delivery is sent, while other attempts run
+/// and renew theirs.
+async fn a_lease_left_behind_runs_out_while_other_attempts_run(b: Backend) {
+    let s = TestServer::start_configured(b, |c| {
+        c.delivery.lease = Duration::from_secs(3);
+        c.delivery.node_id = Some("node-a".into());
+    })
+    .await;
+    let r = Receiver::start().await;
+    r.script("/slow", [Reply::status(200).delay(Duration::from_secs(12))]);
+    let slow = json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/slow")), "timeout": 20_000});
+    s.create_hook("slow.com", slow).await;
+    r.script("/left", [Reply::status(500)]);
+    let left = json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/left")), "retries": 1, "delay": 3600});
+    let id = s.create_hook(D, left).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "c-1")).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while s.deliveries(D, &id, "").await.first().map(|d| d["attempts"].clone()) != Some(json!(1)) {
+        assert!(std::time::Instant::now() < deadline, "the first attempt was never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.ingest(channel("CHANNEL_ANSWER", "slow.com", "c-2")).await;
+    r.wait_for("/slow", 1, WAIT).await;
+
+    // Its retry, due now and left leased to this node for the next 3 s.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let marked = on_store_db!(&s.config.database_url, |conn| sqlx::query(
+        "UPDATE deliveries SET next_at = $1, lease_owner = 'node-a', lease_until = $2 WHERE hook_id = $3"
+    )
+    .bind(now)
+    .bind(now + 3000)
+    .bind(&id)
+    .execute(&mut conn)
+    .await
+    .map(|done| done.rows_affected())
+    .unwrap());
+    assert_eq!(marked, 1);
+    let started = std::time::Instant::now();
+    r.wait_for("/left", 2, WAIT).await;
+    // Renewed with the slow attempt, it would wait for that attempt's 12 s.
+    assert!(started.elapsed() < Duration::from_secs(7), "the left lease held for {:?}", started.elapsed());
 }

@@ -169,7 +169,10 @@ impl Dispatcher {
         }
     }
 
-    /// Starts an attempt for `row`, or puts it in `excess` when its hook has no slot free.
+    /// Starts an attempt for `row`, or puts it in `excess` when its hook or domain has no slot
+    /// free. A row this node is already sending (its lease came round again) is left to that
+    /// attempt, and one whose lease is running out (it waited long in memory) to the store,
+    /// where it is leased again once it has.
     async fn start(
         self: &Arc<Self>,
         row: LeasedDelivery,
@@ -178,18 +181,24 @@ impl Dispatcher {
         records: &mpsc::Sender<AttemptRecord>,
         excess: &mut Vec<String>,
     ) {
-        // Looked up once: its domain takes a slot, and the attempt sends with it.
-        let live = self.index.get(&row.hook_id);
-        if !self.claim(&row, live.as_ref().map(|l| l.hook.domain.clone())) {
-            excess.push(row.id);
+        if row.lease_until_ms.saturating_sub(now_ms()) < (self.settings.lease / 2).as_millis() as i64 {
             return;
         }
+        // Looked up once: its domain takes a slot, and the attempt sends with it.
+        let live = self.index.get(&row.hook_id);
+        let claim = match self.claim(&row, live.as_ref().map(|l| l.hook.domain.clone())) {
+            Ok(claim) => claim,
+            Err(Refused::Full) => return excess.push(row.id),
+            Err(Refused::InFlight) => return,
+        };
         let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
-        let (this, records) = (self.clone(), records.clone());
+        let records = records.clone();
         attempts.spawn(async move {
-            let record = this.attempt(row, live).await;
-            // The slot is free once the attempt ends; the record channel's bound still holds
-            // the dispatcher back if recording falls behind.
+            let record = claim.dispatcher.attempt(row, live).await;
+            // The slots are free once the attempt ends (or panics: dropping the claim frees
+            // them); the record channel's bound still holds the dispatcher back if recording
+            // falls behind.
+            drop(claim);
             drop(permit);
             if let Some(record) = record {
                 let _ = records.send(record).await;
@@ -214,35 +223,25 @@ impl Dispatcher {
         Full { hooks: at(&busy.hooks, self.settings.per_hook), domains: at(&busy.domains, self.settings.per_domain) }
     }
 
-    /// Takes a slot of its hook and of its `domain` for `row`; false when either is full or
-    /// the row is in flight. A hook this node does not know yet has no domain here; its attempt
-    /// looks it up.
-    fn claim(&self, row: &LeasedDelivery, domain: Option<String>) -> bool {
+    /// Takes a slot of its hook and of its `domain` for `row`, held until the claim is dropped.
+    /// A hook this node does not know yet has no domain here; its attempt looks it up.
+    fn claim(self: &Arc<Self>, row: &LeasedDelivery, domain: Option<String>) -> Result<Claim, Refused> {
         let mut busy = self.busy.lock().expect("busy lock");
+        if busy.in_flight.contains_key(&row.id) {
+            return Err(Refused::InFlight);
+        }
         let hook_full = busy.hooks.get(&row.hook_id).is_some_and(|n| *n >= self.settings.per_hook);
         let domain_full =
             domain.as_ref().and_then(|d| busy.domains.get(d)).is_some_and(|n| *n >= self.settings.per_domain);
-        if hook_full || domain_full || busy.in_flight.contains_key(&row.id) {
-            return false;
+        if hook_full || domain_full {
+            return Err(Refused::Full);
         }
         *busy.hooks.entry(row.hook_id.clone()).or_default() += 1;
         if let Some(d) = &domain {
             *busy.domains.entry(d.clone()).or_default() += 1;
         }
         busy.in_flight.insert(row.id.clone(), domain);
-        true
-    }
-
-    fn unclaim(&self, row: &LeasedDelivery) {
-        {
-            let mut busy = self.busy.lock().expect("busy lock");
-            let domain = busy.in_flight.remove(&row.id).flatten();
-            release_slot(&mut busy.hooks, &row.hook_id);
-            if let Some(d) = domain {
-                release_slot(&mut busy.domains, &d);
-            }
-        }
-        self.freed.notify_one();
+        Ok(Claim { dispatcher: self.clone(), id: row.id.clone(), hook_id: row.hook_id.clone() })
     }
 
     /// Keeps the leases of attempts in flight from expiring, however long they take.
@@ -250,11 +249,12 @@ impl Dispatcher {
         let every = self.settings.lease / 3;
         loop {
             tokio::time::sleep(every).await;
-            if self.busy.lock().expect("busy lock").in_flight.is_empty() {
+            let ids: Vec<String> = self.busy.lock().expect("busy lock").in_flight.keys().cloned().collect();
+            if ids.is_empty() {
                 continue;
             }
             let until = now_ms() + self.settings.lease.as_millis() as i64;
-            if let Err(e) = self.store.renew_leases(&self.settings.owner, until).await {
+            if let Err(e) = self.store.renew_leases(&self.settings.owner, &ids, until).await {
                 tracing::warn!(error = %e, "cannot renew leases");
             }
         }
@@ -308,7 +308,6 @@ impl Dispatcher {
             Ok(hook) => hook,
             Err(e) => {
                 tracing::warn!(error = %e, hook = %row.hook_id, "cannot look up a hook; the delivery waits");
-                self.unclaim(&row);
                 return None;
             }
         };
@@ -322,7 +321,6 @@ impl Dispatcher {
             // leased just before.
             Some(live) if !live.hook.enabled => {
                 self.give_back(vec![row.id.clone()]).await;
-                self.unclaim(&row);
                 return None;
             }
             Some(live) => {
@@ -349,8 +347,38 @@ impl Dispatcher {
                 record_of(&row, n, result, status, next_at)
             }
         };
-        self.unclaim(&row);
         Some(record)
+    }
+}
+
+/// Why a leased row was not claimed.
+enum Refused {
+    /// Its hook or its domain has as many attempts in flight as it may.
+    Full,
+    /// This node is already sending it.
+    InFlight,
+}
+
+/// A delivery's slots (of its hook and its domain) while its attempt runs. Dropping it frees
+/// them, so an attempt that panics cannot keep them.
+struct Claim {
+    dispatcher: Arc<Dispatcher>,
+    id: String,
+    hook_id: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let d = &self.dispatcher;
+        {
+            let mut busy = d.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let domain = busy.in_flight.remove(&self.id).flatten();
+            release_slot(&mut busy.hooks, &self.hook_id);
+            if let Some(domain) = domain {
+                release_slot(&mut busy.domains, &domain);
+            }
+        }
+        d.freed.notify_one();
     }
 }
 

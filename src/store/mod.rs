@@ -127,6 +127,7 @@ impl From<NewDelivery> for LeasedDelivery {
             attempts: 0,
             retry_from: 0,
             next_at_ms: d.created_at_ms,
+            lease_until_ms: d.lease_until_ms.unwrap_or(i64::MIN),
             request: d.request,
             event: d.event,
         }
@@ -143,6 +144,8 @@ pub struct LeasedDelivery {
     /// Attempts made before the last manual retry.
     pub retry_from: u32,
     pub next_at_ms: i64,
+    /// When the lease runs out unless it is renewed.
+    pub lease_until_ms: i64,
     pub request: Request,
     pub event: Option<String>,
 }
@@ -283,8 +286,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<LeasedDelivery>>;
     /// Gives leased deliveries back unattempted, to be leased again.
     async fn release(&self, owner: &str, ids: &[String]) -> Result<()>;
-    /// Extends every lease `owner` holds (its attempts in flight) to `lease_until_ms`.
-    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<u64>;
+    /// Extends the leases `owner` holds on `ids` (its attempts in flight) to `lease_until_ms`.
+    /// Only those: a lease left behind (a give-back or a lookup the store failed) runs out, and
+    /// its delivery is leased again.
+    async fn renew_leases(&self, owner: &str, ids: &[String], lease_until_ms: i64) -> Result<u64>;
     /// Records attempts and the new state of their deliveries, in one transaction.
     async fn record(&self, attempts: &[AttemptRecord]) -> Result<()>;
     /// Drops the leases `owner` holds (a restarted node's in-flight rows), so they are sent again.

@@ -612,9 +612,16 @@ where
         let mut unreadable = Vec::new();
         for (id, hook_id, attempts, retry_from, next_at_ms) in states {
             match payloads.remove(&id).unwrap_or_else(|| Err(corrupt(&id, "its request is missing"))) {
-                Ok((request, event)) => {
-                    leased.push(LeasedDelivery { id, hook_id, attempts, retry_from, next_at_ms, request, event })
-                }
+                Ok((request, event)) => leased.push(LeasedDelivery {
+                    id,
+                    hook_id,
+                    attempts,
+                    retry_from,
+                    next_at_ms,
+                    lease_until_ms,
+                    request,
+                    event,
+                }),
                 Err(e) => {
                     tracing::warn!(
                         delivery = %id,
@@ -686,15 +693,17 @@ where
         Ok(())
     }
 
-    async fn renew_leases(&self, owner: &str, lease_until_ms: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET lease_until = $2 WHERE lease_owner = $1 AND status = 'pending' AND lease_until IS NOT NULL",
-        )
-        .bind(owner.to_owned())
-        .bind(lease_until_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(DB::rows_affected(&done))
+    async fn renew_leases(&self, owner: &str, ids: &[String], lease_until_ms: i64) -> Result<u64> {
+        let mut renewed = 0;
+        // Bind parameters are limited (32,766 on SQLite); concurrency is not.
+        for ids in ids.chunks(1000) {
+            let mut update = sqlx::QueryBuilder::<DB>::new("UPDATE deliveries SET lease_until = ");
+            update.push_bind(lease_until_ms).push(" WHERE status = 'pending' AND lease_owner = ");
+            update.push_bind(owner.to_owned()).push(" AND id IN (");
+            push_ids(&mut update, ids.iter().map(String::as_str));
+            renewed += DB::rows_affected(&update.build().persistent(false).execute(&self.pool).await?);
+        }
+        Ok(renewed)
     }
 
     async fn release_leases(&self, owner: &str) -> Result<u64> {
@@ -940,6 +949,26 @@ mod tests {
         assert_eq!(lease(Full::default()).await, ["gone", "on1", "on2"]);
         assert_eq!(lease(Full { hooks: vec!["on1".into()], domains: vec![] }).await, ["gone", "on2"]);
         assert_eq!(lease(Full { hooks: vec![], domains: vec!["d2".into(), "d3".into()] }).await, ["on1"]);
+    }
+
+    #[tokio::test]
+    async fn renewal_extends_only_the_named_leases_of_their_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        store.enqueue(&[delivery("sending", true), delivery("left", true)], "me").await.unwrap();
+        store.enqueue(&[delivery("theirs", true)], "other").await.unwrap();
+        let ids = ["sending", "left", "theirs"].map(String::from);
+        assert_eq!(store.renew_leases("me", &ids, 50).await.unwrap(), 2);
+        assert_eq!(store.renew_leases("me", &ids[..1], 100).await.unwrap(), 1);
+        let leases: Vec<(String, Option<i64>)> =
+            sqlx::query_as("SELECT id, lease_until FROM deliveries ORDER BY id").fetch_all(&store.pool).await.unwrap();
+        let expected = [("left", 50), ("sending", 100), ("theirs", i64::MAX)];
+        assert_eq!(leases, expected.map(|(id, until)| (id.to_owned(), Some(until))));
+        // The one left behind runs out and can be leased again.
+        let again: Vec<String> =
+            store.lease("me", 60, 200, 10, &Full::default()).await.unwrap().into_iter().map(|d| d.id).collect();
+        assert_eq!(again, ["left"]);
     }
 
     #[test]
