@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::Request;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -172,18 +171,23 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
 
     let hook_writes = Default::default();
     let ingest = Arc::new(tokio::sync::Semaphore::new(store.writers() + 1));
-    let state =
-        ApiState { store, keys: services.keys.clone(), limits: config.limits, router, health, hook_writes, ingest };
+    let state = ApiState {
+        store,
+        keys: services.keys.clone(),
+        limits: config.limits,
+        body_timeout: config.http.body_timeout,
+        router,
+        health,
+        hook_writes,
+        ingest,
+    };
     let api = api::service(state);
     tracing::info!(%addr, %config, "switchhook is serving");
-    let served = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(api))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("HTTP server failed");
+    api::server::serve(listener, api, &config.http, shutdown.clone()).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     tracing::info!("switchhook stopped");
-    served
+    Ok(())
 }
 
 /// Applies hook changes other nodes made (through the store's notifications) to this node's

@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub log: Option<String>,
     pub max_retries: Option<u32>,
     #[serde(default)]
+    pub http: HttpFile,
+    #[serde(default)]
     pub delivery: DeliveryFile,
     #[serde(default)]
     pub amqp: AmqpFile,
@@ -70,6 +72,27 @@ pub struct ExchangeFile {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub format_fields: Option<String>,
+}
+
+/// The `[http]` table: the API server's limits on its clients.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+}
+
+/// What the API server allows its clients.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// How long a client has to send a request's head, counted from the end of the previous
+    /// request on a kept-alive connection, so idle connections close after it too.
+    pub header_timeout: Duration,
+    /// How long a client has to send a request's body.
+    pub body_timeout: Duration,
+    /// Client connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 /// The `[delivery]` table.
@@ -128,6 +151,7 @@ pub struct Config {
     /// A tracing filter (`info`, `switchhook=debug`, ...).
     pub log: String,
     pub limits: Limits,
+    pub http: HttpConfig,
     pub delivery: DeliveryConfig,
     /// The RabbitMQ source; off without a URL.
     pub amqp: Option<amqp::Settings>,
@@ -212,6 +236,16 @@ impl Config {
             l.problem("token_secret", "SWITCHHOOK_TOKEN_SECRET is set but empty".into());
         }
 
+        let h = file.http;
+        let at_least_a_second = |s: &str| {
+            duration(s).and_then(|d| if d < Duration::from_secs(1) { Err("must be at least 1s".into()) } else { Ok(d) })
+        };
+        let http = HttpConfig {
+            header_timeout: l.get("http.header_timeout", h.header_timeout, Duration::from_secs(30), at_least_a_second),
+            body_timeout: l.get("http.body_timeout", h.body_timeout, Duration::from_secs(60), at_least_a_second),
+            max_connections: l.get("http.max_connections", h.max_connections, 1024, positive),
+        };
+
         let d = file.delivery;
         let concurrency = l.get("delivery.concurrency", d.concurrency, 256, positive);
         let delivery = DeliveryConfig {
@@ -264,6 +298,7 @@ impl Config {
             token_secret,
             log,
             limits: Limits { max_retries },
+            http,
             delivery,
             amqp,
             esl,
@@ -438,6 +473,26 @@ mod tests {
         assert_eq!(c.delivery.per_domain_concurrency, 40);
         let env = [("SWITCHHOOK_DELIVERY_PER_DOMAIN_CONCURRENCY", "7")];
         assert_eq!(build("", Overrides::default(), &env).unwrap().delivery.per_domain_concurrency, 7);
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_are_checked() {
+        let h = build("", Overrides::default(), &[]).unwrap().http;
+        assert_eq!(
+            (h.header_timeout, h.body_timeout, h.max_connections),
+            (Duration::from_secs(30), Duration::from_secs(60), 1024)
+        );
+        let file = "[http]\nheader_timeout = \"5s\"\nmax_connections = 10";
+        let h = build(file, Overrides::default(), &[("SWITCHHOOK_HTTP_BODY_TIMEOUT", "2m")]).unwrap().http;
+        assert_eq!(
+            (h.header_timeout, h.body_timeout, h.max_connections),
+            (Duration::from_secs(5), Duration::from_secs(120), 10)
+        );
+        let file = "[http]\nheader_timeout = \"10ms\"\nbody_timeout = \"soon\"\nmax_connections = 0";
+        let err = build(file, Overrides::default(), &[]).unwrap_err().to_string();
+        for problem in ["http.header_timeout", "must be at least 1s", "http.body_timeout", "http.max_connections"] {
+            assert!(err.contains(problem), "{problem} in {err}");
+        }
     }
 
     #[test]

@@ -984,3 +984,51 @@ async fn a_template_that_would_render_megabytes_is_refused_not_rendered() {
     let count = metrics.lines().find_map(|l| l.strip_prefix("switchhook_deliveries_unsendable_total "));
     assert!(count.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= 2), "{metrics}");
 }
+
+/// Clients that connect and then send slowly or nothing: a head not sent within
+/// `http.header_timeout` and a body not sent within `http.body_timeout` are cut off, and
+/// clients holding every one of `http.max_connections` only delay the next client until the
+/// timeout frees their places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_clients_are_cut_off_and_cannot_hold_the_server() {
+    let s = TestServer::start_configured(Backend::Sqlite, |c| {
+        c.http.header_timeout = Duration::from_secs(1);
+        c.http.body_timeout = Duration::from_secs(1);
+        c.http.max_connections = 3;
+    })
+    .await;
+    let at = addr(&s);
+    // The connection ends (hyper closes it; an answer or a reset would do too), and not at once.
+    let cut_off = |mut stream: TcpStream| async move {
+        let mut buf = [0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "the connection was not closed: {read:?}");
+    };
+
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(&at).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    cut_off(slow).await;
+    assert!(started.elapsed() >= Duration::from_millis(900), "cut off after {:?}", started.elapsed());
+
+    let head = format!(
+        "POST /api/v2/events HTTP/1.1\r\nHost: x\r\nX-Access-Token: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+        s.root
+    );
+    let answer = exchange(&at, head.into_bytes(), std::iter::once(b"[{".to_vec())).await;
+    assert_eq!(answer.status, Some(408), "{answer:?}");
+    envelope(408, &answer.body).unwrap();
+    assert!(answer.body.contains("Request body was not received within 1s"), "{answer:?}");
+
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(TcpStream::connect(&at).await.unwrap());
+    }
+    let started = Instant::now();
+    let health = s.http.get(s.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(800), "served beside 3 silent clients: cap not held");
+    for stream in silent {
+        cut_off(stream).await;
+    }
+}

@@ -175,11 +175,16 @@ pub fn not_json(error: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!("Bad request: body is not valid JSON: {error}"))
 }
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+impl FromRequest<ApiState> for Body {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Body(Bytes::from_request(req, state).await.map_err(|rejection| {
+    async fn from_request(req: Request, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let Ok(read) = tokio::time::timeout(state.body_timeout, Bytes::from_request(req, state)).await else {
+            let info =
+                format!("Request body was not received within {}", humantime::format_duration(state.body_timeout));
+            return Ok(Body(Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, info))));
+        };
+        Ok(Body(read.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
             } else {

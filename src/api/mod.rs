@@ -5,6 +5,7 @@ mod error;
 mod events;
 mod extract;
 mod hooks;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<TokenKeys>,
     pub limits: Limits,
+    /// How long a client has to send a request's body.
+    pub body_timeout: std::time::Duration,
     /// Hook changes go to its index; ingested events go through it.
     pub router: Arc<EventRouter>,
     /// Source connection states, for `/health`.
