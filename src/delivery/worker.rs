@@ -272,8 +272,9 @@ impl Dispatcher {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, poll.as_millis() as i64) as u64),
             _ => poll,
         };
-        // Due rows that could not be leased all belong to saturated or disabled hooks: wait for
-        // an attempt to end, or for the poll, rather than for the clock.
+        // Due rows that could not be leased belong to hooks or domains at their cap, or wait for
+        // an earlier event of their call: wait for an attempt to end, or for the poll, rather
+        // than for the clock.
         let freed = async { if wait.is_zero() { self.freed.notified().await } else { std::future::pending().await } };
         tokio::select! {
             row = hot.recv() => row,

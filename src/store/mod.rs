@@ -294,7 +294,7 @@ pub trait Store: Send + Sync + 'static {
     async fn record(&self, attempts: &[AttemptRecord]) -> Result<()>;
     /// Drops the leases `owner` holds (a restarted node's in-flight rows), so they are sent again.
     async fn release_leases(&self, owner: &str) -> Result<u64>;
-    /// The earliest time an unleased pending delivery is due.
+    /// The earliest time an unleased pending delivery of an enabled hook is due.
     async fn next_due(&self) -> Result<Option<i64>>;
     async fn pending_count(&self) -> Result<u64>;
     /// One page of a hook's deliveries, newest first, with their attempts.

@@ -717,7 +717,11 @@ where
     }
 
     async fn next_due(&self) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT MIN(next_at) FROM deliveries WHERE status = 'pending' AND lease_until IS NULL")
+        // A disabled hook's deliveries wait for it to be enabled, not for their time.
+        let row = sqlx::query(
+            "SELECT MIN(next_at) FROM deliveries d WHERE status = 'pending' AND lease_until IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM hooks h WHERE h.id = d.hook_id AND NOT h.enabled)",
+        )
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get(0)?)
@@ -949,6 +953,13 @@ mod tests {
         assert_eq!(lease(Full::default()).await, ["gone", "on1", "on2"]);
         assert_eq!(lease(Full { hooks: vec!["on1".into()], domains: vec![] }).await, ["gone", "on2"]);
         assert_eq!(lease(Full { hooks: vec![], domains: vec!["d2".into(), "d3".into()] }).await, ["on1"]);
+
+        // Nor is a disabled hook's backlog due: the dispatcher would wake for it and lease nothing.
+        let later = NewDelivery { hook_id: "on1".into(), created_at_ms: 5, ..delivery("later", false) };
+        let early = NewDelivery { hook_id: "off".into(), created_at_ms: 0, ..delivery("early", false) };
+        store.enqueue(&[later, early], "me").await.unwrap();
+        sqlx::query("DELETE FROM deliveries WHERE created_at = 1").execute(&store.pool).await.unwrap();
+        assert_eq!(store.next_due().await.unwrap(), Some(5));
     }
 
     #[tokio::test]
