@@ -38,6 +38,7 @@ on_both_stores!(
     an_ordered_hook_keeps_each_calls_order_without_event_sequence,
     disabling_a_hook_pauses_its_waiting_retries,
     a_lease_left_behind_runs_out_while_other_attempts_run,
+    deliveries_that_wait_in_memory_past_half_their_lease_are_sent_once,
 );
 
 const D: &str = "demo.example.com";
@@ -893,4 +894,28 @@ async fn a_lease_left_behind_runs_out_while_other_attempts_run(b: Backend) {
     r.wait_for("/left", 2, WAIT).await;
     // Renewed with the slow attempt, it would wait for that attempt's 12 s.
     assert!(started.elapsed() < Duration::from_secs(7), "the left lease held for {:?}", started.elapsed());
+}
+
+/// With one attempt at a time and a slow receiver, deliveries handed over in memory wait there
+/// past half their lease; their leases are renewed before they are sent, and each goes out once.
+async fn deliveries_that_wait_in_memory_past_half_their_lease_are_sent_once(b: Backend) {
+    let s = TestServer::start_configured(b, |c| {
+        c.delivery.lease = Duration::from_secs(3);
+        c.delivery.concurrency = 1;
+        c.delivery.per_hook_concurrency = 1;
+        c.delivery.per_domain_concurrency = 1;
+    })
+    .await;
+    let r = Receiver::start().await;
+    r.script("/slow", (0..3).map(|_| Reply::status(200).delay(Duration::from_secs(2))));
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/slow"))})).await;
+    let events: Vec<Value> = (0..3).map(|i| channel("CHANNEL_ANSWER", D, &format!("c-{i}"))).collect();
+    s.ingest(Value::Array(events)).await;
+    let log = s.settled(D, &id, 3).await;
+    assert!(log.iter().all(|d| d["status"] == json!("delivered") && d["attempts"] == json!(1)), "{log:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ids: Vec<String> = r.at("/slow").iter().map(|q| q.json()["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((r.at("/slow").len(), ids.len()), (3, 3), "each delivery is sent once");
 }

@@ -171,8 +171,7 @@ impl Dispatcher {
 
     /// Starts an attempt for `row`, or puts it in `excess` when its hook or domain has no slot
     /// free. A row this node is already sending (its lease came round again) is left to that
-    /// attempt, and one whose lease is running out (it waited long in memory) to the store,
-    /// where it is leased again once it has.
+    /// attempt.
     async fn start(
         self: &Arc<Self>,
         row: LeasedDelivery,
@@ -181,8 +180,19 @@ impl Dispatcher {
         records: &mpsc::Sender<AttemptRecord>,
         excess: &mut Vec<String>,
     ) {
-        if row.lease_until_ms.saturating_sub(now_ms()) < (self.settings.lease / 2).as_millis() as i64 {
-            return;
+        let (now, lease) = (now_ms(), self.settings.lease.as_millis() as i64);
+        if row.lease_until_ms.saturating_sub(now) < lease / 2 {
+            // Handed over in memory a while ago: its lease is made whole again, unless it ran
+            // out and another node took the row, or the store cannot say.
+            let ids = [row.id.clone()];
+            match self.store.renew_leases(&self.settings.owner, &ids, now + lease).await {
+                Ok(1) => {}
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, delivery = %row.id, "cannot renew a lease; the delivery waits for it to run out");
+                    return;
+                }
+            }
         }
         // Looked up once: its domain takes a slot, and the attempt sends with it.
         let live = self.index.get(&row.hook_id);

@@ -717,14 +717,16 @@ where
     }
 
     async fn next_due(&self) -> Result<Option<i64>> {
-        // A disabled hook's deliveries wait for it to be enabled, not for their time.
+        // A disabled hook's deliveries wait for it to be enabled, not for their time. Read in
+        // `deliveries_due` order, so it stops at the first row, however many are pending.
         let row = sqlx::query(
-            "SELECT MIN(next_at) FROM deliveries d WHERE status = 'pending' AND lease_until IS NULL \
-             AND NOT EXISTS (SELECT 1 FROM hooks h WHERE h.id = d.hook_id AND NOT h.enabled)",
+            "SELECT next_at FROM deliveries d WHERE status = 'pending' AND lease_until IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM hooks h WHERE h.id = d.hook_id AND NOT h.enabled) \
+             ORDER BY next_at LIMIT 1",
         )
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get(0)?)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
 
     async fn pending_count(&self) -> Result<u64> {
