@@ -2,7 +2,7 @@
 //! (overall, per hook and per domain, on this node), renews its leases while attempts run,
 //! and records outcomes in batches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,13 +46,14 @@ const RECORD_LINGER: Duration = Duration::from_millis(5);
 /// How long shutdown waits for attempts in flight and for their records to be written.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
-/// What is in flight: attempts per hook and per domain, and the deliveries being attempted
-/// (with their hook's domain), so a lease that comes round again is not sent twice.
+/// What this node is sending: attempts in flight per hook and per domain, and the deliveries
+/// held from the start of their attempt until its outcome is written. Held deliveries keep
+/// their leases renewed, and one whose lease comes round again is not sent twice.
 #[derive(Default)]
 struct Busy {
     hooks: HashMap<String, usize>,
     domains: HashMap<String, usize>,
-    in_flight: HashMap<String, Option<String>>,
+    held: HashSet<String>,
 }
 
 /// Gives back one of `key`'s slots.
@@ -177,9 +178,16 @@ impl Dispatcher {
         row: LeasedDelivery,
         permits: &Arc<Semaphore>,
         attempts: &mut JoinSet<()>,
-        records: &mpsc::Sender<AttemptRecord>,
+        records: &mpsc::Sender<(AttemptRecord, Held)>,
         excess: &mut Vec<String>,
     ) {
+        // Looked up once: its domain takes a slot, and the attempt sends with it.
+        let live = self.index.get(&row.hook_id);
+        let (claim, held) = match self.claim(&row, live.as_ref().map(|l| l.hook.domain.clone())) {
+            Ok(claimed) => claimed,
+            Err(Refused::Full) => return excess.push(row.id),
+            Err(Refused::Held) => return,
+        };
         let (now, lease) = (now_ms(), self.settings.lease.as_millis() as i64);
         if row.lease_until_ms.saturating_sub(now) < lease / 2 {
             // Handed over in memory a while ago: its lease is made whole again, unless it ran
@@ -194,24 +202,18 @@ impl Dispatcher {
                 }
             }
         }
-        // Looked up once: its domain takes a slot, and the attempt sends with it.
-        let live = self.index.get(&row.hook_id);
-        let claim = match self.claim(&row, live.as_ref().map(|l| l.hook.domain.clone())) {
-            Ok(claim) => claim,
-            Err(Refused::Full) => return excess.push(row.id),
-            Err(Refused::InFlight) => return,
-        };
         let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
         let records = records.clone();
         attempts.spawn(async move {
             let record = claim.dispatcher.attempt(row, live).await;
             // The slots are free once the attempt ends (or panics: dropping the claim frees
-            // them); the record channel's bound still holds the dispatcher back if recording
+            // them). The delivery stays held, its lease renewed, until the recorder has written
+            // the outcome; the record channel's bound holds the dispatcher back if recording
             // falls behind.
             drop(claim);
             drop(permit);
             if let Some(record) = record {
-                let _ = records.send(record).await;
+                let _ = records.send((record, held)).await;
             }
         });
     }
@@ -233,12 +235,13 @@ impl Dispatcher {
         Full { hooks: at(&busy.hooks, self.settings.per_hook), domains: at(&busy.domains, self.settings.per_domain) }
     }
 
-    /// Takes a slot of its hook and of its `domain` for `row`, held until the claim is dropped.
-    /// A hook this node does not know yet has no domain here; its attempt looks it up.
-    fn claim(self: &Arc<Self>, row: &LeasedDelivery, domain: Option<String>) -> Result<Claim, Refused> {
+    /// Takes a slot of its hook and of its `domain` for `row`, until the claim is dropped, and
+    /// holds the delivery, until that is dropped. A hook this node does not know yet has no
+    /// domain here; its attempt looks it up.
+    fn claim(self: &Arc<Self>, row: &LeasedDelivery, domain: Option<String>) -> Result<(Claim, Held), Refused> {
         let mut busy = self.busy.lock().expect("busy lock");
-        if busy.in_flight.contains_key(&row.id) {
-            return Err(Refused::InFlight);
+        if busy.held.contains(&row.id) {
+            return Err(Refused::Held);
         }
         let hook_full = busy.hooks.get(&row.hook_id).is_some_and(|n| *n >= self.settings.per_hook);
         let domain_full =
@@ -250,16 +253,18 @@ impl Dispatcher {
         if let Some(d) = &domain {
             *busy.domains.entry(d.clone()).or_default() += 1;
         }
-        busy.in_flight.insert(row.id.clone(), domain);
-        Ok(Claim { dispatcher: self.clone(), id: row.id.clone(), hook_id: row.hook_id.clone() })
+        busy.held.insert(row.id.clone());
+        let claim = Claim { dispatcher: self.clone(), hook_id: row.hook_id.clone(), domain };
+        Ok((claim, Held { dispatcher: self.clone(), id: row.id.clone() }))
     }
 
-    /// Keeps the leases of attempts in flight from expiring, however long they take.
+    /// Keeps the leases of held deliveries from expiring, however long their attempts and
+    /// records take.
     async fn renew(self: Arc<Self>) {
         let every = self.settings.lease / 3;
         loop {
             tokio::time::sleep(every).await;
-            let ids: Vec<String> = self.busy.lock().expect("busy lock").in_flight.keys().cloned().collect();
+            let ids: Vec<String> = self.busy.lock().expect("busy lock").held.iter().cloned().collect();
             if ids.is_empty() {
                 continue;
             }
@@ -366,16 +371,16 @@ impl Dispatcher {
 enum Refused {
     /// Its hook or its domain has as many attempts in flight as it may.
     Full,
-    /// This node is already sending it.
-    InFlight,
+    /// This node is sending it, or writing its outcome.
+    Held,
 }
 
 /// A delivery's slots (of its hook and its domain) while its attempt runs. Dropping it frees
 /// them, so an attempt that panics cannot keep them.
 struct Claim {
     dispatcher: Arc<Dispatcher>,
-    id: String,
     hook_id: String,
+    domain: Option<String>,
 }
 
 impl Drop for Claim {
@@ -383,13 +388,26 @@ impl Drop for Claim {
         let d = &self.dispatcher;
         {
             let mut busy = d.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let domain = busy.in_flight.remove(&self.id).flatten();
             release_slot(&mut busy.hooks, &self.hook_id);
-            if let Some(domain) = domain {
-                release_slot(&mut busy.domains, &domain);
+            if let Some(domain) = &self.domain {
+                release_slot(&mut busy.domains, domain);
             }
         }
         d.freed.notify_one();
+    }
+}
+
+/// A delivery this node holds from its attempt's start until the outcome is written (or
+/// given up on): its lease is renewed meanwhile, so no other attempt can lease it.
+struct Held {
+    dispatcher: Arc<Dispatcher>,
+    id: String,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut busy = self.dispatcher.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        busy.held.remove(&self.id);
     }
 }
 
@@ -415,29 +433,31 @@ fn record_of(row: &LeasedDelivery, n: u32, result: AttemptResult, status: Status
 /// next event of an ordered call waits until the one before it is recorded.
 async fn record(
     store: Arc<dyn Store>,
-    inbox: Arc<tokio::sync::Mutex<mpsc::Receiver<AttemptRecord>>>,
+    inbox: Arc<tokio::sync::Mutex<mpsc::Receiver<(AttemptRecord, Held)>>>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    let mut incoming = Vec::with_capacity(RECORD_BATCH);
     loop {
         {
             let mut inbox = inbox.lock().await;
-            if inbox.recv_many(&mut batch, RECORD_BATCH).await == 0 {
+            if inbox.recv_many(&mut incoming, RECORD_BATCH).await == 0 {
                 return;
             }
             // Linger a moment for more: one commit for many attempts is what makes recording
             // cheap, on PostgreSQL above all, where every commit waits for a disk flush.
-            if batch.len() < RECORD_BATCH && !inbox.is_closed() {
+            if incoming.len() < RECORD_BATCH && !inbox.is_closed() {
                 tokio::time::sleep(RECORD_LINGER).await;
-                while batch.len() < RECORD_BATCH {
+                while incoming.len() < RECORD_BATCH {
                     match inbox.try_recv() {
-                        Ok(r) => batch.push(r),
+                        Ok(r) => incoming.push(r),
                         Err(_) => break,
                     }
                 }
             }
         }
+        // The deliveries stay held until their outcomes are written, or given up on.
+        let (batch, held): (Vec<AttemptRecord>, Vec<Held>) = incoming.drain(..).unzip();
         let mut wait = Duration::from_millis(100);
         let mut deadline = None;
         loop {
@@ -469,9 +489,9 @@ async fn record(
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(5));
         }
+        drop(held);
         if batch.iter().any(|r| r.status != Status::Pending) {
             wake.notify_one();
         }
-        batch.clear();
     }
 }
