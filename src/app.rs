@@ -122,6 +122,7 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    open_files_for(&config);
     let services = Services::open(&config).await?;
     services.ensure_root_token(&config).await?;
     telemetry::init();
@@ -188,6 +189,25 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     while tasks.join_next().await.is_some() {}
     tracing::info!("switchhook stopped");
     Ok(())
+}
+
+/// Raises the open-file limit to what the system allows (1024 by default on many), since every
+/// client connection and every connection to a receiver is a file, and warns when the
+/// configured connections could still run out of them.
+fn open_files_for(config: &Config) {
+    // Files besides client connections: receivers, the store's pool and files, sources.
+    let others = config.delivery.concurrency as u64 + 256;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < config.http.max_connections as u64 + others => tracing::warn!(
+            limit,
+            max_connections = config.http.max_connections,
+            concurrency = config.delivery.concurrency,
+            "the open-file limit is low for http.max_connections and delivery.concurrency; \
+             lower them or raise the limit (ulimit -n, LimitNOFILE=)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
 }
 
 /// Applies hook changes other nodes made (through the store's notifications) to this node's

@@ -237,13 +237,12 @@ impl Config {
         }
 
         let h = file.http;
-        let at_least_a_second = |s: &str| {
-            duration(s).and_then(|d| if d < Duration::from_secs(1) { Err("must be at least 1s".into()) } else { Ok(d) })
-        };
         let http = HttpConfig {
-            header_timeout: l.get("http.header_timeout", h.header_timeout, Duration::from_secs(30), at_least_a_second),
-            body_timeout: l.get("http.body_timeout", h.body_timeout, Duration::from_secs(60), at_least_a_second),
-            max_connections: l.get("http.max_connections", h.max_connections, 1024, positive),
+            header_timeout: l.get("http.header_timeout", h.header_timeout, Duration::from_secs(30), at_least(1)),
+            body_timeout: l.get("http.body_timeout", h.body_timeout, Duration::from_secs(60), at_least(1)),
+            max_connections: l.get("http.max_connections", h.max_connections, 1024, |s| {
+                positive(s).and_then(|n| if n > 1_000_000 { Err("must be at most 1000000".into()) } else { Ok(n) })
+            }),
         };
 
         let d = file.delivery;
@@ -260,10 +259,7 @@ impl Config {
                 concurrency,
                 positive,
             ),
-            lease: l.get("delivery.lease", d.lease, Duration::from_secs(60), |s| {
-                duration(s)
-                    .and_then(|d| if d < Duration::from_secs(5) { Err("must be at least 5s".into()) } else { Ok(d) })
-            }),
+            lease: l.get("delivery.lease", d.lease, Duration::from_secs(60), at_least(5)),
             retention: l.get("delivery.retention", d.retention, Duration::from_secs(7 * 86_400), duration),
             node_id: l.get("delivery.node_id", d.node_id.map(Some), None, |s| Ok(Some(s.to_owned()))),
         };
@@ -408,6 +404,14 @@ fn positive(s: &str) -> Result<usize, String> {
     number::<usize>(s).and_then(|n| if n == 0 { Err("must be at least 1".into()) } else { Ok(n) })
 }
 
+/// A duration of at least `secs` seconds.
+fn at_least(secs: u64) -> impl Fn(&str) -> Result<Duration, String> {
+    move |s| {
+        duration(s)
+            .and_then(|d| if d < Duration::from_secs(secs) { Err(format!("must be at least {secs}s")) } else { Ok(d) })
+    }
+}
+
 /// A duration like `30s`, `5m`, `7d`.
 pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 7d"))
@@ -493,6 +497,8 @@ mod tests {
         for problem in ["http.header_timeout", "must be at least 1s", "http.body_timeout", "http.max_connections"] {
             assert!(err.contains(problem), "{problem} in {err}");
         }
+        let err = build("[http]\nmax_connections = 1000001", Overrides::default(), &[]).unwrap_err().to_string();
+        assert!(err.contains("must be at most 1000000"), "{err}");
     }
 
     #[test]

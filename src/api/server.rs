@@ -1,9 +1,10 @@
 //! The HTTP/1.1 server under the API, with the limits a service open to a network needs
-//! (`[http]` settings): a client slow to send a request's head is cut off (its body has a
-//! timeout of its own, in the body extractor), and the connections open at once are capped,
-//! so clients that connect and send nothing cannot use up the process's files.
+//! (`[http]` settings): a client slow to send a request's head, or to take a response, is cut
+//! off (a body has a timeout of its own, in the body extractor), and the connections open at
+//! once are capped, so clients that connect and then stall cannot use up the process's files.
 
 use std::convert::Infallible;
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -22,7 +25,8 @@ use crate::config::HttpConfig;
 /// How long shutdown waits for requests in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Serves `api` on `listener` until `shutdown`, then lets the requests in progress finish.
+/// Serves `api` on `listener` until `shutdown`, then lets the requests in progress finish for a
+/// while, and drops the connections still open after that.
 pub async fn serve<S>(listener: TcpListener, api: S, limits: &HttpConfig, shutdown: CancellationToken)
 where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -30,9 +34,11 @@ where
 {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     loop {
+        while connections.try_join_next().is_some() {}
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             () = shutdown.cancelled() => break,
@@ -40,23 +46,30 @@ where
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                // The client gave up before its connection was taken: nothing to do.
+                Err(e) if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+                ) => continue,
                 Err(e) => {
-                    // Out of files, or a connection reset before it was taken: wait a moment
-                    // rather than spin.
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of files, say: wait for some to close rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        // A response the client stops reading must not hold the connection for ever either.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.body_timeout));
         let api = api.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             api.clone().oneshot(req.map(axum::body::Body::new))
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(Box::pin(stream)), service));
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
@@ -65,6 +78,7 @@ where
     }
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-        tracing::warn!("stopped waiting for HTTP requests in progress");
+        tracing::warn!(connections = connections.len(), "dropping HTTP connections still busy after 30 s");
     }
+    connections.shutdown().await;
 }

@@ -718,7 +718,8 @@ where
 
     async fn next_due(&self) -> Result<Option<i64>> {
         // A disabled hook's deliveries wait for it to be enabled, not for their time. Read in
-        // `deliveries_due` order, so it stops at the first row, however many are pending.
+        // `deliveries_due` order, it stops at the first row that qualifies; it walks over the
+        // leased rows and a disabled hook's backlog due before it.
         let row = sqlx::query(
             "SELECT next_at FROM deliveries d WHERE status = 'pending' AND lease_until IS NULL \
              AND NOT EXISTS (SELECT 1 FROM hooks h WHERE h.id = d.hook_id AND NOT h.enabled) \
