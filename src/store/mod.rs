@@ -286,9 +286,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<LeasedDelivery>>;
     /// Gives leased deliveries back unattempted, to be leased again.
     async fn release(&self, owner: &str, ids: &[String]) -> Result<()>;
-    /// Extends the leases `owner` holds on `ids` (its attempts in flight) to `lease_until_ms`.
-    /// Only those: a lease left behind (a give-back or a lookup the store failed) runs out, and
-    /// its delivery is leased again.
+    /// Extends the leases `owner` holds on `ids` (the deliveries it is sending or recording) to
+    /// `lease_until_ms`. Only those: a lease left behind (a give-back or a lookup the store
+    /// failed) runs out, and its delivery is leased again.
     async fn renew_leases(&self, owner: &str, ids: &[String], lease_until_ms: i64) -> Result<u64>;
     /// Records attempts and the new state of their deliveries, in one transaction.
     async fn record(&self, attempts: &[AttemptRecord]) -> Result<()>;
