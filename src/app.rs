@@ -195,8 +195,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
 /// client connection and every connection to a receiver is a file, and warns when the
 /// configured connections could still run out of them.
 fn open_files_for(config: &Config) {
-    // Files besides client connections: receivers, the store's pool and files, sources.
-    let others = config.delivery.concurrency as u64 + 256;
+    // Files besides client connections: receivers (in flight, and as many kept idle), the
+    // store's pool and files, sources.
+    let others = 2 * config.delivery.concurrency as u64 + 256;
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) if limit < config.http.max_connections as u64 + others => tracing::warn!(
             limit,

@@ -2,7 +2,7 @@
 //! (overall, per hook and per domain, on this node), renews its leases while attempts run,
 //! and records outcomes in batches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,7 +53,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 struct Busy {
     hooks: HashMap<String, usize>,
     domains: HashMap<String, usize>,
-    held: HashSet<String>,
+    /// Each held delivery's attempts before the one this node is making.
+    held: HashMap<String, u32>,
 }
 
 /// Gives back one of `key`'s slots.
@@ -99,7 +100,9 @@ impl Dispatcher {
             Err(e) => tracing::warn!(error = %e, "could not release old leases; they will expire"),
         }
         let (records, inbox) = mpsc::channel(RECORD_BATCH * 4);
-        // Owned here, so that dropping this future (a crash, in tests) stops everything with it.
+        // The recorders alone own the inbox: should they all stop, sending a record fails and
+        // its delivery is let go (its lease runs out), rather than held for good. Their handles
+        // are owned here, so that dropping this future (a crash, in tests) stops them with it.
         let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
         let recorders: Vec<_> = (0..self.store.writers())
             .map(|_| {
@@ -107,6 +110,7 @@ impl Dispatcher {
                 AbortOnDropHandle::new(tokio::spawn(recorder))
             })
             .collect();
+        drop(inbox);
         let renewer = AbortOnDropHandle::new(tokio::spawn(self.clone().renew()));
         let mut attempts = JoinSet::new();
         let permits = Arc::new(Semaphore::new(self.settings.concurrency));
@@ -163,11 +167,12 @@ impl Dispatcher {
             );
             attempts.shutdown().await;
         }
-        drop(renewer);
+        // Held deliveries are renewed until their records are written.
         drop(records);
         for recorder in recorders {
             let _ = recorder.await;
         }
+        drop(renewer);
     }
 
     /// Starts an attempt for `row`, or puts it in `excess` when its hook or domain has no slot
@@ -188,34 +193,41 @@ impl Dispatcher {
             Err(Refused::Full) => return excess.push(row.id),
             Err(Refused::Held) => return,
         };
-        let (now, lease) = (now_ms(), self.settings.lease.as_millis() as i64);
-        if row.lease_until_ms.saturating_sub(now) < lease / 2 {
-            // Handed over in memory a while ago: its lease is made whole again, unless it ran
-            // out and another node took the row, or the store cannot say.
-            let ids = [row.id.clone()];
-            match self.store.renew_leases(&self.settings.owner, &ids, now + lease).await {
-                Ok(1) => {}
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, delivery = %row.id, "cannot renew a lease; the delivery waits for it to run out");
-                    return;
-                }
-            }
-        }
         let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
         let records = records.clone();
         attempts.spawn(async move {
-            let record = claim.dispatcher.attempt(row, live).await;
-            // The slots are free once the attempt ends (or panics: dropping the claim frees
-            // them). The delivery stays held, its lease renewed, until the recorder has written
-            // the outcome; the record channel's bound holds the dispatcher back if recording
-            // falls behind.
+            let dispatcher = claim.dispatcher.clone();
+            if !dispatcher.lease_is_whole(&row).await {
+                return;
+            }
+            let record = dispatcher.attempt(row, live).await;
+            // The hook's and domain's slots are free once the attempt ends (or panics: dropping
+            // the claim frees them). The delivery stays held, its lease renewed, until the
+            // recorder has written the outcome; the permit is kept until the record is handed
+            // over, so the dispatcher slows down when recording falls behind.
             drop(claim);
-            drop(permit);
             if let Some(record) = record {
                 let _ = records.send((record, held)).await;
             }
+            drop(permit);
         });
+    }
+
+    /// Whether `row`'s lease has at least half its time to run, renewing it if not: a delivery
+    /// handed over in memory may have waited there a while. False when it ran out and another
+    /// node took the row, or the store cannot say (its lease then runs out).
+    async fn lease_is_whole(&self, row: &LeasedDelivery) -> bool {
+        let (now, lease) = (now_ms(), self.settings.lease.as_millis() as i64);
+        if row.lease_until_ms.saturating_sub(now) >= lease / 2 {
+            return true;
+        }
+        match self.store.renew_leases(&self.settings.owner, std::slice::from_ref(&row.id), now + lease).await {
+            Ok(renewed) => renewed == 1,
+            Err(e) => {
+                tracing::warn!(error = %e, delivery = %row.id, "cannot renew a lease; the delivery waits for it to run out");
+                false
+            }
+        }
     }
 
     /// Leased rows of hooks that filled up: back to the queue.
@@ -240,7 +252,11 @@ impl Dispatcher {
     /// domain here; its attempt looks it up.
     fn claim(self: &Arc<Self>, row: &LeasedDelivery, domain: Option<String>) -> Result<(Claim, Held), Refused> {
         let mut busy = self.busy.lock().expect("busy lock");
-        if busy.held.contains(&row.id) {
+        // Leased again with the same attempt count, it is the attempt this node is making (its
+        // lease ran out meanwhile); with a higher one, that attempt's record is written, and
+        // the new lease is a new attempt (a retry due now, say) even if the hold is not let go
+        // yet.
+        if busy.held.get(&row.id).is_some_and(|n| *n >= row.attempts) {
             return Err(Refused::Held);
         }
         let hook_full = busy.hooks.get(&row.hook_id).is_some_and(|n| *n >= self.settings.per_hook);
@@ -253,9 +269,9 @@ impl Dispatcher {
         if let Some(d) = &domain {
             *busy.domains.entry(d.clone()).or_default() += 1;
         }
-        busy.held.insert(row.id.clone());
+        busy.held.insert(row.id.clone(), row.attempts);
         let claim = Claim { dispatcher: self.clone(), hook_id: row.hook_id.clone(), domain };
-        Ok((claim, Held { dispatcher: self.clone(), id: row.id.clone() }))
+        Ok((claim, Held { dispatcher: self.clone(), id: row.id.clone(), attempts: row.attempts }))
     }
 
     /// Keeps the leases of held deliveries from expiring, however long their attempts and
@@ -264,7 +280,7 @@ impl Dispatcher {
         let every = self.settings.lease / 3;
         loop {
             tokio::time::sleep(every).await;
-            let ids: Vec<String> = self.busy.lock().expect("busy lock").held.iter().cloned().collect();
+            let ids: Vec<String> = self.busy.lock().expect("busy lock").held.keys().cloned().collect();
             if ids.is_empty() {
                 continue;
             }
@@ -402,12 +418,16 @@ impl Drop for Claim {
 struct Held {
     dispatcher: Arc<Dispatcher>,
     id: String,
+    attempts: u32,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         let mut busy = self.dispatcher.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        busy.held.remove(&self.id);
+        // Unless a later attempt holds it now.
+        if busy.held.get(&self.id) == Some(&self.attempts) {
+            busy.held.remove(&self.id);
+        }
     }
 }
 
@@ -438,6 +458,8 @@ async fn record(
     shutdown: CancellationToken,
 ) {
     let mut incoming = Vec::with_capacity(RECORD_BATCH);
+    // After shutdown, how long retrying may go on, for all batches together.
+    let mut deadline = None;
     loop {
         {
             let mut inbox = inbox.lock().await;
@@ -457,9 +479,8 @@ async fn record(
             }
         }
         // The deliveries stay held until their outcomes are written, or given up on.
-        let (batch, held): (Vec<AttemptRecord>, Vec<Held>) = incoming.drain(..).unzip();
+        let (batch, mut held): (Vec<AttemptRecord>, Vec<Held>) = incoming.drain(..).unzip();
         let mut wait = Duration::from_millis(100);
-        let mut deadline = None;
         loop {
             match store.record(&batch).await {
                 Ok(()) => break,
@@ -468,10 +489,11 @@ async fn record(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, records = batch.len(), "cannot record attempts; recording one by one");
-                    for one in &batch {
+                    for (one, hold) in batch.iter().zip(held.drain(..)) {
                         if let Err(e) = store.record(std::slice::from_ref(one)).await {
                             tracing::error!(error = %e, delivery = %one.delivery_id, "cannot record an attempt; the delivery will be sent again");
                         }
+                        drop(hold);
                     }
                     break;
                 }
@@ -493,5 +515,78 @@ async fn record(
         if batch.iter().any(|r| r.status != Status::Pending) {
             wake.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hook::payload::Request;
+
+    async fn dispatcher(dir: &std::path::Path) -> Arc<Dispatcher> {
+        crate::app::install_crypto_provider();
+        let store = crate::store::open(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        let settings = Settings {
+            concurrency: 4,
+            per_hook: 1,
+            per_domain: 4,
+            lease: Duration::from_secs(60),
+            owner: "me".into(),
+            batch: 16,
+            poll: Duration::from_secs(1),
+        };
+        Dispatcher::new(store, Arc::new(HookIndex::new(Vec::new()).0), Arc::default(), settings)
+    }
+
+    fn row(id: &str, hook: &str, attempts: u32) -> LeasedDelivery {
+        LeasedDelivery {
+            id: id.into(),
+            hook_id: hook.into(),
+            attempts,
+            retry_from: 0,
+            next_at_ms: 0,
+            lease_until_ms: i64::MAX,
+            request: Request {
+                method: http::Method::POST,
+                url: "http://x/".into(),
+                headers: vec![],
+                body: String::new(),
+            },
+            event: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_held_until_its_record_is_written_and_slots_free_when_the_attempt_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dispatcher(dir.path()).await;
+        let (claim, held) = d.claim(&row("a", "h", 0), None).ok().unwrap();
+        // Its hook has one slot.
+        assert!(matches!(d.claim(&row("b", "h", 0), None), Err(Refused::Full)));
+        drop(claim);
+        let (other, other_held) = d.claim(&row("b", "h", 0), None).ok().unwrap();
+        drop((other, other_held));
+        // The attempt is over but not recorded: leased again as it was, it is still this one.
+        assert!(matches!(d.claim(&row("a", "h", 0), None), Err(Refused::Held)));
+        // Recorded and leased again for its next attempt before the hold was let go.
+        let (retry, retry_held) = d.claim(&row("a", "h", 1), None).ok().unwrap();
+        drop(held);
+        assert!(matches!(d.claim(&row("a", "h", 1), None), Err(Refused::Held)), "the retry's hold stays");
+        drop((retry, retry_held));
+        assert!(d.busy.lock().unwrap().held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_panics_frees_its_slots_and_its_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dispatcher(dir.path()).await;
+        let claimed = d.claim(&row("a", "h", 0), Some("example.com".into())).ok().unwrap();
+        let task = tokio::spawn(async move {
+            let _claimed = claimed;
+            panic!("an attempt panics");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        let busy = d.busy.lock().unwrap();
+        assert!(busy.hooks.is_empty() && busy.domains.is_empty() && busy.held.is_empty());
     }
 }
