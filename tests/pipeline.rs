@@ -231,15 +231,16 @@ async fn header_templates_and_auth_pre_request_with_cookie(b: Backend) {
     assert_eq!((auth.header("x-who"), auth.header("x-injected")), (Some("Al  X-Injected: 1"), None));
     assert_eq!(auth.json(), json!({"login": "robot", "call": "u-42"}));
 
-    // A failing auth pre-request fails the attempt; the webhook is not sent.
-    r.script("/auth", [Reply::status(401)]);
+    // A failing auth pre-request fails the attempt, and the log says what the auth server said;
+    // the webhook is not sent.
+    r.script("/auth", [Reply::status(401).body("{\"error\":\"bad key\"}\n")]);
     let hooks = s.deliveries(D, &secured_hook(&s).await, "").await;
     assert_eq!(hooks.len(), 1);
     s.ingest(channel("CHANNEL_ANSWER", D, "u-43")).await;
     let id = secured_hook(&s).await;
     let log = s.settled(D, &id, 2).await;
     let failed = log.iter().find(|d| d["status"] == "failed").expect("a failed delivery");
-    assert_eq!(failed["log"][0]["error"], "auth request answered 401");
+    assert_eq!(failed["log"][0]["error"], r#"auth request answered 401: {"error":"bad key"}"#);
     assert_eq!(r.at("/secured").len(), 1);
 }
 

@@ -174,7 +174,12 @@ impl Client {
         // SPEC §4: anything but 200 fails the attempt.
         let status = response.status();
         if status != http::StatusCode::OK {
-            return Err(format!("auth request answered {}", status.as_u16()));
+            // What the auth server said, for the delivery log (its own body, not the webhook's).
+            let said = read_limited(response, RESPONSE_EXCERPT).await.unwrap_or_default();
+            return Err(match excerpt(&said).trim() {
+                "" => format!("auth request answered {}", status.as_u16()),
+                said => format!("auth request answered {}: {said}", status.as_u16()),
+            });
         }
         let mut vars = HashMap::new();
         for (name, value) in response.headers() {
