@@ -106,7 +106,13 @@ impl Dispatcher {
         let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
         let recorders: Vec<_> = (0..self.store.writers())
             .map(|_| {
-                let recorder = record(self.store.clone(), inbox.clone(), self.wake.clone(), shutdown.clone());
+                let recorder = record(
+                    self.store.clone(),
+                    self.settings.owner.clone(),
+                    inbox.clone(),
+                    self.wake.clone(),
+                    shutdown.clone(),
+                );
                 AbortOnDropHandle::new(tokio::spawn(recorder))
             })
             .collect();
@@ -453,6 +459,7 @@ fn record_of(row: &LeasedDelivery, n: u32, result: AttemptResult, status: Status
 /// next event of an ordered call waits until the one before it is recorded.
 async fn record(
     store: Arc<dyn Store>,
+    owner: String,
     inbox: Arc<tokio::sync::Mutex<mpsc::Receiver<(AttemptRecord, Held)>>>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
@@ -482,7 +489,7 @@ async fn record(
         let (batch, mut held): (Vec<AttemptRecord>, Vec<Held>) = incoming.drain(..).unzip();
         let mut wait = Duration::from_millis(100);
         loop {
-            match store.record(&batch).await {
+            match store.record(&owner, &batch).await {
                 Ok(()) => break,
                 Err(crate::store::StoreError::Unavailable(e)) => {
                     tracing::warn!(error = %e, records = batch.len(), "store unavailable; cannot record attempts yet");
@@ -490,7 +497,7 @@ async fn record(
                 Err(e) => {
                     tracing::warn!(error = %e, records = batch.len(), "cannot record attempts; recording one by one");
                     for (one, hold) in batch.iter().zip(held.drain(..)) {
-                        if let Err(e) = store.record(std::slice::from_ref(one)).await {
+                        if let Err(e) = store.record(&owner, std::slice::from_ref(one)).await {
                             tracing::error!(error = %e, delivery = %one.delivery_id, "cannot record an attempt; the delivery will be sent again");
                         }
                         drop(hold);

@@ -290,8 +290,10 @@ pub trait Store: Send + Sync + 'static {
     /// `lease_until_ms`. Only those: a lease left behind (a give-back or a lookup the store
     /// failed) runs out, and its delivery is leased again.
     async fn renew_leases(&self, owner: &str, ids: &[String], lease_until_ms: i64) -> Result<u64>;
-    /// Records attempts and the new state of their deliveries, in one transaction.
-    async fn record(&self, attempts: &[AttemptRecord]) -> Result<()>;
+    /// Records attempts, and the new state of their deliveries still leased to `owner`, in one
+    /// transaction. A delivery another node leased meanwhile (this node's lease ran out) keeps
+    /// the state that node gives it; the attempt is logged all the same.
+    async fn record(&self, owner: &str, attempts: &[AttemptRecord]) -> Result<()>;
     /// Drops the leases `owner` holds (a restarted node's in-flight rows), so they are sent again.
     async fn release_leases(&self, owner: &str) -> Result<u64>;
     /// The earliest time an unleased pending delivery of an enabled hook is due.

@@ -652,9 +652,10 @@ where
         Ok(leased)
     }
 
-    async fn record(&self, attempts: &[AttemptRecord]) -> Result<()> {
+    async fn record(&self, owner: &str, attempts: &[AttemptRecord]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_attempts::<DB>(&mut tx, attempts.iter()).await?;
+        let mut updated = std::collections::HashSet::new();
         for chunk in attempts.chunks(CHUNK) {
             let mut update = sqlx::QueryBuilder::<DB>::new("WITH v (id, status, attempts, next_at, updated_at) AS (");
             update.push_values(chunk, |mut row, a| {
@@ -666,12 +667,17 @@ where
             });
             update.push(
                 ") UPDATE deliveries SET status = v.status, attempts = v.attempts, next_at = v.next_at, \
-                 updated_at = v.updated_at, lease_until = NULL, lease_owner = NULL FROM v WHERE deliveries.id = v.id",
+                 updated_at = v.updated_at, lease_until = NULL, lease_owner = NULL FROM v \
+                 WHERE deliveries.id = v.id AND deliveries.lease_owner = ",
             );
-            update.build().persistent(false).execute(&mut *tx).await?;
+            update.push_bind(owner.to_owned()).push(" RETURNING deliveries.id");
+            for row in update.build().persistent(false).fetch_all(&mut *tx).await? {
+                updated.insert(row.try_get::<String, _>(0)?);
+            }
         }
         // A delivered request is not needed again (only failed ones can be retried by hand).
-        let delivered: Vec<&AttemptRecord> = attempts.iter().filter(|a| a.status == Status::Delivered).collect();
+        let delivered: Vec<&AttemptRecord> =
+            attempts.iter().filter(|a| a.status == Status::Delivered && updated.contains(&a.delivery_id)).collect();
         for chunk in delivered.chunks(CHUNK) {
             let ids = chunk.iter().map(|a| a.delivery_id.as_str());
             delete_ids::<DB>(&mut tx, "DELETE FROM delivery_payloads WHERE id IN (", ids).await?;
@@ -907,7 +913,7 @@ mod tests {
         store.enqueue(&[delivery("theirs", true)], "other").await.unwrap();
         // Delivered by an attempt whose lease ran out before its outcome was written.
         store
-            .record(&[AttemptRecord { status: Status::Delivered, error: None, ..failure("delivered") }])
+            .record("me", &[AttemptRecord { status: Status::Delivered, error: None, ..failure("delivered") }])
             .await
             .unwrap();
 
@@ -963,6 +969,30 @@ mod tests {
         store.enqueue(&[later, early], "me").await.unwrap();
         sqlx::query("DELETE FROM deliveries WHERE created_at = 1").execute(&store.pool).await.unwrap();
         assert_eq!(store.next_due().await.unwrap(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_record_changes_only_deliveries_still_leased_to_its_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        store.enqueue(&[delivery("mine", true)], "me").await.unwrap();
+        // Leased by another node after this node's lease ran out.
+        store.enqueue(&[delivery("taken", true)], "other").await.unwrap();
+        let delivered = |id| AttemptRecord { status: Status::Delivered, error: None, ..failure(id) };
+        store.record("me", &[delivered("mine"), delivered("taken")]).await.unwrap();
+        let rows: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT id, status, lease_owner FROM deliveries ORDER BY id")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        let expected = [("mine", "delivered", None), ("taken", "pending", Some("other"))];
+        assert_eq!(rows, expected.map(|(id, status, owner)| (id.into(), status.into(), owner.map(String::from))));
+        let logged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(logged, 2, "both attempts are in the log");
+        let payloads: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM delivery_payloads").fetch_all(&store.pool).await.unwrap();
+        assert_eq!(payloads, ["taken"], "the other node may still need its request");
     }
 
     #[tokio::test]
