@@ -655,7 +655,6 @@ where
     async fn record(&self, owner: &str, attempts: &[AttemptRecord]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_attempts::<DB>(&mut tx, attempts.iter()).await?;
-        let mut updated = std::collections::HashSet::new();
         for chunk in attempts.chunks(CHUNK) {
             let mut update = sqlx::QueryBuilder::<DB>::new("WITH v (id, status, attempts, next_at, updated_at) AS (");
             update.push_values(chunk, |mut row, a| {
@@ -670,17 +669,17 @@ where
                  updated_at = v.updated_at, lease_until = NULL, lease_owner = NULL FROM v \
                  WHERE deliveries.id = v.id AND deliveries.lease_owner = ",
             );
-            update.push_bind(owner.to_owned()).push(" RETURNING deliveries.id");
-            for row in update.build().persistent(false).fetch_all(&mut *tx).await? {
-                updated.insert(row.try_get::<String, _>(0)?);
-            }
+            update.push_bind(owner.to_owned());
+            update.build().persistent(false).execute(&mut *tx).await?;
         }
-        // A delivered request is not needed again (only failed ones can be retried by hand).
-        let delivered: Vec<&AttemptRecord> =
-            attempts.iter().filter(|a| a.status == Status::Delivered && updated.contains(&a.delivery_id)).collect();
+        // A delivered request is not needed again (only failed ones can be retried by hand);
+        // one whose delivery another node holds now may be.
+        let delivered: Vec<&AttemptRecord> = attempts.iter().filter(|a| a.status == Status::Delivered).collect();
         for chunk in delivered.chunks(CHUNK) {
             let ids = chunk.iter().map(|a| a.delivery_id.as_str());
-            delete_ids::<DB>(&mut tx, "DELETE FROM delivery_payloads WHERE id IN (", ids).await?;
+            let sql = "DELETE FROM delivery_payloads WHERE EXISTS (SELECT 1 FROM deliveries d \
+                       WHERE d.id = delivery_payloads.id AND d.status = 'delivered') AND id IN (";
+            delete_ids::<DB>(&mut tx, sql, ids).await?;
         }
         tx.commit().await?;
         Ok(())
