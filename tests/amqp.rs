@@ -153,6 +153,17 @@ async fn wait_connected(s: &TestServer) {
     }
 }
 
+/// A fresh topology, a receiver, and a server whose one hook sends `CHANNEL_ANSWER` to the
+/// receiver's `/h`, connected with its binding in place.
+async fn answering(url: String) -> (Topology, Receiver, TestServer) {
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let s = serve(t.settings()).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    wait_connected(&s).await;
+    (t, r, s)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected_and_logged() {
     let Some(url) = broker() else { return };
@@ -213,11 +224,7 @@ async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected_and_logged() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_published_while_stopped_or_unacked_at_a_crash_arrive_after_restart() {
     let Some(url) = broker() else { return };
-    let t = Topology::new(url).await;
-    let r = Receiver::start().await;
-    let s = serve(t.settings()).await;
-    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
-    wait_connected(&s).await;
+    let (t, r, s) = answering(url).await;
 
     // Stopped: messages wait in the durable queue.
     let (config, dir, pg) = s.stop().await;
@@ -329,11 +336,7 @@ async fn engine_and_mod_amqp_layouts_both_reach_hooks_on_one_exchange() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_lost_while_stopped_is_bound_again_at_start() {
     let Some(url) = broker() else { return };
-    let t = Topology::new(url).await;
-    let r = Receiver::start().await;
-    let s = serve(t.settings()).await;
-    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
-    wait_connected(&s).await;
+    let (t, r, s) = answering(url).await;
 
     let (config, dir, pg) = s.stop().await;
     t.delete_queue().await;
@@ -351,11 +354,7 @@ async fn a_queue_lost_while_stopped_is_bound_again_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_deleted_while_consuming_is_declared_and_bound_again() {
     let Some(url) = broker() else { return };
-    let t = Topology::new(url).await;
-    let r = Receiver::start().await;
-    let s = serve(t.settings()).await;
-    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
-    wait_connected(&s).await;
+    let (t, r, s) = answering(url).await;
     t.publish_fs(&channel("CHANNEL_ANSWER", D, "before")).await;
     r.wait_for("/h", 1, WAIT).await;
 
