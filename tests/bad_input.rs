@@ -1033,3 +1033,56 @@ async fn slow_and_silent_clients_are_cut_off_and_cannot_hold_the_server() {
         cut_off(stream).await;
     }
 }
+
+/// A client that asks for a large answer and stops reading it: once the server has waited
+/// `http.body_timeout` to write, it drops the connection rather than hold it (and its file)
+/// for ever, and goes on serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_answer_is_cut_off() {
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.http.body_timeout = Duration::from_secs(1)).await;
+    // About 9 MB of hooks: more than the kernel buffers between the two ends of a loopback
+    // connection whose receiver asks for a small window.
+    let description = "d".repeat(900_000);
+    for i in 0..10 {
+        let mut doc = hook(&format!("EVENT_{i}"), "http://127.0.0.1:9/");
+        doc["description"] = json!(description);
+        let created = s.http.post(s.url("/api/v2/hooks?domain=big.example.com")).json(&doc);
+        assert_eq!(created.header("X-Access-Token", &s.root).send().await.unwrap().status(), 200);
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr(&s).parse().unwrap()).await.unwrap();
+    let head = format!(
+        "GET /api/v2/hooks?domain=big.example.com&limit=5000 HTTP/1.1\r\nHost: x\r\nX-Access-Token: {}\r\n\r\n",
+        s.root
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut answer = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if complete(&answer) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection was neither cut off nor closed after its answer");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
+    assert!(
+        !complete(&answer),
+        "the whole answer ({} bytes) was written to a client that was not reading",
+        answer.len()
+    );
+    assert!(answer.len() > 100_000, "cut off before the buffers filled: {} bytes", answer.len());
+
+    let health = s.http.get(s.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
