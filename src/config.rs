@@ -428,13 +428,17 @@ pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
 }
 
-/// A URL with any password (in its user part, or a `password` query parameter, which
-/// PostgreSQL URLs accept) replaced by `***`, for logs and errors.
+/// A URL with any password (in its user part, or a query parameter named like one: PostgreSQL
+/// URLs accept `password` and libpq's `sslpassword`) replaced by `***`, for logs and errors.
 pub fn redact_url(raw: &str) -> String {
     let Ok(mut u) = url::Url::parse(raw) else {
         return raw.to_owned();
     };
-    let secret_query = u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password"));
+    let secret = |key: &str| {
+        let key = key.to_ascii_lowercase();
+        ["password", "passwd", "secret", "token"].iter().any(|word| key.contains(word))
+    };
+    let secret_query = u.query_pairs().any(|(k, _)| secret(&k));
     if u.password().is_none() && !secret_query {
         return raw.to_owned();
     }
@@ -445,7 +449,7 @@ pub fn redact_url(raw: &str) -> String {
         let pairs: Vec<(String, String)> = u
             .query_pairs()
             .map(|(k, v)| {
-                let v = if k.eq_ignore_ascii_case("password") { "***".into() } else { v.into_owned() };
+                let v = if secret(&k) { "***".into() } else { v.into_owned() };
                 (k.into_owned(), v)
             })
             .collect();
@@ -577,5 +581,9 @@ mod tests {
             "postgres://u@h/db?password=***&sslmode=off"
         );
         assert_eq!(redact_url("postgres://u:pw@h/db?PASSWORD=x"), "postgres://u:***@h/db?PASSWORD=***");
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslkey=k.pem&sslpassword=x&sslmode=require"),
+            "postgres://u@h/db?sslkey=k.pem&sslpassword=***&sslmode=require"
+        );
     }
 }

@@ -30,6 +30,8 @@ const SESSION: &str = "session-header-1123";
 const ESL_PASSWORD: &str = "esl-wrong-password-1414";
 /// Put into the PostgreSQL URL; the test server trusts local connections, so it is ignored.
 const DB_PASSWORD: &str = "db-password-5772";
+/// Put into the PostgreSQL URL as `sslpassword`, which libpq reads and sqlx does not.
+const DB_SSL_PASSWORD: &str = "db-ssl-password-6626";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One capture at the product's default level (`info`, as `SWITCHHOOK_LOG` defaults) and one
@@ -93,6 +95,8 @@ async fn flow(backend: Backend, env_secret: bool) -> Vec<(String, String)> {
         if c.database_url.starts_with("postgres") {
             let mut url = url::Url::parse(&c.database_url).unwrap();
             url.set_password(Some(DB_PASSWORD)).unwrap();
+            // A libpq parameter sqlx does not read: sqlx logs such parameters with their values.
+            url.query_pairs_mut().append_pair("sslpassword", DB_SSL_PASSWORD);
             c.database_url = url.to_string();
         }
     })
@@ -209,6 +213,7 @@ async fn flow(backend: Backend, env_secret: bool) -> Vec<(String, String)> {
     let named = [
         ("token secret", token_secret),
         ("database password", DB_PASSWORD.into()),
+        ("database TLS key password", DB_SSL_PASSWORD.into()),
         ("root token", root),
         ("admin token", admin),
         ("user token", user),

@@ -39,8 +39,52 @@ impl Dialect for Postgres {
     }
 }
 
+/// The URL parameters sqlx 0.9 reads (sqlx-postgres `options/parse.rs`), besides `options[...]`.
+const KNOWN_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// `url`'s connect options. sqlx logs every parameter it does not know with its value, and
+/// libpq URLs carry secrets in some it does not know (`sslpassword`, `PASSWORD`): those are left
+/// out before sqlx sees them, and only their names are logged.
+fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return Ok(PgConnectOptions::from_str(url)?);
+    };
+    let (kept, unknown): (Vec<_>, Vec<_>) = parsed
+        .query_pairs()
+        .into_owned()
+        .partition(|(key, _)| KNOWN_PARAMETERS.contains(&key.as_str()) || key.starts_with("options["));
+    if !unknown.is_empty() {
+        let names: Vec<&str> = unknown.iter().map(|(key, _)| key.as_str()).collect();
+        tracing::warn!(parameters = ?names, "ignoring PostgreSQL URL parameters sqlx does not read");
+        parsed.set_query(None);
+        if !kept.is_empty() {
+            parsed.query_pairs_mut().extend_pairs(&kept);
+        }
+    }
+    Ok(PgConnectOptions::from_str(parsed.as_str())?)
+}
+
 pub async fn open(url: &str) -> Result<SqlStore<Postgres>> {
-    let options = PgConnectOptions::from_str(url)?;
+    let options = connect_options(url)?;
     let pool =
         PgPoolOptions::new().max_connections(10).acquire_timeout(Duration::from_secs(5)).connect_with(options).await?;
     let store = SqlStore { pool };
@@ -97,5 +141,26 @@ async fn listen(pool: sqlx::Pool<Postgres>, changes: mpsc::Sender<HookChange>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parameters_sqlx_does_not_read_are_left_out_and_the_rest_kept() {
+        let url = "postgres://app@db.example.com:6432/hooks?sslpassword=s3cret&application_name=sh&PASSWORD=x&options[search_path]=a";
+        let options = connect_options(url).unwrap();
+        assert_eq!(options.get_host(), "db.example.com");
+        assert_eq!(options.get_port(), 6432);
+        assert_eq!(options.get_username(), "app");
+        assert_eq!(options.get_database(), Some("hooks"));
+        assert_eq!(options.get_application_name(), Some("sh"));
+        assert_eq!(options.get_options(), Some("-c search_path=a"));
+        assert!(!format!("{options:?}").contains("s3cret"));
+        let plain = connect_options("postgres://app@db.example.com/hooks?sslpassword=s3cret").unwrap();
+        assert_eq!(plain.get_database(), Some("hooks"));
+        assert!(connect_options("not a url").is_err());
     }
 }
