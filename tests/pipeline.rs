@@ -60,6 +60,9 @@ async fn filters_decide_which_hooks_fire(b: Backend) {
         ("reg-case", json!({"Channel-Name": {"operation": "reg", "value": "/^SOFIA\\/internal/"}}), false),
         ("reg-bare", json!({"Caller-Destination-Number": {"operation": "reg", "value": "^2\\d{3}$"}}), true),
         ("reg-missing", json!({"variable_nope": {"operation": "reg", "value": ".*"}}), false),
+        // JavaScript look-arounds, as hooks written for the original use them.
+        ("reg-ahead", json!({"Channel-Name": {"operation": "reg", "value": "/^sofia\\/(?!external)/i"}}), true),
+        ("reg-ahead-miss", json!({"Channel-Name": {"operation": "reg", "value": "/^sofia\\/(?!internal)/i"}}), false),
         (
             "all-must-pass",
             json!({"Call-Direction": {"operation": "==", "value": "inbound"},

@@ -3,10 +3,14 @@
 //! Semantics follow the original engine: `==`/`!=` with the value `"null"` test for an absent
 //! header; the order operators compare numerically when both sides are numbers, else as
 //! strings; `reg` takes `/re/flags` or a bare pattern and never matches a missing header.
+//!
+//! The original ran `reg` as JavaScript regexes, so hooks written for it use look-ahead,
+//! look-behind and back-references (`^(?!anonymous)`). `fancy-regex` takes those; a pattern
+//! without them runs on the `regex` crate's engine inside it, as fast as before.
 
 use std::cmp::Ordering;
 
-use regex::{Regex, RegexBuilder};
+use fancy_regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
 /// The operations a filter may use, as spelled in hook documents.
@@ -103,7 +107,9 @@ impl Filter {
             Cond::Absent { negate } => actual.is_none() != *negate,
             Cond::Equal { value, negate } => actual.is_some_and(|a| equal(a, value)) != *negate,
             Cond::Order { value, accept } => actual.is_some_and(|a| accept(compare(a, value))),
-            Cond::Regex(re) => actual.is_some_and(|a| re.is_match(&text_of(a))),
+            // An error is the backtracking limit, hit only by look-arounds and back-references
+            // on a pathological value: no match, rather than minutes of CPU.
+            Cond::Regex(re) => actual.is_some_and(|a| re.is_match(text_of(a).as_ref()).unwrap_or(false)),
         }
     }
 }
@@ -145,7 +151,7 @@ fn compile_regex(src: &str) -> Result<Regex, FilterError> {
         .case_insensitive(flags.contains('i'))
         .multi_line(flags.contains('m'))
         .dot_matches_new_line(flags.contains('s'))
-        .size_limit(1 << 20)
+        .delegate_size_limit(1 << 20)
         .build()
         .map_err(|e| FilterError::BadRegex(e.to_string()))
 }
@@ -211,6 +217,20 @@ mod tests {
         assert!(passes("reg", json!("^10[0-9]$"), Some(json!("105"))));
         assert!(passes("reg", json!("^5$"), Some(json!(5))));
         assert!(!passes("reg", json!(".*"), None));
+    }
+
+    #[test]
+    fn regex_takes_javascript_look_arounds_and_back_references() {
+        let anonymous = |name: &str| passes("reg", json!("/^(?!anonymous$)/i"), Some(json!(name)));
+        assert!(anonymous("Alice"));
+        assert!(!anonymous("Anonymous"));
+        assert!(passes("reg", json!("(?<=^sip:)100@"), Some(json!("sip:100@pbx"))));
+        assert!(!passes("reg", json!("(?<=^sip:)100@"), Some(json!("tel:100@pbx"))));
+        assert!(passes("reg", json!("^(\\d)\\1"), Some(json!("5512"))));
+        assert!(!passes("reg", json!("^(\\d)\\1"), Some(json!("5612"))));
+        // Catastrophic backtracking stops at the limit and does not match.
+        let value = format!("{}?", "a".repeat(64));
+        assert!(!passes("reg", json!("^(a+)+\\1!$"), Some(json!(value))));
     }
 
     #[test]
