@@ -264,9 +264,12 @@ fn integer(map: &Map<String, Value>, key: &str, min: u32, max: u32) -> Result<Op
     }
 }
 
+/// An object, absent when null or `[]`: PHP's `json_encode` writes an empty array as `[]`, and
+/// the original engine took such a `map` or `filter` for an empty one.
 fn object<'m>(map: &'m Map<String, Value>, key: &str) -> Result<Option<&'m Map<String, Value>>, DocError> {
     match present(map, key) {
         None => Ok(None),
+        Some(Value::Array(items)) if items.is_empty() => Ok(None),
         Some(Value::Object(o)) => Ok(Some(o)),
         Some(_) => Err(bad(key, "must be an object")),
     }

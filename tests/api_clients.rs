@@ -1,0 +1,42 @@
+//! The Hooks API v2 as real clients call it: the Webitel admin UI and operators' scripts, with
+//! the request shapes their HTTP stacks produce. On both stores.
+
+mod common;
+
+use common::{Backend, TestServer};
+use serde_json::{Value, json};
+
+on_both_stores!(empty_arrays_from_php_scripts_are_empty_objects,);
+
+const DOMAIN: &str = "demo.webitel.com";
+
+/// PHP's `json_encode` writes an empty array as `[]`, so a PHP script's `'map' => []` arrives
+/// as a list. The original engine stored it and iterated it as an empty object.
+async fn empty_arrays_from_php_scripts_are_empty_objects(b: Backend) {
+    let s = TestServer::start(b).await;
+    let body = json!({"event": "CHANNEL_HANGUP_COMPLETE", "enable": true, "description": "",
+        "action": {"type": "web", "method": "POST", "url": "https://crm.example.com/hook"},
+        "fields": [], "map": [], "filter": [], "headers": [],
+        "auth": {"headers": [], "map": [], "enabled": false}, "customBody": false, "rawBody": ""});
+    let path = format!("/api/v2/hooks?domain={DOMAIN}");
+    let (status, v) = s.call("POST", &path, Some(&s.root), Some(body.clone())).await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["data"]["insertedIds"][0].as_str().unwrap().to_owned();
+    let stored = json!({"fields": [], "map": {}, "filter": {}, "headers": {},
+        "auth": {"headers": {}, "map": {}, "enabled": false}});
+    let (_, v) = s.call("GET", &format!("/api/v2/hooks/{id}?domain={DOMAIN}"), Some(&s.root), None).await;
+    for key in ["fields", "map", "filter", "headers", "auth"] {
+        assert_eq!(v["data"][key], stored[key], "{key}");
+    }
+    // `'auth' => []` too, and on update.
+    let mut update = body;
+    update["auth"] = json!([]);
+    let (status, v) = s.call("PUT", &format!("/api/v2/hooks/{id}?domain={DOMAIN}"), Some(&s.root), Some(update)).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1, "nModified": 1})), "{v}");
+    // A list that is not empty is still no object.
+    let mut bad =
+        json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": "http://a.example/"}});
+    bad["map"] = json!(["Caller-ID"]);
+    let (status, v) = s.call("POST", &path, Some(&s.root), Some(bad)).await;
+    assert_eq!((status, &v["info"]), (400, &Value::from("Bad request: map must be an object")));
+}
