@@ -6,7 +6,7 @@ mod common;
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
 
-on_both_stores!(empty_arrays_from_php_scripts_are_empty_objects,);
+on_both_stores!(empty_arrays_from_php_scripts_are_empty_objects, a_body_saved_with_a_utf8_bom_is_read,);
 
 const DOMAIN: &str = "demo.webitel.com";
 
@@ -39,4 +39,19 @@ async fn empty_arrays_from_php_scripts_are_empty_objects(b: Backend) {
     bad["map"] = json!(["Caller-ID"]);
     let (status, v) = s.call("POST", &path, Some(&s.root), Some(bad)).await;
     assert_eq!((status, &v["info"]), (400, &Value::from("Bad request: map must be an object")));
+}
+
+/// A body file saved by Windows tools starts with a UTF-8 byte order mark (PowerShell's
+/// `Invoke-RestMethod -InFile hook.json`). The original's body parser dropped it.
+async fn a_body_saved_with_a_utf8_bom_is_read(b: Backend) {
+    let s = TestServer::start(b).await;
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend(common::seed_hook().to_string().into_bytes());
+    let (status, v) = s.call_raw("POST", &format!("/api/v2/hooks?domain={DOMAIN}"), &s.root, body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["ops"][0]["event"], "CUSTOM->engine::dialer_member_end");
+    let mut event = b"\xEF\xBB\xBF".to_vec();
+    event.extend(br#"{"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": "demo.webitel.com"}"#);
+    let (status, v) = s.call_raw("POST", "/api/v2/events", &s.root, event).await;
+    assert_eq!((status, &v["data"]["accepted"]), (200, &json!(1)), "{v}");
 }

@@ -184,6 +184,12 @@ impl FromRequest<ApiState> for Body {
                 format!("Request body was not received within {}", humantime::format_duration(state.body_timeout));
             return Ok(Body(Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, info))));
         };
+        // A UTF-8 byte order mark, as files saved by Windows tools start with, is not part of
+        // the JSON; the original's body parser dropped it too.
+        let read = read.map(|bytes| match bytes.starts_with(b"\xEF\xBB\xBF") {
+            true => bytes.slice(3..),
+            false => bytes,
+        });
         Ok(Body(read.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
