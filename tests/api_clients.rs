@@ -6,7 +6,11 @@ mod common;
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
 
-on_both_stores!(empty_arrays_from_php_scripts_are_empty_objects, a_body_saved_with_a_utf8_bom_is_read,);
+on_both_stores!(
+    empty_arrays_from_php_scripts_are_empty_objects,
+    a_body_saved_with_a_utf8_bom_is_read,
+    an_empty_token_header_does_not_hide_the_query_token,
+);
 
 const DOMAIN: &str = "demo.webitel.com";
 
@@ -54,4 +58,21 @@ async fn a_body_saved_with_a_utf8_bom_is_read(b: Backend) {
     event.extend(br#"{"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": "demo.webitel.com"}"#);
     let (status, v) = s.call_raw("POST", "/api/v2/events", &s.root, event).await;
     assert_eq!((status, &v["data"]["accepted"]), (200, &json!(1)), "{v}");
+}
+
+/// A client that clears its session keeps sending `X-Access-Token` with an empty value (the
+/// admin UI's `$http` defaults), and a proxy may add an empty `Authorization`. The original
+/// took the first non-empty of `access_token` and the header; an empty header is no token.
+async fn an_empty_token_header_does_not_hide_the_query_token(b: Backend) {
+    let s = TestServer::start(b).await;
+    let path = format!("/api/v2/hooks/?domain={DOMAIN}&access_token={}", s.root);
+    for (name, value) in [("X-Access-Token", ""), ("X-Access-Token", "  "), ("Authorization", "Bearer ")] {
+        let r = s.http.get(s.url(&path)).header(name, value).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{name}: {value:?}");
+    }
+    // Empty everywhere is still no token.
+    let r = s.http.get(s.url(&format!("/api/v2/hooks?domain={DOMAIN}&access_token="))).header("X-Access-Token", "");
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["info"], "Invalid token");
 }

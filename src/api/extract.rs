@@ -110,16 +110,19 @@ impl Caller {
     }
 }
 
+/// The first token given: an empty one is none, as the original engine read them, so a client
+/// that sends an emptied `X-Access-Token` with `?access_token=` is not refused.
 fn token_of(parts: &Parts) -> Option<String> {
+    let given = |t: &str| Some(t.trim().to_owned()).filter(|t| !t.is_empty());
     let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(t) = header("x-access-token") {
-        return Some(t.to_owned());
+    if let Some(t) = header("x-access-token").and_then(given) {
+        return Some(t);
     }
     let bearer = header(header::AUTHORIZATION.as_str())
         .and_then(|auth| auth.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
-    bearer.or_else(|| Params::parse(parts.uri.query()).access_token)
+        .and_then(|(_, token)| given(token));
+    bearer.or_else(|| Params::parse(parts.uri.query()).access_token.as_deref().and_then(given))
 }
 
 impl FromRequestParts<ApiState> for Caller {
