@@ -10,6 +10,7 @@ on_both_stores!(
     empty_arrays_from_php_scripts_are_empty_objects,
     a_body_saved_with_a_utf8_bom_is_read,
     an_empty_token_header_does_not_hide_the_query_token,
+    the_admin_ui_hook_pages_round_trip,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -75,4 +76,56 @@ async fn an_empty_token_header_does_not_hide_the_query_token(b: Backend) {
     let r = r.send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["info"], "Invalid token");
+}
+
+/// The admin UI's hook pages (webitel/web-client `src/modules/hooks/hookModel.js`), request for
+/// request: its headers, its trailing slashes and `&`, the body its `parseHookToRequest` builds,
+/// and the fields it reads back.
+async fn the_admin_ui_hook_pages_round_trip(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.token(switchhook::auth::Role::Admin, DOMAIN).await;
+    let send = |method: &str, path: String, body: Option<Value>| {
+        let mut req = s.http.request(method.parse().unwrap(), s.url(&path));
+        req = req.header("x-key", "4d2a7c5e-1f0b-4c8e-9a63-2b7d9e0f4a11").header("x-access-token", &admin);
+        if let Some(body) = body {
+            req = req.header("Content-Type", "application/json;charset=utf-8").body(body.to_string());
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let form = |description: &str, delay: Value| {
+        json!({"event": "CHANNEL_HANGUP_COMPLETE", "delay": delay, "enable": true, "description": description,
+            "action": {"type": "web", "method": "POST", "url": "https://crm.example.com/calls"},
+            "customBody": true, "rawBody": "{\"uuid\": \"${Unique-ID}\"}",
+            "auth": {"headers": {}, "map": {}, "enabled": false}, "map": {}, "filter": {}, "fields": [],
+            "headers": {"X-Call": "${Unique-ID}"}})
+    };
+    let (status, v) = send("POST", format!("/api/v2/hooks/?domain={DOMAIN}"), Some(form("calls", Value::Null))).await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["data"]["insertedIds"][0].as_str().unwrap().to_owned();
+    let list = format!(
+        "/api/v2/hooks/?domain={DOMAIN}&page=1&limit=5000&columns=_id,name,enable,event,action.type,description&"
+    );
+    let (status, v) = send("GET", list.clone(), None).await;
+    assert_eq!(
+        (status, &v["data"]),
+        (
+            200,
+            &json!([{"_id": id, "event": "CHANNEL_HANGUP_COMPLETE", "enable": true,
+        "description": "calls", "action": {"type": "web"}}])
+        )
+    );
+    let item = format!("/api/v2/hooks/{id}/?domain={DOMAIN}");
+    let (_, v) = send("GET", item.clone(), None).await;
+    assert_eq!((&v["data"]["rawBody"], &v["data"]["delay"]), (&json!("{\"uuid\": \"${Unique-ID}\"}"), &json!(60)));
+    let (status, v) = send("PUT", item.clone(), Some(form("calls, edited", v["data"]["delay"].clone()))).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1, "nModified": 1})));
+    let (_, v) = send("GET", item.clone(), None).await;
+    assert_eq!(v["data"]["description"], "calls, edited");
+    let (status, v) = send("DELETE", item.clone(), None).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1})));
+    let (status, v) = send("GET", item, None).await;
+    assert_eq!((status, &v), (200, &json!({"status": "OK", "data": null})));
 }
