@@ -340,6 +340,10 @@ async fn each_validation_rule_names_its_field(b: Backend) {
         ),
         (with(json!({"filter": {"Caller-ID": {"value": "1"}}})), "Bad request: filter.Caller-ID.operation is required"),
         (
+            with(json!({"filter": {"Caller-ID": {"operation": "=="}}})),
+            "Bad request: filter.Caller-ID.value is required",
+        ),
+        (
             with(json!({"filter": {"Caller-ID": "x"}})),
             "Bad request: filter.Caller-ID must be an object with operation and value",
         ),

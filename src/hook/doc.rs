@@ -354,7 +354,7 @@ fn filters(map: &Map<String, Value>) -> Result<IndexMap<String, FilterSpec>, Doc
                 Some(Value::String(op)) => op.clone(),
                 _ => return Err(bad(format!("{field}.operation"), "is required")),
             };
-            let value = spec.get("value").cloned().unwrap_or(Value::Null);
+            let value = spec.get("value").cloned().ok_or_else(|| bad(format!("{field}.value"), "is required"))?;
             Filter::compile(header, &operation, &value).map_err(|e| bad(&field, e.to_string()))?;
             Ok((header.clone(), FilterSpec { operation, value }))
         })

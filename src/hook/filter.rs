@@ -73,6 +73,9 @@ impl Filter {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
+            // The original compared with JavaScript's loose equality, where `null` stands for a
+            // header the event lacks: the same test as the value `"null"`.
+            Value::Null if matches!(operation, "==" | "!=") => "null".to_owned(),
             _ => return Err(FilterError::BadValue),
         };
         let cond = match operation {
@@ -191,6 +194,15 @@ mod tests {
         assert!(!passes("==", json!("null"), Some(json!("x"))));
         assert!(passes("!=", json!("null"), Some(json!("x"))));
         assert!(!passes("!=", json!("null"), None));
+    }
+
+    #[test]
+    fn a_null_value_tests_presence_like_the_text_null() {
+        assert!(passes("==", Value::Null, None));
+        assert!(!passes("==", Value::Null, Some(json!("x"))));
+        assert!(passes("!=", Value::Null, Some(json!("x"))));
+        assert_eq!(Filter::compile("h", "<", &Value::Null).unwrap_err(), FilterError::BadValue);
+        assert_eq!(Filter::compile("h", "reg", &Value::Null).unwrap_err(), FilterError::BadValue);
     }
 
     #[test]
