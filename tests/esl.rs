@@ -289,3 +289,49 @@ async fn events_read_before_a_bad_frame_are_delivered() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A CHANNEL_ANSWER as FreeSWITCH 1.10 writes it after `event json CHANNEL_ANSWER` (headers cut
+/// to the ones that matter here; the values are a real call's).
+const ANSWER_JSON: &str = r#"{"Event-Name":"CHANNEL_ANSWER","Core-UUID":"8e5ab2b4-1f1c-4f2c-9d0a-5a3e6c2a9f10","FreeSWITCH-Hostname":"fs01.domain-1.example.com","FreeSWITCH-Switchname":"fs01","FreeSWITCH-IPv4":"10.0.0.15","FreeSWITCH-IPv6":"::1","Event-Date-Local":"2024-05-14 10:21:07","Event-Date-GMT":"Tue, 14 May 2024 07:21:07 GMT","Event-Date-Timestamp":"1715671267204118","Event-Calling-File":"switch_channel.c","Event-Calling-Function":"switch_channel_perform_mark_answered","Event-Calling-Line-Number":"3947","Event-Sequence":"58213","Channel-State":"CS_EXECUTE","Channel-Call-State":"ACTIVE","Channel-State-Number":"4","Channel-Name":"sofia/internal/1000@domain-1.example.com","Unique-ID":"disconnect-1","Call-Direction":"inbound","Presence-Call-Direction":"inbound","Channel-Presence-ID":"1000@domain-1.example.com","Answer-State":"answered","Caller-Username":"1000","Caller-Caller-ID-Name":"Jos\u00e9","Caller-Caller-ID-Number":"1000","Caller-Destination-Number":"2000","variable_domain_name":"domain-1.example.com","variable_sip_from_user":"1000"}"#;
+
+/// mod_event_socket ends an inbound listener with `text/disconnect-notice` (the ESL library
+/// takes a notice with a body as the end of the connection). A socket left open after it (a
+/// proxy, a half-closed connection) must not keep the source waiting for events that will
+/// never come: it reconnects, and the events before the notice are delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_notice_ends_the_session_even_if_the_socket_stays_open() {
+    let (addr, connections) = counting_switch(|mut sock| async move {
+        let mut buf = [0u8; 1024];
+        let _ = sock.write_all(b"Content-Type: auth/request\n\n").await;
+        let _ = sock.read(&mut buf).await;
+        let _ = sock.write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n").await;
+        let _ = sock.read(&mut buf).await;
+        let mut out = b"Content-Type: command/reply\nReply-Text: +OK event listener enabled json\n\n".to_vec();
+        out.extend(
+            format!("Content-Length: {}\nContent-Type: text/event-json\n\n{ANSWER_JSON}", ANSWER_JSON.len()).bytes(),
+        );
+        out.extend(
+            b"Content-Type: text/disconnect-notice\nContent-Length: 67\n\n\
+              Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n",
+        );
+        let _ = sock.write_all(&out).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
+    let r = Receiver::start().await;
+    s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
+    let got = r.wait_for("/answer", 1, WAIT).await;
+    assert_eq!(got[0].json()["data"]["Caller-Caller-ID-Name"], "José");
+    let deadline = std::time::Instant::now() + WAIT;
+    while connections.load(Ordering::SeqCst) < 2 {
+        let h = health(&s, &format!("esl {addr}")).await;
+        assert!(std::time::Instant::now() < deadline, "still on the first connection: {h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The second connection sends the same event again: it is the same event (Core-UUID and
+    // Event-Sequence), so it is not delivered twice.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(r.at("/answer").len(), 1);
+}

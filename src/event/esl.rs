@@ -34,9 +34,12 @@ pub enum Frame {
     },
     /// `text/event-json` or `text/event-plain`, as it came: see [`RawEvent`].
     Event(RawEvent),
-    /// The server is closing the connection; the body says why.
+    /// The server is closing the connection; the body says why. With `linger`
+    /// (`Content-Disposition: linger`, sent only to a socket that controls a call and asked to
+    /// linger) events still follow until the linger time runs out; otherwise nothing does.
     DisconnectNotice {
         body: String,
+        linger: bool,
     },
     /// `log/data`, `text/rude-rejection` and anything newer: surfaced so the caller can count
     /// or log it, body dropped.
@@ -118,7 +121,7 @@ enum Kind {
     ApiResponse,
     EventJson,
     EventPlain,
-    DisconnectNotice,
+    DisconnectNotice { linger: bool },
     Other(String),
 }
 
@@ -230,6 +233,7 @@ fn parse_head(block: &[u8], body_start: usize) -> Result<Head, EslError> {
     let mut content_type: &[u8] = b"";
     let mut content_length = None;
     let mut reply_text: &[u8] = b"";
+    let mut disposition: &[u8] = b"";
     for line in block.split(|&b| b == b'\n') {
         let line = strip_cr(line);
         if line.is_empty() {
@@ -245,6 +249,8 @@ fn parse_head(block: &[u8], body_start: usize) -> Result<Head, EslError> {
             content_length = Some(length);
         } else if name.eq_ignore_ascii_case(b"Reply-Text") && reply_text.is_empty() {
             reply_text = value;
+        } else if name.eq_ignore_ascii_case(b"Content-Disposition") && disposition.is_empty() {
+            disposition = value.trim_ascii_end();
         }
     }
     let body_len = content_length.unwrap_or(0);
@@ -258,7 +264,7 @@ fn parse_head(block: &[u8], body_start: usize) -> Result<Head, EslError> {
         b"api/response" => Kind::ApiResponse,
         b"text/event-json" => Kind::EventJson,
         b"text/event-plain" => Kind::EventPlain,
-        b"text/disconnect-notice" => Kind::DisconnectNotice,
+        b"text/disconnect-notice" => Kind::DisconnectNotice { linger: disposition.eq_ignore_ascii_case(b"linger") },
         _ => Kind::Other(text(content_type)),
     };
     Ok(Head { kind, body_start, body_len: body_len as usize })
@@ -271,7 +277,7 @@ fn build(kind: Kind, body: &[u8]) -> Frame {
         Kind::ApiResponse => Frame::ApiResponse { body: text(body) },
         Kind::EventJson => Frame::Event(RawEvent { plain: false, body: body.to_vec() }),
         Kind::EventPlain => Frame::Event(RawEvent { plain: true, body: body.to_vec() }),
-        Kind::DisconnectNotice => Frame::DisconnectNotice { body: text(body) },
+        Kind::DisconnectNotice { linger } => Frame::DisconnectNotice { body: text(body), linger },
         Kind::Other(content_type) => Frame::Other { content_type },
     }
 }

@@ -75,6 +75,10 @@ enum SessionError {
     Protocol(#[from] EslError),
     #[error("FreeSWITCH closed the connection")]
     Closed,
+    /// `text/disconnect-notice`: FreeSWITCH sends nothing after it but may leave the socket
+    /// open (or a proxy may), so the session ends here rather than waiting for the close.
+    #[error("FreeSWITCH disconnected: {0}")]
+    Disconnected(String),
     #[error("FreeSWITCH refused the connection (its event socket ACL does not allow this address)")]
     Rejected,
 }
@@ -282,9 +286,13 @@ impl Conn {
             match frame {
                 Frame::Event(raw) => events.extend(incoming(raw)),
                 Frame::CommandReply { reply } => self.replied(reply),
-                // The socket closes after this (or lingers with more events): read on until it
-                // does.
-                Frame::DisconnectNotice { .. } => tracing::info!(%server, "FreeSWITCH is disconnecting"),
+                // A lingering socket still gets the events of its call; this one controls none,
+                // but reading on is what linger asks for.
+                Frame::DisconnectNotice { linger: true, .. } => tracing::info!(%server, "FreeSWITCH lingers"),
+                // mod_event_socket sends the notice as the listener ends: nothing follows it.
+                Frame::DisconnectNotice { body, linger: false } => {
+                    return Err(SessionError::Disconnected(body.lines().next().unwrap_or_default().to_owned()));
+                }
                 frame if is_rejection(&frame) => return Err(SessionError::Rejected),
                 _ => {}
             }

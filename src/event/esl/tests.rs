@@ -160,7 +160,17 @@ fn disconnect_notice_body_follows_its_content_length_and_the_next_frame_still_pa
     let mut stream = DISCONNECT.to_vec();
     stream.extend_from_slice(AUTH_REQUEST);
     let body = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n";
-    assert_eq!(frames_of(&stream), [Frame::DisconnectNotice { body: body.into() }, Frame::AuthRequest]);
+    let notice = Frame::DisconnectNotice { body: body.into(), linger: false };
+    assert_eq!(frames_of(&stream), [notice, Frame::AuthRequest]);
+}
+
+/// mod_event_socket's notice to a socket that asked to linger after its call hung up: events
+/// still follow it.
+#[test]
+fn a_linger_notice_says_so() {
+    let linger = b"Content-Type: text/disconnect-notice\nControlled-Session-UUID: 2b7f0d4c-8a3e-4c1f-b0a9-5d2e6f7a8b9c\n\
+Content-Disposition: linger\nChannel-Name: sofia/internal/1000@demo.example.com\nLinger-Time: 600\nContent-Length: 0\n\n";
+    assert_eq!(only_frame(linger), Frame::DisconnectNotice { body: String::new(), linger: true });
 }
 
 #[test]
