@@ -417,3 +417,40 @@ async fn a_stored_hook_too_long_for_a_binding_key_is_skipped_and_logged() {
     s.stop().await;
     t.cleanup().await;
 }
+
+/// What mod_amqp (FreeSWITCH 1.10, mod_amqp_producer.c) puts on the wire for an event: the body
+/// is `switch_event_serialize_json` (every value a string, the event body as `_body` after its
+/// `Content-Length`), the key built by `amqp_util_encode`, the properties `text/json`,
+/// non-persistent, a timestamp and an `x_Liquid_MessageSentTimeStamp` header of type
+/// timestamp. (No rejected message here: the rejection counter is shared with the test above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_exactly_as_mod_amqp_publishes_it_is_delivered() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let s = serve(t.default_settings()).await;
+    s.create_hook(D, json!({"event": "CUSTOM->callcenter::info", "action": web(&r.url("/cc"))})).await;
+    wait_connected(&s).await;
+
+    let body = r#"{"Event-Subclass":"callcenter::info","Event-Name":"CUSTOM","Core-UUID":"8e5ab2b4-1f1c-4f2c-9d0a-5a3e6c2a9f10","FreeSWITCH-Hostname":"fs01.amqp.example.com","FreeSWITCH-Switchname":"fs01","FreeSWITCH-IPv4":"10.0.0.15","FreeSWITCH-IPv6":"::1","Event-Date-Local":"2024-05-14 10:21:07","Event-Date-GMT":"Tue, 14 May 2024 07:21:07 GMT","Event-Date-Timestamp":"1715671267204118","Event-Calling-File":"mod_callcenter.c","Event-Calling-Function":"cc_queue_function","Event-Calling-Line-Number":"2092","Event-Sequence":"58214","CC-Queue":"support@amqp.example.com","CC-Action":"member-queue-start","CC-Member-UUID":"f2b0c1f4-3c1e-4a7e-8a55-6b7f0e2d9a31","CC-Member-CID-Name":"Jos\u00e9 \"VIP\"","Unique-ID":"mq-1","Channel-Presence-ID":"1000@amqp.example.com","variable_domain_name":"amqp.example.com","variable_cc_queue_names":["support","sales"],"Content-Length":"11","_body":"line1\nline2"}"#;
+    let key = "FreeSWITCH.fs01%2Eamqp%2Eexample%2Ecom.CUSTOM.callcenter%3A%3Ainfo.mq-1";
+    let mut headers = amqprs::FieldTable::new();
+    headers.insert("x_Liquid_MessageSentTimeStamp".try_into().unwrap(), amqprs::FieldValue::T(1_715_671_267_204_200));
+    let props = BasicProperties::default()
+        .with_content_type("text/json")
+        .with_delivery_mode(1)
+        .with_timestamp(1_715_671_267)
+        .with_headers(headers)
+        .finish();
+    let args = BasicPublishArguments::new(&t.fs_exchange(), key);
+    t.channel.basic_publish(props, body.as_bytes().to_vec(), args).await.unwrap();
+
+    let got = r.wait_for("/cc", 1, WAIT).await;
+    let data = &got[0].json()["data"];
+    assert_eq!(data["Event-Subclass"], "callcenter::info");
+    assert_eq!(data["CC-Member-CID-Name"], "José \"VIP\"");
+    assert_eq!(data["variable_cc_queue_names"], json!(["support", "sales"]));
+    assert_eq!(data["_body"], "line1\nline2");
+    s.stop().await;
+    t.cleanup().await;
+}
