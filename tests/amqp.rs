@@ -422,7 +422,8 @@ async fn a_stored_hook_too_long_for_a_binding_key_is_skipped_and_logged() {
 /// is `switch_event_serialize_json` (every value a string, the event body as `_body` after its
 /// `Content-Length`), the key built by `amqp_util_encode`, the properties `text/json`,
 /// non-persistent, a timestamp and an `x_Liquid_MessageSentTimeStamp` header of type
-/// timestamp. (No rejected message here: the rejection counter is shared with the test above.)
+/// timestamp; and once with the routing key older mod_amqp builds. (No rejected message here:
+/// the rejection counter is shared with the test above.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_exactly_as_mod_amqp_publishes_it_is_delivered() {
     let Some(url) = broker() else { return };
@@ -443,9 +444,15 @@ async fn a_message_exactly_as_mod_amqp_publishes_it_is_delivered() {
         .with_headers(headers)
         .finish();
     let args = BasicPublishArguments::new(&t.fs_exchange(), key);
-    t.channel.basic_publish(props, body.as_bytes().to_vec(), args).await.unwrap();
+    t.channel.basic_publish(props.clone(), body.as_bytes().to_vec(), args).await.unwrap();
+    // mod_amqp before it encoded words (FreeSWITCH 1.6): values as they are, `.` as `_`.
+    let legacy = "FreeSWITCH.fs01_amqp_example_com.CUSTOM.callcenter::info.mq-2";
+    let args = BasicPublishArguments::new(&t.fs_exchange(), legacy);
+    t.channel.basic_publish(props, body.replace("mq-1", "mq-2").into_bytes(), args).await.unwrap();
 
-    let got = r.wait_for("/cc", 1, WAIT).await;
+    let got = r.wait_for("/cc", 2, WAIT).await;
+    let calls: Vec<_> = got.iter().map(|g| g.json()["data"]["Unique-ID"].clone()).collect();
+    assert_eq!(calls, [json!("mq-1"), json!("mq-2")]);
     let data = &got[0].json()["data"];
     assert_eq!(data["Event-Subclass"], "callcenter::info");
     assert_eq!(data["CC-Member-CID-Name"], "José \"VIP\"");

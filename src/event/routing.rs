@@ -69,14 +69,27 @@ pub const MAX_KEY_BYTES: usize = 255;
 /// the queue too. The router reads the event name from the body and drops such a message, so
 /// the cost is broker traffic, never a wrong delivery.
 pub fn binding_key(hook_event: &str, fields: &[String]) -> String {
+    key_of(hook_event, fields, encode_word)
+}
+
+/// The keys to bind for `hook_event`: [`binding_key`], and where it differs, the key mod_amqp
+/// published before it encoded words (FreeSWITCH 1.6): values as they are, with `.` as `_`
+/// (`#.CUSTOM.callcenter::info.#`). A queue bound by both gets the event from either version.
+pub fn binding_keys(hook_event: &str, fields: &[String]) -> Vec<String> {
+    let encoded = binding_key(hook_event, fields);
+    let legacy = key_of(hook_event, fields, |word| word.replace('.', "_"));
+    if legacy == encoded { vec![encoded] } else { vec![encoded, legacy] }
+}
+
+fn key_of(hook_event: &str, fields: &[String], word: fn(&str) -> String) -> String {
     if !fields.iter().any(|f| f == "Event-Name") {
         return "#".to_owned();
     }
     let subclass_follows = fields.windows(2).any(|w| w[0] == "Event-Name" && w[1] == "Event-Subclass");
     match hook_event.split_once("->") {
-        Some((name, sub)) if subclass_follows => format!("#.{}.{}.#", encode_word(name), encode_word(sub)),
-        Some((name, _)) => format!("#.{}.#", encode_word(name)),
-        None => format!("#.{}.#", encode_word(hook_event)),
+        Some((name, sub)) if subclass_follows => format!("#.{}.{}.#", word(name), word(sub)),
+        Some((name, _)) => format!("#.{}.#", word(name)),
+        None => format!("#.{}.#", word(hook_event)),
     }
 }
 
@@ -137,6 +150,19 @@ mod tests {
         assert_eq!(binding_key("CUSTOM->callcenter::info", &apart), "#.CUSTOM.#");
         assert_eq!(binding_key("CUSTOM->callcenter::info", &self::fields("Event-Name")), "#.CUSTOM.#");
         assert_eq!(binding_key("CHANNEL_ANSWER", &self::fields("#x,Unique-ID")), "#");
+    }
+
+    #[test]
+    fn subclasses_are_bound_as_every_mod_amqp_version_names_them() {
+        let fields = fields(DEFAULT_FORMAT);
+        assert_eq!(binding_keys("CHANNEL_ANSWER", &fields), ["#.CHANNEL_ANSWER.#"]);
+        assert_eq!(
+            binding_keys("CUSTOM->callcenter::info", &fields),
+            ["#.CUSTOM.callcenter%3A%3Ainfo.#", "#.CUSTOM.callcenter::info.#"]
+        );
+        assert_eq!(binding_keys("CUSTOM->a.b", &fields), ["#.CUSTOM.a%2Eb.#", "#.CUSTOM.a_b.#"]);
+        let old = "FreeSWITCH.fs1_example_com.CUSTOM.callcenter::info.u-1";
+        assert!(binding_keys("CUSTOM->callcenter::info", &fields).iter().any(|k| topic_match(k, old)));
     }
 
     /// What RabbitMQ's topic exchange does with a binding key and a routing key.

@@ -258,11 +258,12 @@ fn wanted_bindings(exchanges: &[Exchange], names: &BTreeSet<String>) -> (Binding
     let mut unbindable = Vec::new();
     for exchange in exchanges {
         for name in names {
-            let key = routing::binding_key(name, &exchange.format_fields);
-            if key.len() > routing::MAX_KEY_BYTES {
+            let keys = routing::binding_keys(name, &exchange.format_fields);
+            // The first key, encoded, is the longest.
+            if keys[0].len() > routing::MAX_KEY_BYTES {
                 unbindable.push((name.clone(), exchange.name.clone()));
             } else {
-                wanted.insert((exchange.name.clone(), key));
+                wanted.extend(keys.into_iter().map(|key| (exchange.name.clone(), key)));
             }
         }
     }
