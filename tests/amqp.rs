@@ -445,7 +445,7 @@ async fn a_message_exactly_as_mod_amqp_publishes_it_is_delivered() {
         .finish();
     let args = BasicPublishArguments::new(&t.fs_exchange(), key);
     t.channel.basic_publish(props.clone(), body.as_bytes().to_vec(), args).await.unwrap();
-    // mod_amqp before it encoded words (FreeSWITCH 1.6): values as they are, `.` as `_`.
+    // mod_amqp before it encoded words: values as they are, `.` as `_`.
     let legacy = "FreeSWITCH.fs01_amqp_example_com.CUSTOM.callcenter::info.mq-2";
     let args = BasicPublishArguments::new(&t.fs_exchange(), legacy);
     t.channel.basic_publish(props, body.replace("mq-1", "mq-2").into_bytes(), args).await.unwrap();

@@ -73,7 +73,7 @@ pub fn binding_key(hook_event: &str, fields: &[String]) -> String {
 }
 
 /// The keys to bind for `hook_event`: [`binding_key`], and where it differs, the key mod_amqp
-/// published before it encoded words (FreeSWITCH 1.6): values as they are, with `.` as `_`
+/// published before it encoded words (older FreeSWITCH): values as they are, `.` as `_`
 /// (`#.CUSTOM.callcenter::info.#`). A queue bound by both gets the event from either version.
 pub fn binding_keys(hook_event: &str, fields: &[String]) -> Vec<String> {
     let encoded = binding_key(hook_event, fields);
