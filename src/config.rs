@@ -432,11 +432,7 @@ pub fn sqlite_url(path: &Path) -> String {
 /// URLs accept `password` and libpq's `sslpassword`) replaced by `***`, for logs and errors.
 pub fn redact_url(raw: &str) -> String {
     let Ok(mut u) = url::Url::parse(raw) else {
-        return raw.to_owned();
-    };
-    let secret = |key: &str| {
-        let key = key.to_ascii_lowercase();
-        ["password", "passwd", "secret", "token"].iter().any(|word| key.contains(word))
+        return redact_unparsed(raw);
     };
     let secret_query = u.query_pairs().any(|(k, _)| secret(&k));
     if u.password().is_none() && !secret_query {
@@ -456,6 +452,38 @@ pub fn redact_url(raw: &str) -> String {
         u.query_pairs_mut().clear().extend_pairs(pairs);
     }
     u.to_string()
+}
+
+/// A query parameter whose value is a secret.
+fn secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token"].iter().any(|word| key.contains(word))
+}
+
+/// [`redact_url`] for text the URL parser refuses (a port past 65535, a password with an
+/// unencoded `/`): what may be a password is hidden all the same, erring on hiding too much.
+/// Everything between the first `:` after `scheme://` and the last `@` is the user part's
+/// password, and every query parameter named like a secret loses its value.
+fn redact_unparsed(raw: &str) -> String {
+    let (scheme, rest) = match raw.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), raw),
+    };
+    let rest = match rest.rfind('@').and_then(|at| rest[..at].find(':').map(|colon| (colon, at))) {
+        Some((colon, at)) => format!("{}***{}", &rest[..=colon], &rest[at..]),
+        None => rest.to_owned(),
+    };
+    let Some((head, query)) = rest.split_once('?') else {
+        return scheme + &rest;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if secret(key) => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{scheme}{head}?{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -585,5 +613,11 @@ mod tests {
             redact_url("postgres://u@h/db?sslkey=k.pem&sslpassword=x&sslmode=require"),
             "postgres://u@h/db?sslkey=k.pem&sslpassword=***&sslmode=require"
         );
+        // Text the URL parser refuses keeps its password hidden all the same.
+        assert_eq!(redact_url("postgres://u:pw@h:99999/db"), "postgres://u:***@h:99999/db");
+        assert_eq!(redact_url("postgres://u:p/w@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("amqp://u:p@w@[::1/%2f"), "amqp://u:***@[::1/%2f");
+        assert_eq!(redact_url("postgres://u@[h/db?a=1&Password=x"), "postgres://u@[h/db?a=1&Password=***");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 }

@@ -219,3 +219,32 @@ fn a_new_data_folder_and_its_database_are_private() {
     let db = db.expect("a database file in the data folder");
     assert_eq!(mode(&db), 0o600, "{}", db.display());
 }
+
+/// A URL the URL parser refuses (a port past 65535, a bad host) still has its password kept out
+/// of what start-up prints: the database URL when the store cannot be opened, and the RabbitMQ
+/// URL in the configuration error.
+#[test]
+fn passwords_in_unparsable_urls_stay_out_of_start_up_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "Pg5ecretPW";
+    for url in [
+        format!("postgres://switchhook:{secret}@127.0.0.1:99999/db"),
+        format!("postgres://switchhook:{secret}@[::1/db"),
+        // A password with a `/` not percent-encoded: the parser takes the host for ending at it.
+        format!("postgresql://switchhook:{secret}/x@127.0.0.1:5432/db?sslpassword={secret}"),
+    ] {
+        let out = run(dir.path(), &["serve", "--listen", "127.0.0.1:0", "--database-url", &url]);
+        assert!(!out.status.success(), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains(secret), "the database password is shown: {err}");
+        assert!(err.contains("switchhook:***@"), "the URL is still named, password hidden: {err}");
+    }
+    let out = switchhook(dir.path(), &["serve", "--listen", "127.0.0.1:0"])
+        .env("SWITCHHOOK_AMQP_URL", format!("amqp://guest:{secret}@127.0.0.1:99999/%2f"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("amqp.url"), "{err}");
+    assert!(!err.contains(secret), "the RabbitMQ password is shown: {err}");
+}
