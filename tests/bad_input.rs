@@ -30,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 on_both_stores!(
     random_and_mutated_requests_on_every_route_get_the_envelope,
     bodies_that_are_not_utf8_or_nest_without_end_get_a_400,
+    a_delivery_log_page_larger_than_the_database_takes_parameters_is_answered,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -1085,4 +1086,42 @@ async fn a_client_that_stops_reading_its_answer_is_cut_off() {
 
     let health = s.http.get(s.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+/// `limit` is any whole number, so one page of a delivery log can hold more deliveries than
+/// the database takes parameters in one statement (SQLite 32,766, PostgreSQL 65,535). Such a
+/// page is answered whole, each delivery with its own attempts, not with a 500.
+async fn a_delivery_log_page_larger_than_the_database_takes_parameters_is_answered(b: Backend) {
+    let n: usize = match b {
+        Backend::Sqlite => 33_000,
+        Backend::Postgres(_) => 66_000,
+    };
+    let s = TestServer::start(b).await;
+    let hook =
+        s.create_hook(DOMAIN, json!({"event": "CHANNEL_ANSWER", "action": common::web(DOWN), "retries": 0})).await;
+    let event =
+        |i: usize| json!({"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": DOMAIN, "Unique-ID": i.to_string()});
+    let mut sent = 0;
+    while sent < n {
+        let batch: Vec<Value> = (sent..n.min(sent + 5_000)).map(event).collect();
+        sent += batch.len();
+        let data = s.ingest(Value::Array(batch)).await;
+        assert_eq!(data["accepted"], data["deliveries"], "{data}");
+    }
+    // Every delivery fails once (retries 0), so each ends with exactly one attempt.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while s.services.store.pending_count().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "the deliveries never settled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, v) = s
+        .call("GET", &format!("/api/v2/hooks/{hook}/deliveries?domain={DOMAIN}&limit={}", n + 10), Some(&s.root), None)
+        .await;
+    assert_eq!(status, 200, "{}", preview(v.to_string().as_bytes()));
+    let log = v["data"].as_array().unwrap();
+    assert_eq!(log.len(), n);
+    for d in log {
+        assert_eq!((&d["status"], &d["attempts"]), (&json!("failed"), &json!(1)), "{d}");
+        assert_eq!(d["log"].as_array().unwrap().len(), 1, "{d}");
+    }
 }

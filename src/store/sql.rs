@@ -783,22 +783,28 @@ where
         if views.is_empty() {
             return Ok(views);
         }
-        let mut select = sqlx::QueryBuilder::<DB>::new(
-            "SELECT delivery_id, at, status_code, duration_ms, error, response FROM attempts WHERE delivery_id IN (",
-        );
-        push_ids(&mut select, views.iter().map(|v| v.id.as_str()));
-        select.push(" ORDER BY delivery_id, n");
-        for row in select.build().persistent(false).fetch_all(&self.pool).await? {
-            let id: String = row.try_get(0)?;
-            let attempt = AttemptView {
-                at: row.try_get(1)?,
-                status_code: row.try_get::<Option<i64>, _>(2)?.and_then(|c| u16::try_from(c).ok()),
-                duration_ms: count(row.try_get(3)?),
-                error: row.try_get(4)?,
-                response: row.try_get(5)?,
-            };
-            if let Some(view) = views.iter_mut().find(|v| v.id == id) {
-                view.log.push(attempt);
+        // A page may hold more deliveries than a statement takes parameters (`limit` is any
+        // whole number), so their attempts are read a chunk of ids at a time.
+        let place: std::collections::HashMap<String, usize> =
+            views.iter().enumerate().map(|(i, v)| (v.id.clone(), i)).collect();
+        for chunk in views.iter().map(|v| v.id.clone()).collect::<Vec<_>>().chunks(CHUNK) {
+            let mut select = sqlx::QueryBuilder::<DB>::new(
+                "SELECT delivery_id, at, status_code, duration_ms, error, response FROM attempts WHERE delivery_id IN (",
+            );
+            push_ids(&mut select, chunk.iter().map(String::as_str));
+            select.push(" ORDER BY delivery_id, n");
+            for row in select.build().persistent(false).fetch_all(&self.pool).await? {
+                let id: String = row.try_get(0)?;
+                let attempt = AttemptView {
+                    at: row.try_get(1)?,
+                    status_code: row.try_get::<Option<i64>, _>(2)?.and_then(|c| u16::try_from(c).ok()),
+                    duration_ms: count(row.try_get(3)?),
+                    error: row.try_get(4)?,
+                    response: row.try_get(5)?,
+                };
+                if let Some(&i) = place.get(&id) {
+                    views[i].log.push(attempt);
+                }
             }
         }
         Ok(views)
