@@ -31,6 +31,7 @@ on_both_stores!(
     random_and_mutated_requests_on_every_route_get_the_envelope,
     bodies_that_are_not_utf8_or_nest_without_end_get_a_400,
     a_delivery_log_page_larger_than_the_database_takes_parameters_is_answered,
+    the_regular_expressions_of_one_hook_share_a_size_budget,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -1124,4 +1125,35 @@ async fn a_delivery_log_page_larger_than_the_database_takes_parameters_is_answer
         assert_eq!((&d["status"], &d["attempts"]), (&json!("failed"), &json!(1)), "{d}");
         assert_eq!(d["log"].as_array().unwrap().len(), 1, "{d}");
     }
+}
+
+/// Each `reg` filter may compile to 1 MiB, and a hook may have 64 filters: a 3 KB body could
+/// hold 64 MiB of compiled regexes (and seconds of CPU) in every node's index, for each hook a
+/// domain creates. The filters of one hook share a budget instead: one regex still gets 1 MiB,
+/// and a hook with many gets a share each, enough for the patterns hooks use.
+async fn the_regular_expressions_of_one_hook_share_a_size_budget(b: Backend) {
+    let s = TestServer::start(b).await;
+    let with_filters = |pattern: &str, n: usize| {
+        let filter: serde_json::Map<String, Value> =
+            (0..n).map(|i| (format!("h{i}"), json!({"operation": "reg", "value": pattern}))).collect();
+        json!({"event": "CHANNEL_ANSWER", "action": common::web(DOWN), "filter": filter})
+    };
+    let path = format!("/api/v2/hooks?domain={DOMAIN}");
+    // Patterns hooks are written with, as many as a hook may have.
+    for pattern in [r"/^(?!anonymous)/i", r"^\d{3,4}$", r"^[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}$"] {
+        let (status, v) = s.call("POST", &path, Some(&s.root), Some(with_filters(pattern, 64))).await;
+        assert_eq!(status, 200, "{pattern}: {v}");
+    }
+    // One large regex alone still fits.
+    let (status, v) = s.call("POST", &path, Some(&s.root), Some(with_filters(r"\w{20}", 1))).await;
+    assert_eq!(status, 200, "{v}");
+    // 64 of them do not.
+    let started = Instant::now();
+    let (status, v) = s.call("POST", &path, Some(&s.root), Some(with_filters(r"\w{20}", 64))).await;
+    assert_eq!(status, 400, "{v}");
+    let info = v["info"].as_str().unwrap();
+    assert!(info.starts_with("Bad request: filter.h0 ") && info.contains("too large"), "{info}");
+    assert!(started.elapsed() < Duration::from_secs(5), "refusing took {:?}", started.elapsed());
+    let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 4, "{v}");
 }

@@ -335,8 +335,8 @@ fn fields(map: &Map<String, Value>) -> Result<Vec<String>, DocError> {
     }
 }
 
-/// Filters a hook may have: each regular expression may compile to 1 MiB, so a hook with
-/// thousands of them could take the memory of every domain.
+/// Filters a hook may have: a hook with thousands of them could take the memory of every
+/// domain. Their regular expressions also share a size budget (`filter::REGEX_BUDGET`).
 pub const MAX_FILTERS: usize = 64;
 
 fn filters(map: &Map<String, Value>) -> Result<IndexMap<String, FilterSpec>, DocError> {
@@ -346,6 +346,8 @@ fn filters(map: &Map<String, Value>) -> Result<IndexMap<String, FilterSpec>, Doc
     if obj.len() > MAX_FILTERS {
         return Err(bad("filter", format!("must have at most {MAX_FILTERS} entries, not {}", obj.len())));
     }
+    // The regexes share one budget (see `filter::REGEX_BUDGET`).
+    let regexes = obj.values().filter(|spec| spec.get("operation").and_then(Value::as_str) == Some("reg")).count();
     obj.iter()
         .map(|(header, spec)| {
             let field = format!("filter.{header}");
@@ -355,7 +357,7 @@ fn filters(map: &Map<String, Value>) -> Result<IndexMap<String, FilterSpec>, Doc
                 _ => return Err(bad(format!("{field}.operation"), "is required")),
             };
             let value = spec.get("value").cloned().ok_or_else(|| bad(format!("{field}.value"), "is required"))?;
-            Filter::compile(header, &operation, &value).map_err(|e| bad(&field, e.to_string()))?;
+            Filter::compile_within(header, &operation, &value, regexes).map_err(|e| bad(&field, e.to_string()))?;
             Ok((header.clone(), FilterSpec { operation, value }))
         })
         .collect()

@@ -24,6 +24,24 @@ pub enum FilterError {
     BadValue,
     #[error("invalid regular expression: {0}")]
     BadRegex(String),
+    #[error(
+        "regular expression is too large: the hook's {share} reg filters share {} KiB, {} KiB each",
+        REGEX_BUDGET >> 10,
+        REGEX_BUDGET / share >> 10
+    )]
+    TooLarge { share: usize },
+}
+
+/// The most one regular expression may compile to.
+pub const MAX_REGEX: usize = 1 << 20;
+
+/// The most the regular expressions of one hook may compile to together: each of its `n`
+/// `reg` filters gets `1/n` of it (1 MiB at most), so a hook cannot hold 64 MiB of them.
+pub const REGEX_BUDGET: usize = 2 << 20;
+
+/// The size limit of each of `n` regular expressions of one hook.
+pub fn regex_share(n: usize) -> usize {
+    (REGEX_BUDGET / n.max(1)).min(MAX_REGEX)
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +87,12 @@ pub struct Filter {
 
 impl Filter {
     pub fn compile(header: &str, operation: &str, value: &Value) -> Result<Self, FilterError> {
+        Self::compile_within(header, operation, value, 1)
+    }
+
+    /// [`Filter::compile`] for a hook with `share` `reg` filters: a regex gets
+    /// [`regex_share`]`(share)` bytes.
+    pub fn compile_within(header: &str, operation: &str, value: &Value, share: usize) -> Result<Self, FilterError> {
         let text = match value {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -85,7 +109,7 @@ impl Filter {
             ">" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_gt },
             "<=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_le },
             ">=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_ge },
-            "reg" => Cond::Regex(compile_regex(&text)?),
+            "reg" => Cond::Regex(compile_regex(&text, share)?),
             other => return Err(FilterError::UnknownOperation(other.to_owned())),
         };
         Ok(Self { header: header.to_owned(), operation: operation.to_owned(), value: value.clone(), cond })
@@ -148,15 +172,23 @@ fn compare(actual: &Value, expected: &Scalar) -> Ordering {
 }
 
 /// `/pattern/flags` (flags i, m, s honoured; g, u, y ignored) or a bare pattern.
-fn compile_regex(src: &str) -> Result<Regex, FilterError> {
+/// `share` as in [`Filter::compile_within`].
+fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
     let (pattern, flags) = split_regex_literal(src).unwrap_or((src, ""));
-    RegexBuilder::new(pattern)
-        .case_insensitive(flags.contains('i'))
-        .multi_line(flags.contains('m'))
-        .dot_matches_new_line(flags.contains('s'))
-        .delegate_size_limit(1 << 20)
-        .build()
-        .map_err(|e| FilterError::BadRegex(e.to_string()))
+    let build = |limit: usize| {
+        RegexBuilder::new(pattern)
+            .case_insensitive(flags.contains('i'))
+            .multi_line(flags.contains('m'))
+            .dot_matches_new_line(flags.contains('s'))
+            .delegate_size_limit(limit)
+            .build()
+    };
+    let limit = regex_share(share);
+    build(limit).map_err(|e| match limit < MAX_REGEX && build(MAX_REGEX).is_ok() {
+        // It compiles alone, so it is its share of the budget it exceeds.
+        true => FilterError::TooLarge { share },
+        false => FilterError::BadRegex(e.to_string()),
+    })
 }
 
 fn split_regex_literal(src: &str) -> Option<(&str, &str)> {
