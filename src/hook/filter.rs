@@ -27,7 +27,7 @@ pub enum FilterError {
     #[error(
         "regular expression is too large: the hook's {share} reg filters share {} KiB, {} KiB each",
         REGEX_BUDGET >> 10,
-        REGEX_BUDGET / share >> 10
+        regex_share(*share) >> 10
     )]
     TooLarge { share: usize },
 }
