@@ -17,6 +17,7 @@ on_both_stores!(
     filters_decide_which_hooks_fire,
     domain_resolution_picks_the_hook_domain,
     default_body_fields_map_and_get_query,
+    get_query_and_auth_query_are_written_as_the_original_wrote_them,
     seed_raw_body_stays_valid_json_with_quotes_and_newlines,
     header_templates_and_auth_pre_request_with_cookie,
     retries_until_success_with_the_same_id,
@@ -161,6 +162,35 @@ async fn default_body_fields_map_and_get_query(b: Backend) {
     let engine = r.wait_for("/engine", 1, WAIT).await[0].json();
     assert_eq!(engine["action"], "CUSTOM->engine::dialer_member_end");
     assert_eq!(engine["data"]["currentProbe"], 2, "numbers stay numbers");
+}
+
+/// The original's HTTP client (`request` with `qs`) wrote a GET hook's data and a GET auth
+/// request's `map` with nested values in brackets and spaces as `%20`; receivers built for it
+/// parse exactly that.
+async fn get_query_and_auth_query_are_written_as_the_original_wrote_them(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/auth", [Reply::status(200).body(r#"{"token": "t 1"}"#)]);
+    s.create_hook(
+        D,
+        json!({"event": "CUSTOM->engine::dialer_member_end",
+        "action": {"type": "web", "method": "GET", "url": r.url("/get?src=engine")},
+        "fields": ["dialerName", "currentProbe", "member"],
+        "headers": {"X-Token": "${auth:body:token}"},
+        "auth": {"enabled": true, "url": r.url("/auth?app=sh"), "map": {"who": "${dialerName}", "plus": "a+b"}}}),
+    )
+    .await;
+    let member = json!({"member": {"name": "Member 1", "tags": ["vip", "new"]}});
+    s.ingest(with(dialer_member_end(D), member)).await;
+    let got = &r.wait_for("/get", 1, WAIT).await[0];
+    assert_eq!(
+        got.target,
+        "/get?src=engine&dialerName=Outbound%20sales&currentProbe=2&member%5Bname%5D=Member%201\
+         &member%5Btags%5D%5B0%5D=vip&member%5Btags%5D%5B1%5D=new"
+    );
+    assert_eq!(got.header("x-token"), Some("t 1"));
+    let auth = &r.at("/auth")[0];
+    assert_eq!((auth.method.as_str(), auth.target.as_str()), ("GET", "/auth?app=sh&who=Outbound%20sales&plus=a%2Bb"));
 }
 
 async fn seed_raw_body_stays_valid_json_with_quotes_and_newlines(b: Backend) {

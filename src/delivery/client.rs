@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::sign;
 use crate::event::Event;
-use crate::hook::payload::header_safe;
+use crate::hook::payload::{header_safe, with_query};
 use crate::hook::template::{Lookup, MAX_RENDERED, Template};
 use crate::hook::{CompiledAuth, CompiledHook};
 use crate::store::LeasedDelivery;
@@ -154,13 +154,7 @@ impl Client {
         if rendered > MAX_RENDERED {
             return Err(format!("the auth request's map and headers render to more than {} KiB", MAX_RENDERED >> 10));
         }
-        let mut url = auth.url.clone();
-        if auth.method == http::Method::GET && !params.is_empty() {
-            let mut query = url.query_pairs_mut();
-            for (key, value) in &params {
-                query.append_pair(key, value.as_str().unwrap_or_default());
-            }
-        }
+        let url = if auth.method == http::Method::GET { with_query(&auth.url, &params) } else { auth.url.to_string() };
         let mut builder = self.http.request(auth.method.clone(), url);
         for (name, value) in &headers {
             builder = builder.header(*name, header_value(value)?);

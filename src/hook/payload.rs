@@ -3,6 +3,7 @@
 //! delivery queue and the dry run, so both produce the same bytes.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use http::Method;
 use serde::Serialize;
@@ -188,20 +189,63 @@ fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
     }
 }
 
-/// `url` with `data` appended as a query string (strings as they are, other values as JSON).
-fn with_query(url: &url::Url, data: &Map<String, Value>) -> String {
+/// `url` with `data` appended to its query as the original's HTTP client (`request`, with
+/// `qs`) wrote it, which existing receivers parse: nested objects and arrays as `a[b]=1` and
+/// `a[0]=x` (brackets percent-encoded), null as an empty value, empty objects and arrays left
+/// out, and every byte outside `A-Za-z0-9-._~` percent-encoded, a space as `%20` (a `+`
+/// reaches a receiver that only percent-decodes as a plus).
+pub(crate) fn with_query(url: &url::Url, data: &Map<String, Value>) -> String {
+    let mut query = url.query().unwrap_or_default().trim_end_matches('&').to_owned();
+    for (key, value) in data {
+        let mut name = String::with_capacity(key.len());
+        percent_encode(&mut name, key);
+        push_param(&mut query, &name, value);
+    }
     let mut url = url.clone();
-    {
-        let mut query = url.query_pairs_mut();
-        for (key, value) in data {
-            match value {
-                Value::String(s) => query.append_pair(key, s),
-                Value::Null => query.append_pair(key, ""),
-                other => query.append_pair(key, &other.to_string()),
-            };
+    url.set_query(Some(&query).filter(|q| !q.is_empty()).map(String::as_str));
+    url.to_string()
+}
+
+/// Appends `name=value` for a scalar, or one pair per leaf below an object or array; `name`
+/// is already encoded.
+fn push_param(query: &mut String, name: &str, value: &Value) {
+    let mut leaf = |text: &str| {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(name);
+        query.push('=');
+        percent_encode(query, text);
+    };
+    match value {
+        Value::String(text) => leaf(text),
+        Value::Null => leaf(""),
+        Value::Bool(_) | Value::Number(_) => leaf(&value.to_string()),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                push_param(query, &format!("{name}%5B{i}%5D"), item);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let mut nested = format!("{name}%5B");
+                percent_encode(&mut nested, key);
+                nested.push_str("%5D");
+                push_param(query, &nested, item);
+            }
         }
     }
-    url.to_string()
+}
+
+/// RFC 3986 percent-encoding: unreserved characters as they are, every other byte as `%XX`.
+fn percent_encode(out: &mut String, text: &str) {
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
 }
 
 /// About the bytes `map` takes as text: what templates may copy out of an event.
@@ -336,6 +380,27 @@ mod tests {
             (Method::GET, "http://r.example/h?k=1&Unique-ID=u1&currentProbe=2", "")
         );
         assert!(r.headers.is_empty());
+    }
+
+    /// As the original's HTTP client (`request` with `qs`) wrote a GET's data: nested objects
+    /// and arrays in brackets (`a[b]=1`, `a[0]=x`), every byte but `A-Za-z0-9-._~`
+    /// percent-encoded, a space as `%20` (a `+` would reach a plain percent-decoder as a plus),
+    /// null as an empty value, empty objects and arrays left out.
+    #[test]
+    fn get_query_encodes_nested_values_in_brackets_and_spaces_as_percent_20() {
+        let hook = compile(json!({"action": {"type": "web", "method": "GET", "url": "http://r.example/h?k=1"}}));
+        let event = Event(
+            json!({"name": "Jo Smith+1 &=?#/~é", "member": {"name": "A", "tags": ["x", {"y": 2}]},
+                "n": 2.5, "b": true, "z": null, "none": [], "nothing": {}, "a b": "c"})
+            .as_object()
+            .unwrap()
+            .clone(),
+        );
+        assert_eq!(
+            hook.render(&event, "CHANNEL_ANSWER", "i").url,
+            "http://r.example/h?k=1&name=Jo%20Smith%2B1%20%26%3D%3F%23%2F~%C3%A9&member%5Bname%5D=A\
+             &member%5Btags%5D%5B0%5D=x&member%5Btags%5D%5B1%5D%5By%5D=2&n=2.5&b=true&z=&a%20b=c"
+        );
     }
 
     #[test]
