@@ -20,6 +20,7 @@ on_both_stores!(
     get_query_and_auth_query_are_written_as_the_original_wrote_them,
     seed_raw_body_stays_valid_json_with_quotes_and_newlines,
     header_templates_and_auth_pre_request_with_cookie,
+    auth_answer_headers_given_twice_are_all_kept,
     retries_until_success_with_the_same_id,
     exhausted_retries_fail_and_manual_retry_requeues,
     receiver_down_then_restart_still_delivers,
@@ -275,6 +276,32 @@ async fn header_templates_and_auth_pre_request_with_cookie(b: Backend) {
     let failed = log.iter().find(|d| d["status"] == "failed").expect("a failed delivery");
     assert_eq!(failed["log"][0]["error"], r#"auth request answered 401: {"error":"bad key"}"#);
     assert_eq!(r.at("/secured").len(), 1);
+}
+
+/// The original joined a header its auth server answered more than once (`Set-Cookie` above
+/// all) into one `auth:header:` value; keeping only the last lost the session cookie.
+async fn auth_answer_headers_given_twice_are_all_kept(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script(
+        "/auth",
+        [Reply::status(200)
+            .header("Set-Cookie", "sid=abc; Path=/")
+            .header("Set-Cookie", "lang=en")
+            .header("X-Role", "agent")
+            .header("X-Role", "supervisor")],
+    );
+    s.create_hook(
+        D,
+        json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")),
+        "headers": {"X-Cookies": "${auth:header:Set-Cookie}", "X-Roles": "${auth:header:x-role}"},
+        "auth": {"enabled": true, "url": r.url("/auth")}}),
+    )
+    .await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let got = &r.wait_for("/h", 1, WAIT).await[0];
+    assert_eq!(got.header("x-cookies"), Some("sid=abc; Path=/;lang=en"));
+    assert_eq!(got.header("x-roles"), Some("agent, supervisor"));
 }
 
 async fn secured_hook(s: &TestServer) -> String {

@@ -176,9 +176,13 @@ impl Client {
             });
         }
         let mut vars = HashMap::new();
-        for (name, value) in response.headers() {
-            if let Ok(v) = value.to_str() {
-                vars.insert(format!("auth:header:{}", name.as_str()), v.to_owned());
+        for name in response.headers().keys() {
+            let values: Vec<&str> = response.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+            // A header answered more than once is one variable, as in the original: its
+            // `Set-Cookie`s joined by `;`, other headers by `, ` (as Node.js joined them).
+            let separator = if name == http::header::SET_COOKIE { ";" } else { ", " };
+            if !values.is_empty() {
+                vars.insert(format!("auth:header:{}", name.as_str()), values.join(separator));
             }
         }
         let cookie = auth.cookie.then(|| cookie_header(response.headers())).flatten();
