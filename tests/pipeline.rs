@@ -21,6 +21,7 @@ on_both_stores!(
     seed_raw_body_stays_valid_json_with_quotes_and_newlines,
     header_templates_and_auth_pre_request_with_cookie,
     auth_answer_headers_given_twice_are_all_kept,
+    auth_cookies_and_the_hooks_own_cookie_go_in_one_cookie_header,
     retries_until_success_with_the_same_id,
     exhausted_retries_fail_and_manual_retry_requeues,
     receiver_down_then_restart_still_delivers,
@@ -302,6 +303,25 @@ async fn auth_answer_headers_given_twice_are_all_kept(b: Backend) {
     let got = &r.wait_for("/h", 1, WAIT).await[0];
     assert_eq!(got.header("x-cookies"), Some("sid=abc; Path=/;lang=en"));
     assert_eq!(got.header("x-roles"), Some("agent, supervisor"));
+}
+
+/// A hook with a `Cookie` header of its own and `cookie: true` sends one `Cookie` header with
+/// both (RFC 6265: never more than one), not two that receivers read only the first of.
+async fn auth_cookies_and_the_hooks_own_cookie_go_in_one_cookie_header(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/auth", [Reply::status(200).header("Set-Cookie", "sid=abc; Path=/").header("Set-Cookie", "n=1")]);
+    s.create_hook(
+        D,
+        json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")),
+        "headers": {"Cookie": "tenant=${domain_name}"},
+        "auth": {"enabled": true, "url": r.url("/auth"), "cookie": true}}),
+    )
+    .await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let got = &r.wait_for("/h", 1, WAIT).await[0];
+    let cookies: Vec<&str> = got.headers.get_all("cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(cookies, [format!("tenant={D}; sid=abc; n=1")]);
 }
 
 async fn secured_hook(s: &TestServer) -> String {

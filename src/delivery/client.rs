@@ -79,22 +79,31 @@ impl Client {
         now_secs: i64,
     ) -> Result<reqwest::Request, String> {
         let mut headers = HeaderMap::new();
-        let rendered;
+        let (rendered, auth_cookie);
         let pairs = match (&hook.auth, &d.event) {
             (Some(auth), Some(event)) => {
                 let event = Event::from_json(event.as_bytes()).map_err(|e| format!("stored event: {e}"))?;
                 let answer = self.authenticate(auth, &event, hook.timeout_ms).await?;
-                if let Some(cookie) = &answer.cookie {
-                    headers.insert(http::header::COOKIE, header_value(cookie)?);
-                }
                 rendered = hook.render_headers(&WithAuth { vars: &answer.vars, event: &event });
+                auth_cookie = answer.cookie;
                 &rendered
             }
-            _ => &d.request.headers,
+            _ => {
+                auth_cookie = None;
+                &d.request.headers
+            }
         };
         for (name, value) in pairs {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
             headers.append(name, header_value(value)?);
+        }
+        if let Some(cookie) = auth_cookie {
+            // One `Cookie` header (RFC 6265 allows no more): the hook's own cookies, then the
+            // auth server's.
+            let own = headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+            let cookies: Vec<&str> = own.chain([cookie.as_str()]).collect();
+            let value = header_value(&cookies.join("; "))?;
+            headers.insert(http::header::COOKIE, value);
         }
         // Every webhook names its delivery, the same id on every retry, so a receiver can drop
         // the duplicates at-least-once delivery may bring, whatever the body (a GET or a
