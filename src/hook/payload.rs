@@ -189,13 +189,21 @@ fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
     }
 }
 
-/// `url` with `data` appended to its query as the original's HTTP client (`request`, with
-/// `qs`) wrote it, which existing receivers parse: nested objects and arrays as `a[b]=1` and
-/// `a[0]=x` (brackets percent-encoded), null as an empty value, empty objects and arrays left
-/// out, and every byte outside `A-Za-z0-9-._~` percent-encoded, a space as `%20` (a `+`
-/// reaches a receiver that only percent-decodes as a plus).
+/// `url` with `data` merged into its query as the original's HTTP client (`request`, with
+/// `qs`) wrote it, which existing receivers parse: a data key replaces the URL's parameter of
+/// that name; nested objects and arrays as `a[b]=1` and `a[0]=x` (brackets percent-encoded),
+/// null as an empty value, empty objects and arrays left out, and every byte outside
+/// `A-Za-z0-9-._~` percent-encoded, a space as `%20` (a `+` reaches a receiver that only
+/// percent-decodes as a plus).
 pub(crate) fn with_query(url: &url::Url, data: &Map<String, Value>) -> String {
-    let mut query = url.query().unwrap_or_default().trim_end_matches('&').to_owned();
+    // The URL's own parameters stay as they are written, but for those the data replaces.
+    let replaced = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or_default();
+        let (name, _) = url::form_urlencoded::parse(name.as_bytes()).next().unwrap_or_default();
+        data.contains_key(name.split('[').next().unwrap_or_default())
+    };
+    let own = url.query().unwrap_or_default().split('&').filter(|pair| !pair.is_empty() && !replaced(pair));
+    let mut query = own.collect::<Vec<_>>().join("&");
     for (key, value) in data {
         let mut name = String::with_capacity(key.len());
         percent_encode(&mut name, key);
@@ -400,6 +408,20 @@ mod tests {
             hook.render(&event, "CHANNEL_ANSWER", "i").url,
             "http://r.example/h?k=1&name=Jo%20Smith%2B1%20%26%3D%3F%23%2F~%C3%A9&member%5Bname%5D=A\
              &member%5Btags%5D%5B0%5D=x&member%5Btags%5D%5B1%5D%5By%5D=2&n=2.5&b=true&z=&a%20b=c"
+        );
+    }
+
+    /// The original merged the data into `action.url`'s query, a data key replacing the
+    /// URL's parameter of that name (with its nested `name[...]` parts): one value each, not
+    /// two that receivers read differently.
+    #[test]
+    fn get_data_replaces_the_url_parameters_of_the_same_name() {
+        let url = "http://r.example/h?k=1&Unique-ID=stale&currentProbe%5Bx%5D=0&currentProbeX=9&";
+        let hook = compile(json!({"action": {"type": "web", "method": "GET", "url": url},
+            "fields": ["Unique-ID", "currentProbe"]}));
+        assert_eq!(
+            hook.render(&event(), "CHANNEL_ANSWER", "i").url,
+            "http://r.example/h?k=1&currentProbeX=9&Unique-ID=u1&currentProbe=2"
         );
     }
 
