@@ -41,8 +41,22 @@ impl CompiledHook {
         // Only templates copy values; a hook without any renders in proportion to the event.
         let has_templates = matches!(self.body, Body::Custom(_)) || !self.headers.is_empty();
         let limit = if has_templates { MAX_RENDERED + approx_size(&event.0) } else { usize::MAX };
+        let mut templated = 0;
         let (url, body) = match &self.body {
-            Body::Custom(template) => (self.url.to_string(), template.render_within(event, limit)),
+            Body::Custom(template) => {
+                let body = template.render_within(event, limit);
+                templated = body.len();
+                if self.method == Method::GET {
+                    // A GET carries no body: the rendered object goes in the query, as `data` does.
+                    let object = match serde_json::from_str::<Value>(&body) {
+                        Ok(Value::Object(object)) => object,
+                        _ => Map::new(),
+                    };
+                    (with_query(&self.url, &object), String::new())
+                } else {
+                    (self.url.to_string(), body)
+                }
+            }
             Body::Default => {
                 let data = self.data(event);
                 if self.method == Method::GET {
@@ -55,7 +69,6 @@ impl CompiledHook {
                 }
             }
         };
-        let templated = if matches!(self.body, Body::Custom(_)) { body.len() } else { 0 };
         let headers = self.render_headers_within(event, limit.saturating_sub(templated));
         let rendered = templated + headers.iter().map(|(_, v)| v.len()).sum::<usize>();
         let request = Request { method: self.method.clone(), url, headers, body };
@@ -423,6 +436,20 @@ mod tests {
             hook.render(&event(), "CHANNEL_ANSWER", "i").url,
             "http://r.example/h?k=1&currentProbeX=9&Unique-ID=u1&currentProbe=2"
         );
+    }
+
+    /// As in the original, a GET hook with `customBody` sends its rendered `rawBody` object in
+    /// the query string, as it sends `data`: a GET carries no body.
+    #[test]
+    fn get_with_raw_body_puts_the_rendered_object_in_the_query() {
+        let hook = compile(json!({"action": {"type": "web", "method": "GET", "url": "http://r.example/h?k=1"},
+            "customBody": true, "rawBody": "{\"call\": \"${Unique-ID}\", \"probe\": ${currentProbe}, \"who\": \"${Caller-Caller-ID-Name}\"}"}));
+        let r = hook.render(&event(), "CHANNEL_ANSWER", "i");
+        assert_eq!(
+            (r.url.as_str(), r.body.as_str()),
+            ("http://r.example/h?k=1&call=u1&probe=2&who=Jo%20%22J%22%0AS", "")
+        );
+        assert!(r.headers.is_empty());
     }
 
     #[test]
