@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::events::channel;
@@ -16,6 +18,7 @@ on_both_stores!(
     failing_receivers_exhaust_retries_and_fail,
     a_receiver_slower_than_the_timeout_times_out,
     a_connection_reset_mid_answer_is_retried,
+    a_2xx_whose_body_stalls_or_breaks_is_delivered_once,
     retry_after_is_honoured,
     gone_410_is_retried_like_any_failure,
     exponential_backoff_doubles_the_wait,
@@ -96,6 +99,74 @@ async fn a_receiver_slower_than_the_timeout_times_out(b: Backend) {
     assert!((300..1500).contains(&ms), "the attempt took {ms} ms");
 }
 
+/// Reads a request's head and the body it announces.
+async fn read_request(sock: &mut tokio::net::TcpStream) {
+    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::new();
+    loop {
+        let n = sock.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let len = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                .unwrap_or(0);
+            if got.len() >= head_end + 4 + len {
+                return;
+            }
+        }
+    }
+}
+
+/// A receiver that answers 200 and the start of its body, then stalls for 3 s (`stall`) or
+/// hangs up; it counts the requests it gets.
+async fn half_answer_receiver(stall: bool) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/half", listener.local_addr().unwrap());
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                read_request(&mut sock).await;
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nthanks").await;
+                if stall {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+            });
+        }
+    });
+    (url, served)
+}
+
+/// The status is the receiver's answer: a 2xx whose body then stalls past the timeout, or
+/// breaks off, is delivered with what came of the body, not failed and sent again.
+async fn a_2xx_whose_body_stalls_or_breaks_is_delivered_once(b: Backend) {
+    let s = TestServer::start(b).await;
+    for stall in [true, false] {
+        let (url, served) = half_answer_receiver(stall).await;
+        let id = s.create_hook(D, hook(&url, json!({"retries": 3, "delay": 1, "timeout": 500}))).await;
+        let uid = format!("u-{stall}");
+        s.ingest(channel("CHANNEL_ANSWER", D, &uid)).await;
+        let log = s.settled(D, &id, 1).await;
+        let d = &log[0];
+        assert_eq!((&d["status"], &d["attempts"]), (&json!("delivered"), &json!(1)), "stall {stall}: {d:#}");
+        let first = &d["log"][0];
+        assert_eq!(
+            (&first["statusCode"], &first["error"], &first["response"]),
+            (&json!(200), &Value::Null, &json!("thanks"))
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(served.load(Ordering::SeqCst), 1, "stall {stall}: sent again");
+    }
+}
+
 /// A receiver that hangs up in the middle of its status line, once; then answers properly.
 async fn reset_receiver() -> (String, tokio::task::JoinHandle<usize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -104,26 +175,7 @@ async fn reset_receiver() -> (String, tokio::task::JoinHandle<usize>) {
         let mut served = 0;
         while served < 2 {
             let (mut sock, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 65536];
-            let mut got = Vec::new();
-            // Read the head and the body the request announces.
-            loop {
-                let n = sock.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
-                if let Some(head_end) = text.find("\r\n\r\n") {
-                    let len = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
-                        .unwrap_or(0);
-                    if got.len() >= head_end + 4 + len {
-                        break;
-                    }
-                }
-            }
+            read_request(&mut sock).await;
             served += 1;
             let answer: &[u8] = if served == 1 {
                 b"HTTP/1.1 20"

@@ -121,29 +121,37 @@ impl Client {
         builder.build().map_err(|e| format!("cannot build the request: {}", e.without_url()))
     }
 
+    /// Sends `request` within `timeout_ms`. The status decides the outcome: a 2xx whose body
+    /// then stalls or breaks is delivered (the receiver has taken it; failing it would send it
+    /// again), with what arrived of the body as its excerpt.
     async fn send(&self, request: reqwest::Request, timeout_ms: u32) -> AttemptResult {
-        let timeout = Duration::from_millis(u64::from(timeout_ms));
-        let exchange = async {
-            let response = self.http.execute(request).await?;
-            let status = response.status().as_u16();
-            let retry_after = retry_after(response.headers());
-            let body = read_limited(response, RESPONSE_READ_LIMIT).await;
-            Ok::<_, reqwest::Error>((status, retry_after, body))
+        let timed_out = || format!("timed out after {timeout_ms} ms");
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+        let response = match tokio::time::timeout_at(deadline, self.http.execute(request)).await {
+            Err(_) => return AttemptResult::failed(timed_out()),
+            Ok(Err(e)) => return AttemptResult::failed(describe(&e)),
+            Ok(Ok(response)) => response,
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => AttemptResult::failed(format!("timed out after {timeout_ms} ms")),
-            Ok(Err(e)) => AttemptResult::failed(describe(&e)),
-            Ok(Ok((status, retry_after, body))) => AttemptResult {
-                status: Some(status),
-                retry_after,
-                error: match &body {
-                    Ok(_) if (200..300).contains(&status) => None,
-                    Ok(_) => Some(format!("answered {status}")),
-                    Err(e) => Some(format!("answered {status}, then the body failed: {}", describe(e))),
-                },
-                response: Some(excerpt(body.as_deref().unwrap_or_default())),
-                duration: Duration::ZERO,
-            },
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let mut body = Vec::new();
+        let trouble =
+            match tokio::time::timeout_at(deadline, read_limited(response, RESPONSE_READ_LIMIT, &mut body)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(describe(&e)),
+                Err(_) => Some(timed_out()),
+            };
+        let error = match trouble {
+            _ if (200..300).contains(&status) => None,
+            None => Some(format!("answered {status}")),
+            Some(trouble) => Some(format!("answered {status}, then the body failed: {trouble}")),
+        };
+        AttemptResult {
+            status: Some(status),
+            retry_after,
+            error,
+            response: Some(excerpt(&body)),
+            duration: Duration::ZERO,
         }
     }
 
@@ -178,7 +186,8 @@ impl Client {
         let status = response.status();
         if status != http::StatusCode::OK {
             // What the auth server said, for the delivery log (its own body, not the webhook's).
-            let said = read_limited(response, RESPONSE_EXCERPT).await.unwrap_or_default();
+            let mut said = Vec::new();
+            let _ = read_limited(response, RESPONSE_EXCERPT, &mut said).await;
             return Err(match excerpt(&said).trim() {
                 "" => format!("auth request answered {}", status.as_u16()),
                 said => format!("auth request answered {}: {said}", status.as_u16()),
@@ -195,8 +204,10 @@ impl Client {
             }
         }
         let cookie = auth.cookie.then(|| cookie_header(response.headers())).flatten();
-        let body =
-            read_limited(response, RESPONSE_READ_LIMIT).await.map_err(|e| format!("auth answer: {}", describe(&e)))?;
+        let mut body = Vec::new();
+        read_limited(response, RESPONSE_READ_LIMIT, &mut body)
+            .await
+            .map_err(|e| format!("auth answer: {}", describe(&e)))?;
         if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) {
             for (key, value) in fields {
                 let text = match value {
@@ -267,8 +278,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
+/// Reads up to `limit` bytes of `response` into `body`, which keeps what arrived if it fails.
+async fn read_limited(mut response: reqwest::Response, limit: usize, body: &mut Vec<u8>) -> Result<(), reqwest::Error> {
     while let Some(chunk) = response.chunk().await? {
         let room = limit.saturating_sub(body.len());
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -276,7 +287,7 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<V
             break;
         }
     }
-    Ok(body)
+    Ok(())
 }
 
 fn excerpt(body: &[u8]) -> String {
