@@ -310,18 +310,23 @@ async fn auth_answer_headers_given_twice_are_all_kept(b: Backend) {
 async fn auth_cookies_and_the_hooks_own_cookie_go_in_one_cookie_header(b: Backend) {
     let s = TestServer::start(b).await;
     let r = Receiver::start().await;
-    r.script("/auth", [Reply::status(200).header("Set-Cookie", "sid=abc; Path=/").header("Set-Cookie", "n=1")]);
-    s.create_hook(
-        D,
-        json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")),
-        "headers": {"Cookie": "tenant=${domain_name}"},
-        "auth": {"enabled": true, "url": r.url("/auth"), "cookie": true}}),
-    )
-    .await;
+    let answer = Reply::status(200).header("Set-Cookie", "sid=abc; Path=/").header("Set-Cookie", "n=1");
+    r.script("/auth", [answer.clone(), answer]);
+    // The second hook's own cookie renders empty: it adds nothing, not a leading "; ".
+    for (path, own) in [("/h", "tenant=${domain_name}"), ("/empty", "${nope}")] {
+        s.create_hook(
+            D,
+            json!({"event": "CHANNEL_ANSWER", "action": web(&r.url(path)), "headers": {"Cookie": own},
+            "auth": {"enabled": true, "url": r.url("/auth"), "cookie": true}}),
+        )
+        .await;
+    }
     s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
-    let got = &r.wait_for("/h", 1, WAIT).await[0];
-    let cookies: Vec<&str> = got.headers.get_all("cookie").iter().map(|v| v.to_str().unwrap()).collect();
-    assert_eq!(cookies, [format!("tenant={D}; sid=abc; n=1")]);
+    for (path, expected) in [("/h", format!("tenant={D}; sid=abc; n=1")), ("/empty", "sid=abc; n=1".to_owned())] {
+        let got = &r.wait_for(path, 1, WAIT).await[0];
+        let cookies: Vec<&str> = got.headers.get_all("cookie").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(cookies, [expected]);
+    }
 }
 
 async fn secured_hook(s: &TestServer) -> String {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::sign;
 use crate::event::Event;
-use crate::hook::payload::{header_safe, with_query};
+use crate::hook::payload::{header_safe, query_budget, with_query};
 use crate::hook::template::{Lookup, MAX_RENDERED, Template};
 use crate::hook::{CompiledAuth, CompiledHook};
 use crate::store::LeasedDelivery;
@@ -100,7 +100,8 @@ impl Client {
         if let Some(cookie) = auth_cookie {
             // One `Cookie` header (RFC 6265 allows no more): the hook's own cookies, then the
             // auth server's.
-            let own = headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+            let own =
+                headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).filter(|v| !v.is_empty());
             let cookies: Vec<&str> = own.chain([cookie.as_str()]).collect();
             let value = header_value(&cookies.join("; "))?;
             headers.insert(http::header::COOKIE, value);
@@ -171,7 +172,12 @@ impl Client {
         if rendered > MAX_RENDERED {
             return Err(format!("the auth request's map and headers render to more than {} KiB", MAX_RENDERED >> 10));
         }
-        let url = if auth.method == http::Method::GET { with_query(&auth.url, &params) } else { auth.url.to_string() };
+        let url = match auth.method == http::Method::GET {
+            true => with_query(&auth.url, &params, query_budget(&params)).ok_or_else(|| {
+                format!("the auth request's query string would be over {} KiB", query_budget(&params) >> 10)
+            })?,
+            false => auth.url.to_string(),
+        };
         let mut builder = self.http.request(auth.method.clone(), url);
         for (name, value) in &headers {
             builder = builder.header(*name, header_value(value)?);

@@ -36,23 +36,34 @@ impl CompiledHook {
 
     /// [`render`](Self::render), or the request cut short and why it must not be sent: its
     /// templates (`rawBody` and `headers` together) would render more than the event's size
-    /// plus [`MAX_RENDERED`].
+    /// plus [`MAX_RENDERED`], or a GET's query would pass its [`query_budget`].
     pub fn render_checked(&self, event: &Event, event_name: &str, id: &str) -> Result<Request, (Request, String)> {
         // Only templates copy values; a hook without any renders in proportion to the event.
         let has_templates = matches!(self.body, Body::Custom(_)) || !self.headers.is_empty();
         let limit = if has_templates { MAX_RENDERED + approx_size(&event.0) } else { usize::MAX };
         let mut templated = 0;
+        let mut problem = None;
+        let mut query = |data: &Map<String, Value>| {
+            with_query(&self.url, data, query_budget(data)).unwrap_or_else(|| {
+                problem = Some(format!("the query string would be over {} KiB", query_budget(data) >> 10));
+                self.url.to_string()
+            })
+        };
         let (url, body) = match &self.body {
             Body::Custom(template) => {
                 let body = template.render_within(event, limit);
                 templated = body.len();
                 if self.method == Method::GET {
-                    // A GET carries no body: the rendered object goes in the query, as `data` does.
+                    // A GET carries no body: the rendered value goes in the query, as `data`
+                    // does (an array's items under their indexes, as `qs` wrote them).
                     let object = match serde_json::from_str::<Value>(&body) {
                         Ok(Value::Object(object)) => object,
+                        Ok(Value::Array(items)) => {
+                            items.into_iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect()
+                        }
                         _ => Map::new(),
                     };
-                    (with_query(&self.url, &object), String::new())
+                    (query(&object), String::new())
                 } else {
                     (self.url.to_string(), body)
                 }
@@ -60,7 +71,7 @@ impl CompiledHook {
             Body::Default => {
                 let data = self.data(event);
                 if self.method == Method::GET {
-                    (with_query(&self.url, &data), String::new())
+                    (query(&data), String::new())
                 } else {
                     // Room for every entry as it stands, so the text is written without regrowing.
                     let size = data.iter().map(|(k, v)| k.len() + v.as_str().map_or(16, str::len) + 6).sum();
@@ -73,11 +84,15 @@ impl CompiledHook {
         let rendered = templated + headers.iter().map(|(_, v)| v.len()).sum::<usize>();
         let request = Request { method: self.method.clone(), url, headers, body };
         if rendered > limit {
-            let problem =
-                format!("rawBody and headers render to more than {} KiB beyond the event's size", MAX_RENDERED >> 10);
-            return Err((request, problem));
+            problem = Some(format!(
+                "rawBody and headers render to more than {} KiB beyond the event's size",
+                MAX_RENDERED >> 10
+            ));
         }
-        Ok(request)
+        match problem {
+            Some(problem) => Err((request, problem)),
+            None => Ok(request),
+        }
     }
 
     /// [`render`](Self::render) for an event given as the JSON text of an object, sent as it
@@ -208,28 +223,37 @@ fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
 /// null as an empty value, empty objects and arrays left out, and every byte outside
 /// `A-Za-z0-9-._~` percent-encoded, a space as `%20` (a `+` reaches a receiver that only
 /// percent-decodes as a plus).
-pub(crate) fn with_query(url: &url::Url, data: &Map<String, Value>) -> String {
+///
+/// `None` when the query would pass `budget` bytes: each leaf repeats its whole path, so deep
+/// and wide values would otherwise make a query many times the event's size.
+pub(crate) fn with_query(url: &url::Url, data: &Map<String, Value>, budget: usize) -> Option<String> {
     // The URL's own parameters stay as they are written, but for those the data replaces.
     let replaced = |pair: &str| {
         let name = pair.split('=').next().unwrap_or_default();
         let (name, _) = url::form_urlencoded::parse(name.as_bytes()).next().unwrap_or_default();
-        data.contains_key(name.split('[').next().unwrap_or_default())
+        data.contains_key(name.as_ref()) || data.contains_key(name.split('[').next().unwrap_or_default())
     };
     let own = url.query().unwrap_or_default().split('&').filter(|pair| !pair.is_empty() && !replaced(pair));
     let mut query = own.collect::<Vec<_>>().join("&");
     for (key, value) in data {
         let mut name = String::with_capacity(key.len());
         percent_encode(&mut name, key);
-        push_param(&mut query, &name, value);
+        push_param(&mut query, &name, value, budget)?;
     }
     let mut url = url.clone();
     url.set_query(Some(&query).filter(|q| !q.is_empty()).map(String::as_str));
-    url.to_string()
+    Some(url.to_string())
+}
+
+/// The query budget for `data`: a flat event's query is at most three times its text (every
+/// byte percent-encoded), plus room for [`MAX_RENDERED`] of nesting.
+pub(crate) fn query_budget(data: &Map<String, Value>) -> usize {
+    3 * approx_size(data) + MAX_RENDERED
 }
 
 /// Appends `name=value` for a scalar, or one pair per leaf below an object or array; `name`
-/// is already encoded.
-fn push_param(query: &mut String, name: &str, value: &Value) {
+/// is already encoded. `None` once `query` passes `budget`.
+fn push_param(query: &mut String, name: &str, value: &Value, budget: usize) -> Option<()> {
     let mut leaf = |text: &str| {
         if !query.is_empty() {
             query.push('&');
@@ -244,7 +268,7 @@ fn push_param(query: &mut String, name: &str, value: &Value) {
         Value::Bool(_) | Value::Number(_) => leaf(&value.to_string()),
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                push_param(query, &format!("{name}%5B{i}%5D"), item);
+                push_param(query, &format!("{name}%5B{i}%5D"), item, budget)?;
             }
         }
         Value::Object(map) => {
@@ -252,10 +276,11 @@ fn push_param(query: &mut String, name: &str, value: &Value) {
                 let mut nested = format!("{name}%5B");
                 percent_encode(&mut nested, key);
                 nested.push_str("%5D");
-                push_param(query, &nested, item);
+                push_param(query, &nested, item, budget)?;
             }
         }
     }
+    (query.len() <= budget).then_some(())
 }
 
 /// RFC 3986 percent-encoding: unreserved characters as they are, every other byte as `%XX`.
@@ -436,6 +461,41 @@ mod tests {
             hook.render(&event(), "CHANNEL_ANSWER", "i").url,
             "http://r.example/h?k=1&currentProbeX=9&Unique-ID=u1&currentProbe=2"
         );
+    }
+
+    #[test]
+    fn get_data_keys_with_brackets_replace_the_same_url_parameter() {
+        let url = "http://r.example/h?x%5By%5D=stale&k=1";
+        let hook = compile(json!({"action": {"type": "web", "method": "GET", "url": url}, "fields": ["x[y]"]}));
+        let event = Event(json!({"x[y]": "new"}).as_object().unwrap().clone());
+        assert_eq!(hook.render(&event, "E", "i").url, "http://r.example/h?k=1&x%5By%5D=new");
+    }
+
+    /// Each leaf of a query repeats its whole path: a deep and wide event must not render a
+    /// query many times its own size (the review of the `qs` format measured 201 MB from
+    /// 109 KB).
+    #[test]
+    fn a_get_query_past_its_budget_is_not_rendered() {
+        let hook = compile(json!({"action": {"type": "web", "method": "GET", "url": "http://r.example/h"}}));
+        let mut deep = json!((0..2000).collect::<Vec<_>>());
+        for _ in 0..20 {
+            deep = json!({"k".repeat(1000): deep});
+        }
+        let event = Event(json!({"Unique-ID": "u1", "deep": deep}).as_object().unwrap().clone());
+        let (cut, problem) = hook.render_checked(&event, "E", "i").unwrap_err();
+        assert_eq!(cut.url, "http://r.example/h");
+        assert!(problem.starts_with("the query string would be over "), "{problem}");
+        let flat = Event(json!({"Unique-ID": "u1", "name": "é".repeat(5000)}).as_object().unwrap().clone());
+        assert!(hook.render_checked(&flat, "E", "i").is_ok(), "a flat event's query always fits");
+    }
+
+    /// A GET hook whose `rawBody` renders to an array sends its items under their indexes, as
+    /// `qs` wrote an array.
+    #[test]
+    fn get_with_a_raw_body_array_puts_its_items_under_their_indexes() {
+        let hook = compile(json!({"action": {"type": "web", "method": "GET", "url": "http://r.example/h"},
+            "customBody": true, "rawBody": "[\"${Unique-ID}\", ${currentProbe}]"}));
+        assert_eq!(hook.render(&event(), "E", "i").url, "http://r.example/h?0=u1&1=2");
     }
 
     /// As in the original, a GET hook with `customBody` sends its rendered `rawBody` object in
