@@ -1154,6 +1154,11 @@ async fn the_regular_expressions_of_one_hook_share_a_size_budget(b: Backend) {
     let info = v["info"].as_str().unwrap();
     assert!(info.starts_with("Bad request: filter.h0 ") && info.contains("too large"), "{info}");
     assert!(started.elapsed() < Duration::from_secs(5), "refusing took {:?}", started.elapsed());
+    // Look-arounds are pieces the size limit sees one at a time: their length is what bounds
+    // them (20 KB of them took tens of MB).
+    let (status, v) = s.call("POST", &path, Some(&s.root), Some(with_filters(&"(?=[a-z]{150})".repeat(72), 20))).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["info"], "Bad request: filter reg patterns must be at most 16 KiB together, not 20160 bytes");
     let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
     assert_eq!(v["data"].as_array().unwrap().len(), 4, "{v}");
 }

@@ -10,8 +10,9 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::CompiledHook;
+use super::filter::{self, Filter};
 use super::template::{Syntax, Template};
-use super::{CompiledHook, filter::Filter};
 
 /// What API reads show instead of a hook's `secret`; sending it back keeps the stored secret.
 pub const SECRET_MASK: &str = "********";
@@ -336,7 +337,8 @@ fn fields(map: &Map<String, Value>) -> Result<Vec<String>, DocError> {
 }
 
 /// Filters a hook may have: a hook with thousands of them could take the memory of every
-/// domain. Their regular expressions also share a size budget (`filter::REGEX_BUDGET`).
+/// domain. Their regular expressions also share a size budget (`filter::REGEX_BUDGET`) and a
+/// length (`filter::MAX_REGEX_TEXT`).
 pub const MAX_FILTERS: usize = 64;
 
 fn filters(map: &Map<String, Value>) -> Result<IndexMap<String, FilterSpec>, DocError> {
@@ -346,8 +348,18 @@ fn filters(map: &Map<String, Value>) -> Result<IndexMap<String, FilterSpec>, Doc
     if obj.len() > MAX_FILTERS {
         return Err(bad("filter", format!("must have at most {MAX_FILTERS} entries, not {}", obj.len())));
     }
-    // The regexes share one budget (see `filter::REGEX_BUDGET`).
-    let regexes = obj.values().filter(|spec| spec.get("operation").and_then(Value::as_str) == Some("reg")).count();
+    // The regexes share one budget (see `filter::REGEX_BUDGET`), and one of text.
+    let patterns: Vec<&Value> = obj
+        .values()
+        .filter(|spec| spec.get("operation").and_then(Value::as_str) == Some("reg"))
+        .filter_map(|spec| spec.get("value"))
+        .collect();
+    let regexes = patterns.len();
+    let text: usize = patterns.iter().map(|v| v.as_str().map_or(0, str::len)).sum();
+    if text > filter::MAX_REGEX_TEXT {
+        let most = filter::MAX_REGEX_TEXT >> 10;
+        return Err(bad("filter", format!("reg patterns must be at most {most} KiB together, not {text} bytes")));
+    }
     obj.iter()
         .map(|(header, spec)| {
             let field = format!("filter.{header}");

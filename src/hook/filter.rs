@@ -39,6 +39,16 @@ pub const MAX_REGEX: usize = 1 << 20;
 /// `reg` filters gets `1/n` of it (1 MiB at most), so a hook cannot hold 64 MiB of them.
 pub const REGEX_BUDGET: usize = 2 << 20;
 
+/// The most text the `reg` patterns of one hook may have together. fancy-regex holds the size
+/// limit to each piece it hands the regex crate, not to a whole pattern, so a pattern of many
+/// look-arounds (each a piece) is bounded by its length instead: 16 KiB of them compile to a
+/// few MB at most.
+pub const MAX_REGEX_TEXT: usize = 16 << 10;
+
+/// The backtracking steps one match of a pattern with look-arounds or back-references may take
+/// (a few ms); past it the value does not match. Patterns without them never backtrack.
+const BACKTRACK_LIMIT: usize = 100_000;
+
 /// The size limit of each of `n` regular expressions of one hook.
 pub fn regex_share(n: usize) -> usize {
     (REGEX_BUDGET / n.max(1)).min(MAX_REGEX)
@@ -181,6 +191,7 @@ fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
             .multi_line(flags.contains('m'))
             .dot_matches_new_line(flags.contains('s'))
             .delegate_size_limit(limit)
+            .backtrack_limit(BACKTRACK_LIMIT)
             .build()
     };
     let limit = regex_share(share);
@@ -261,6 +272,16 @@ mod tests {
         assert!(passes("reg", json!("^10[0-9]$"), Some(json!("105"))));
         assert!(passes("reg", json!("^5$"), Some(json!(5))));
         assert!(!passes("reg", json!(".*"), None));
+    }
+
+    /// Look-arounds over a long value (a CHANNEL_HANGUP_COMPLETE variable of several KB) stay
+    /// within the backtracking limit.
+    #[test]
+    fn look_arounds_over_long_values_stay_within_the_backtracking_limit() {
+        let long = format!("{}sip:100@pbx", "x;".repeat(8000));
+        assert!(passes("reg", json!("(?<=sip:)100@"), Some(json!(long))));
+        assert!(passes("reg", json!("/^(?!anonymous$).*100@/s"), Some(json!(long))));
+        assert!(passes("reg", json!("(\\w)\\1@"), Some(json!(format!("{}00@", "x;".repeat(8000))))));
     }
 
     #[test]
