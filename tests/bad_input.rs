@@ -603,10 +603,22 @@ async fn exchange(addr: &str, head: Vec<u8>, body: impl Iterator<Item = Vec<u8>>
         // the answer is out.
         writer
     });
+    // A reset after the answer is a close like any other: keep what was read.
+    let (answer, _) = read_answer(&mut reader, Duration::from_secs(60)).await;
+    writing.abort();
+    let _ = writing.await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
+    RawAnswer { status, body: body.to_owned(), sent: sent.load(Ordering::SeqCst) }
+}
+
+/// What the server sends until its answer is complete or the connection ends (a close or a
+/// reset), within `within`; and whether that happened within it.
+async fn read_answer(reader: &mut (impl AsyncReadExt + Unpin), within: Duration) -> (Vec<u8>, bool) {
     let mut answer = Vec::new();
     let mut buf = vec![0; 64 * 1024];
-    // A reset after the answer is a close like any other: keep what was read.
-    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+    let ended = tokio::time::timeout(within, async {
         while let Ok(n) = reader.read(&mut buf).await {
             if n == 0 {
                 break;
@@ -617,13 +629,9 @@ async fn exchange(addr: &str, head: Vec<u8>, body: impl Iterator<Item = Vec<u8>>
             }
         }
     })
-    .await;
-    writing.abort();
-    let _ = writing.await;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
-    RawAnswer { status, body: body.to_owned(), sent: sent.load(Ordering::SeqCst) }
+    .await
+    .is_ok();
+    (answer, ended)
 }
 
 /// `len` bytes of `x` in 64 KiB pieces, framed for `Transfer-Encoding: chunked` when asked.
@@ -1061,21 +1069,8 @@ async fn a_client_that_stops_reading_its_answer_is_cut_off() {
     stream.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let mut answer = Vec::new();
-    let mut buf = vec![0; 64 * 1024];
-    let read = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Ok(n) = stream.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-            if complete(&answer) {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the connection was neither cut off nor closed after its answer");
+    let (answer, ended) = read_answer(&mut stream, Duration::from_secs(20)).await;
+    assert!(ended, "the connection was neither cut off nor closed after its answer");
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
     assert!(
