@@ -122,7 +122,7 @@ async fn read_request(sock: &mut tokio::net::TcpStream) {
     }
 }
 
-/// A receiver that answers 200 and the start of its body, then stalls for 3 s (`stall`) or
+/// A receiver that answers 200 and the start of its body, then stalls for 6 s (`stall`) or
 /// hangs up; it counts the requests it gets.
 async fn half_answer_receiver(stall: bool) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -137,7 +137,7 @@ async fn half_answer_receiver(stall: bool) -> (String, Arc<AtomicUsize>) {
                 count.fetch_add(1, Ordering::SeqCst);
                 let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nthanks").await;
                 if stall {
-                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    tokio::time::sleep(Duration::from_secs(6)).await;
                 }
             });
         }
@@ -151,7 +151,7 @@ async fn a_2xx_whose_body_stalls_or_breaks_is_delivered_once(b: Backend) {
     let s = TestServer::start(b).await;
     for stall in [true, false] {
         let (url, served) = half_answer_receiver(stall).await;
-        let id = s.create_hook(D, hook(&url, json!({"retries": 3, "delay": 1, "timeout": 500}))).await;
+        let id = s.create_hook(D, hook(&url, json!({"retries": 3, "delay": 1, "timeout": 2000}))).await;
         let uid = format!("u-{stall}");
         s.ingest(channel("CHANNEL_ANSWER", D, &uid)).await;
         let log = s.settled(D, &id, 1).await;
