@@ -22,9 +22,22 @@ fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Installs the recorder; call before the first metric is recorded.
+/// Installs the recorder and registers every metric README names at zero, so `/metrics` shows
+/// them from the start (a counter is otherwise absent until it first counts, and dashboards
+/// and alerts on it see no series). Call before the first metric is recorded.
 pub fn init() {
     handle();
+    events_accepted(0, 0, 0);
+    for outcome in ["delivered", "retry", "failed"] {
+        counter!("switchhook_deliveries_total", "outcome" => outcome).increment(0);
+    }
+    let _ = histogram!(ATTEMPT_SECONDS);
+    gauge!("switchhook_queue_depth").increment(0.0);
+    counter!("switchhook_deliveries_unsendable_total").increment(0);
+    counter!("switchhook_events_lost_total", "source" => "esl").increment(0);
+    for source in ["esl", "amqp"] {
+        counter!("switchhook_source_rejected_total", "source" => source).increment(0);
+    }
 }
 
 /// The Prometheus text exposition.

@@ -248,3 +248,30 @@ fn passwords_in_unparsable_urls_stay_out_of_start_up_errors() {
     assert!(err.contains("amqp.url"), "{err}");
     assert!(!err.contains(secret), "the RabbitMQ password is shown: {err}");
 }
+
+/// Every metric README names is on `/metrics` from the start, at zero, so dashboards and alerts
+/// on them work before the first event (the ops audit found only `switchhook_queue_depth`).
+#[test]
+fn metrics_readme_names_are_served_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path());
+    let (status, text) = get(&serve.base, "/metrics", None);
+    assert_eq!(status, 200);
+    for line in [
+        "switchhook_events_received_total 0",
+        "switchhook_events_matched_total 0",
+        "switchhook_events_dropped_total 0",
+        "switchhook_deliveries_total{outcome=\"delivered\"} 0",
+        "switchhook_deliveries_total{outcome=\"retry\"} 0",
+        "switchhook_deliveries_total{outcome=\"failed\"} 0",
+        "switchhook_attempt_duration_seconds_count 0",
+        "switchhook_queue_depth 0",
+        "switchhook_source_rejected_total{source=\"esl\"} 0",
+        "switchhook_source_rejected_total{source=\"amqp\"} 0",
+        "switchhook_events_lost_total{source=\"esl\"} 0",
+        "switchhook_deliveries_unsendable_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing from /metrics:\n{text}");
+    }
+    serve.terminate();
+}
