@@ -23,11 +23,11 @@ pub const DEFAULT_QUEUE: &str = "switchhook.events";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    pub listen: Option<String>,
+    pub listen: Option<Setting>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
-    pub log: Option<String>,
-    pub max_retries: Option<u32>,
+    pub log: Option<Setting>,
+    pub max_retries: Option<Setting>,
     #[serde(default)]
     pub http: HttpFile,
     #[serde(default)]
@@ -58,9 +58,9 @@ pub struct EslServerFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpFile {
-    pub url: Option<String>,
-    pub queue: Option<String>,
-    pub prefetch: Option<u32>,
+    pub url: Option<Setting>,
+    pub queue: Option<Setting>,
+    pub prefetch: Option<Setting>,
     pub exchanges: Option<Vec<ExchangeFile>>,
 }
 
@@ -78,9 +78,9 @@ pub struct ExchangeFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFile {
-    pub header_timeout: Option<String>,
-    pub body_timeout: Option<String>,
-    pub max_connections: Option<usize>,
+    pub header_timeout: Option<Setting>,
+    pub body_timeout: Option<Setting>,
+    pub max_connections: Option<Setting>,
 }
 
 /// What the API server allows its clients.
@@ -99,14 +99,14 @@ pub struct HttpConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryFile {
-    pub concurrency: Option<usize>,
-    pub per_hook_concurrency: Option<usize>,
-    pub per_domain_concurrency: Option<usize>,
+    pub concurrency: Option<Setting>,
+    pub per_hook_concurrency: Option<Setting>,
+    pub per_domain_concurrency: Option<Setting>,
     /// A duration such as `5m`.
-    pub lease: Option<String>,
+    pub lease: Option<Setting>,
     /// A duration such as `7d`.
-    pub retention: Option<String>,
-    pub node_id: Option<String>,
+    pub retention: Option<Setting>,
+    pub node_id: Option<Setting>,
 }
 
 /// How deliveries are sent and kept.
@@ -203,7 +203,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut l = Layers { env: &env, problems: Vec::new() };
 
-        let listen_raw = overrides.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen_raw = overrides.listen.clone().or(file.listen.map(|s| s.0)).unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
             l.problem("listen", format!("{listen_raw:?} is not an address like 127.0.0.1:10022"));
             SocketAddr::from(([127, 0, 0, 1], 10022))
@@ -261,7 +261,7 @@ impl Config {
             ),
             lease: l.get("delivery.lease", d.lease, Duration::from_secs(60), at_least(5)),
             retention: l.get("delivery.retention", d.retention, Duration::from_secs(7 * 86_400), duration),
-            node_id: l.get("delivery.node_id", d.node_id.map(Some), None, |s| Ok(Some(s.to_owned()))),
+            node_id: l.get("delivery.node_id", d.node_id, None, |s| Ok(Some(s.to_owned()))),
         };
 
         let amqp = l.amqp(file.amqp);
@@ -342,24 +342,25 @@ impl Layers<'_> {
             _ => Ok(s.to_owned()),
         });
         let prefetch = self.get("amqp.prefetch", file.prefetch, 500, |s| {
-            number::<u16>(s).and_then(|n| if n == 0 { Err("must be from 1 to 65535".into()) } else { Ok(n) })
+            number::<u64>(s)
+                .and_then(|n| u16::try_from(n).ok().filter(|n| *n > 0).ok_or("must be from 1 to 65535".into()))
         });
         (!url.is_empty()).then_some(amqp::Settings { url, queue, prefetch, exchanges })
     }
 
-    /// `key` `a.b_c` is read from `SWITCHHOOK_A_B_C`. A file value of type `F` is checked by
-    /// the same `parse` as the variable (through its text form).
-    fn get<F: Into<Raw>, T: Clone>(
+    /// `key` `a.b_c` is read from `SWITCHHOOK_A_B_C`. A file value is checked by the same
+    /// `parse` as the variable, through its text form.
+    fn get<T: Clone>(
         &mut self,
         key: &str,
-        file: Option<F>,
+        file: Option<Setting>,
         default: T,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> T {
         let var = format!("SWITCHHOOK_{}", key.replace('.', "_").to_ascii_uppercase());
         let (raw, from) = match ((self.env)(&var), file) {
             (Some(v), _) => (v, var),
-            (None, Some(f)) => (f.into().0, "the config file".to_owned()),
+            (None, Some(f)) => (f.0, "the config file".to_owned()),
             (None, None) => return default,
         };
         parse(&raw).unwrap_or_else(|problem| {
@@ -369,30 +370,22 @@ impl Layers<'_> {
     }
 }
 
-/// A file value in text form, so file and environment share one parser.
-struct Raw(String);
+/// A single value in the config file, kept as its text: a value of the wrong type (`lease = 30`,
+/// `concurrency = "many"`) or out of range (`max_connections = -1`) is then reported by key with
+/// every other problem, by the same parser as its environment variable, instead of stopping
+/// the file's parsing at the first one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting(pub String);
 
-impl From<String> for Raw {
-    fn from(s: String) -> Self {
-        Raw(s)
-    }
-}
-
-impl From<u32> for Raw {
-    fn from(n: u32) -> Self {
-        Raw(n.to_string())
-    }
-}
-
-impl From<usize> for Raw {
-    fn from(n: usize) -> Self {
-        Raw(n.to_string())
-    }
-}
-
-impl From<Option<String>> for Raw {
-    fn from(s: Option<String>) -> Self {
-        Raw(s.unwrap_or_default())
+impl<'de> Deserialize<'de> for Setting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(Setting(s)),
+            toml::Value::Integer(n) => Ok(Setting(n.to_string())),
+            toml::Value::Float(f) => Ok(Setting(f.to_string())),
+            toml::Value::Boolean(b) => Ok(Setting(b.to_string())),
+            other => Err(serde::de::Error::custom(format!("expected a single value, found {}", other.type_str()))),
+        }
     }
 }
 
@@ -543,6 +536,36 @@ mod tests {
         let keys: Vec<_> = err.0.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["listen", "database_url", "max_retries"]);
         assert!(err.to_string().contains("listen: \"nowhere\" is not an address"), "{err}");
+    }
+
+    /// A file value of the wrong type or range is reported by its key, with every other bad
+    /// value, as an environment variable's is (the ops audit got one TOML parse error, at the
+    /// first bad line, naming no key).
+    #[test]
+    fn bad_file_values_are_reported_by_key_all_at_once() {
+        let file = "max_retries = \"ten\"\nlisten = 10022\n[http]\nmax_connections = -1\n\
+                    [delivery]\nconcurrency = \"many\"\nlease = 30\n[amqp]\nurl = \"amqp://h\"\nprefetch = 70000\n";
+        let err = build(file, Overrides::default(), &[]).unwrap_err();
+        let keys: Vec<_> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen",
+                "max_retries",
+                "http.max_connections",
+                "delivery.concurrency",
+                "delivery.lease",
+                "amqp.prefetch"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("max_retries: \"ten\" is not a whole number (from the config file)"), "{text}");
+        assert!(text.contains("delivery.lease: \"30\" is not a duration like 30s, 5m or 7d"), "{text}");
+        assert!(text.contains("amqp.prefetch: must be from 1 to 65535"), "{text}");
+        // Numbers written as numbers still work, and a table where a value belongs is refused.
+        let c = build("max_retries = 5\n[delivery]\nconcurrency = 8\nlease = \"10s\"", Overrides::default(), &[]);
+        assert_eq!(c.map(|c| (c.limits.max_retries, c.delivery.concurrency)).unwrap(), (5, 8));
+        assert!(toml::from_str::<FileConfig>("log = {a = 1}").is_err());
     }
 
     #[test]
