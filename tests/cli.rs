@@ -275,3 +275,34 @@ fn metrics_readme_names_are_served_from_the_start() {
     }
     serve.terminate();
 }
+
+/// A database a newer switchhook migrated stops `migrate` and `serve` with an error that says
+/// so, naming both schema versions (the ops audit got "migration 99 was previously applied but
+/// is missing in the resolved migrations", twice).
+#[test]
+fn a_database_from_a_newer_version_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["migrate"]).status.success());
+    let url = format!("sqlite://{}", dir.path().join("switchhook.db").display());
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        use sqlx::Connection as _;
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99, 'from the future', TRUE, x'00', 1)",
+        )
+        .execute(&mut db)
+        .await
+        .unwrap();
+    });
+    for args in [&["migrate"][..], &["serve", "--listen", "127.0.0.1:0"]] {
+        let out = run(dir.path(), args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the database's schema is version 99, newer than this switchhook knows (3)"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.matches("version 99").count(), 1, "said once: {err}");
+    }
+}

@@ -26,8 +26,14 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
-    #[error("migration failed: {0}")]
+    #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database was migrated by a newer switchhook, whose schema this one cannot use.
+    #[error(
+        "the database's schema is version {found}, newer than this switchhook knows ({known}): \
+         a newer switchhook migrated it; run that version, or point this one at another database"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
     #[error("stored hook {id} is unreadable: {source}")]
     CorruptHook {
         id: String,

@@ -251,8 +251,14 @@ where
                 Migration::new(i as i64 + 1, (*name).into(), MigrationType::Simple, sql.into_sql_str(), false)
             })
             .collect();
-        Migrator::with_migrations(migrations).run(&self.pool).await?;
-        Ok(())
+        match Migrator::with_migrations(migrations).run(&self.pool).await {
+            Ok(()) => Ok(()),
+            // An applied migration this build does not have: a newer build's.
+            Err(sqlx::migrate::MigrateError::VersionMissing(found)) => {
+                Err(StoreError::SchemaTooNew { found, known: DB::MIGRATIONS.len() as i64 })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
