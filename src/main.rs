@@ -143,14 +143,31 @@ struct CreateToken {
     #[arg(long, conflicts_with_all = ["domain", "role"])]
     root: bool,
     /// The token's domain.
-    #[arg(long, required_unless_present = "root")]
+    #[arg(long, required_unless_present = "root", value_parser = domain_name)]
     domain: Option<String>,
     /// admin (every hook permission in the domain) or user (none).
     #[arg(long, required_unless_present = "root", value_parser = ["admin", "user"])]
     role: Option<String>,
     /// Lifetime, e.g. 30d, 12h, 1y.
-    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30d", value_parser = ttl)]
     ttl: Duration,
+}
+
+/// A lifetime above zero: a token of zero is expired when it is printed.
+fn ttl(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0, e.g. 30d".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e}; expected a duration like 30d, 12h or 1y")),
+    }
+}
+
+/// A domain as requests and events can name it: what the API takes as root's `?domain=`.
+fn domain_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 255 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must be a domain name: not empty, no spaces or control characters, at most 255 bytes".into());
+    }
+    Ok(s.to_owned())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -264,11 +281,7 @@ async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
                 Some(r) => Role::parse(r).context("role must be admin or user")?,
                 None => bail!("--role is required"),
             };
-            let domain = args.domain.filter(|d| !d.trim().is_empty());
-            if role != Role::Root && domain.is_none() {
-                bail!("--domain must not be empty");
-            }
-            let (record, token) = services.issue_token(role, domain, args.ttl).await?;
+            let (record, token) = services.issue_token(role, args.domain, args.ttl).await?;
             eprintln!("token {} expires {}", record.id, time(record.expires_at_ms));
             println!("{token}");
         }

@@ -306,3 +306,27 @@ fn a_database_from_a_newer_version_is_refused_clearly() {
         assert_eq!(err.matches("version 99").count(), 1, "said once: {err}");
     }
 }
+
+/// `token create` refuses what would make a useless token, naming the flag: a lifetime of
+/// zero (the token is expired when printed) and a domain no event or request can have
+/// (the ops audit got tokens for `" a.com"` and `--ttl 0s`).
+#[test]
+fn token_create_refuses_a_zero_ttl_and_a_domain_with_spaces() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, flag) in [
+        (&["token", "create", "--root", "--ttl", "0s"][..], "--ttl"),
+        (&["token", "create", "--domain", "a.com", "--role", "admin", "--ttl", "0ms"], "--ttl"),
+        (&["token", "create", "--domain", " a.com", "--role", "admin"], "--domain"),
+        (&["token", "create", "--domain", "a .com", "--role", "user"], "--domain"),
+        (&["token", "create", "--domain", "", "--role", "user"], "--domain"),
+    ] {
+        let out = run(dir.path(), args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a token");
+    }
+    assert!(
+        run(dir.path(), &["token", "create", "--domain", "a.com", "--role", "admin", "--ttl", "1s"]).status.success()
+    );
+}
