@@ -261,7 +261,11 @@ impl Config {
             ),
             lease: l.get("delivery.lease", d.lease, Duration::from_secs(60), at_least(5)),
             retention: l.get("delivery.retention", d.retention, Duration::from_secs(7 * 86_400), duration),
-            node_id: l.get("delivery.node_id", d.node_id, None, |s| Ok(Some(s.to_owned()))),
+            // Leases are held by name: an empty name is one every node so configured shares.
+            node_id: l.get("delivery.node_id", d.node_id, None, |s| match s.trim() {
+                "" => Err("must not be empty".into()),
+                id => Ok(Some(id.to_owned())),
+            }),
         };
 
         let amqp = l.amqp(file.amqp);
@@ -566,6 +570,18 @@ mod tests {
         let c = build("max_retries = 5\n[delivery]\nconcurrency = 8\nlease = \"10s\"", Overrides::default(), &[]);
         assert_eq!(c.map(|c| (c.limits.max_retries, c.delivery.concurrency)).unwrap(), (5, 8));
         assert!(toml::from_str::<FileConfig>("log = {a = 1}").is_err());
+    }
+
+    /// An empty node id would be shared by every node given one (the ops audit started with
+    /// `SWITCHHOOK_DELIVERY_NODE_ID=""`).
+    #[test]
+    fn an_empty_node_id_is_refused() {
+        let err = build("", Overrides::default(), &[("SWITCHHOOK_DELIVERY_NODE_ID", "")]).unwrap_err().to_string();
+        assert!(err.contains("delivery.node_id: must not be empty (from SWITCHHOOK_DELIVERY_NODE_ID)"), "{err}");
+        let err = build("[delivery]\nnode_id = \" \"", Overrides::default(), &[]).unwrap_err().to_string();
+        assert!(err.contains("delivery.node_id: must not be empty"), "{err}");
+        let c = build("[delivery]\nnode_id = \"n1\"", Overrides::default(), &[]).unwrap();
+        assert_eq!(c.delivery.node_id.as_deref(), Some("n1"));
     }
 
     #[test]
