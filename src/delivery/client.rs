@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::sign;
 use crate::event::Event;
-use crate::hook::payload::{header_safe, query_budget, with_query};
+use crate::hook::payload::{header_safe, with_query};
 use crate::hook::template::{Lookup, MAX_RENDERED, Template};
 use crate::hook::{CompiledAuth, CompiledHook};
 use crate::store::LeasedDelivery;
@@ -173,9 +173,7 @@ impl Client {
             return Err(format!("the auth request's map and headers render to more than {} KiB", MAX_RENDERED >> 10));
         }
         let url = match auth.method == http::Method::GET {
-            true => with_query(&auth.url, &params, query_budget(&params)).ok_or_else(|| {
-                format!("the auth request's query string would be over {} KiB", query_budget(&params) >> 10)
-            })?,
+            true => with_query(&auth.url, &params).map_err(|e| format!("the auth request's {e}"))?,
             false => auth.url.to_string(),
         };
         let mut builder = self.http.request(auth.method.clone(), url);

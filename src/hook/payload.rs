@@ -36,7 +36,7 @@ impl CompiledHook {
 
     /// [`render`](Self::render), or the request cut short and why it must not be sent: its
     /// templates (`rawBody` and `headers` together) would render more than the event's size
-    /// plus [`MAX_RENDERED`], or a GET's query would pass its [`query_budget`].
+    /// plus [`MAX_RENDERED`], or a GET's query would pass its budget (`query_budget`).
     pub fn render_checked(&self, event: &Event, event_name: &str, id: &str) -> Result<Request, (Request, String)> {
         // Only templates copy values; a hook without any renders in proportion to the event.
         let has_templates = matches!(self.body, Body::Custom(_)) || !self.headers.is_empty();
@@ -44,8 +44,8 @@ impl CompiledHook {
         let mut templated = 0;
         let mut problem = None;
         let mut query = |data: &Map<String, Value>| {
-            with_query(&self.url, data, query_budget(data)).unwrap_or_else(|| {
-                problem = Some(format!("the query string would be over {} KiB", query_budget(data) >> 10));
+            with_query(&self.url, data).unwrap_or_else(|e| {
+                problem = Some(format!("the {e}"));
                 self.url.to_string()
             })
         };
@@ -224,9 +224,11 @@ fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
 /// `A-Za-z0-9-._~` percent-encoded, a space as `%20` (a `+` reaches a receiver that only
 /// percent-decodes as a plus).
 ///
-/// `None` when the query would pass `budget` bytes: each leaf repeats its whole path, so deep
-/// and wide values would otherwise make a query many times the event's size.
-pub(crate) fn with_query(url: &url::Url, data: &Map<String, Value>, budget: usize) -> Option<String> {
+/// An error when the query would pass its [`query_budget`]: each leaf repeats its whole path,
+/// so deep and wide values would otherwise make a query many times the event's size.
+pub(crate) fn with_query(url: &url::Url, data: &Map<String, Value>) -> Result<String, String> {
+    let budget = query_budget(data);
+    let over = || format!("query string would be over {} KiB", budget >> 10);
     // The URL's own parameters stay as they are written, but for those the data replaces.
     let replaced = |pair: &str| {
         let name = pair.split('=').next().unwrap_or_default();
@@ -238,16 +240,16 @@ pub(crate) fn with_query(url: &url::Url, data: &Map<String, Value>, budget: usiz
     for (key, value) in data {
         let mut name = String::with_capacity(key.len());
         percent_encode(&mut name, key);
-        push_param(&mut query, &name, value, budget)?;
+        push_param(&mut query, &name, value, budget).ok_or_else(over)?;
     }
     let mut url = url.clone();
     url.set_query(Some(&query).filter(|q| !q.is_empty()).map(String::as_str));
-    Some(url.to_string())
+    Ok(url.to_string())
 }
 
 /// The query budget for `data`: a flat event's query is at most three times its text (every
 /// byte percent-encoded), plus room for [`MAX_RENDERED`] of nesting.
-pub(crate) fn query_budget(data: &Map<String, Value>) -> usize {
+fn query_budget(data: &Map<String, Value>) -> usize {
     3 * approx_size(data) + MAX_RENDERED
 }
 
