@@ -11,6 +11,7 @@ on_both_stores!(
     a_body_saved_with_a_utf8_bom_is_read,
     an_empty_token_header_does_not_hide_the_query_token,
     the_admin_ui_hook_pages_round_trip,
+    every_answer_is_json_in_utf8_as_express_wrote_it,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -128,4 +129,33 @@ async fn the_admin_ui_hook_pages_round_trip(b: Backend) {
     assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1})));
     let (status, v) = send("GET", item, None).await;
     assert_eq!((status, &v), (200, &json!({"status": "OK", "data": null})));
+}
+
+/// The original answered through Express's `res.json`, whose `Content-Type` names the charset.
+/// Windows PowerShell 5.1's `Invoke-RestMethod` reads a body without one as ISO-8859-1, so the
+/// seed document's own description, "Dialer’s member was complited", came back as "Dialerâ€™s".
+async fn every_answer_is_json_in_utf8_as_express_wrote_it(b: Backend) {
+    let s = TestServer::start(b).await;
+    let id = s.create_hook(DOMAIN, common::seed_hook()).await;
+    let user = s.token(switchhook::auth::Role::User, DOMAIN).await;
+    let item = format!("/api/v2/hooks/{id}?domain={DOMAIN}");
+    for (method, path, token, status) in [
+        ("GET", format!("/api/v2/hooks?domain={DOMAIN}"), Some(s.root.as_str()), 200),
+        ("GET", item.clone(), Some(s.root.as_str()), 200),
+        ("POST", format!("/api/v2/hooks?domain={DOMAIN}"), Some(s.root.as_str()), 400),
+        ("GET", item.clone(), None, 401),
+        ("DELETE", item.clone(), Some(user.as_str()), 403),
+        ("GET", "/api/v2/nothing".to_owned(), None, 404),
+        ("GET", "/health".to_owned(), None, 200),
+    ] {
+        let mut req = s.http.request(method.parse().unwrap(), s.url(&path));
+        if let Some(token) = token {
+            req = req.header("X-Access-Token", token);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), status, "{method} {path}");
+        assert_eq!(r.headers()["content-type"], "application/json; charset=utf-8", "{method} {path}");
+    }
+    let r = s.http.get(s.url(&item)).header("X-Access-Token", &s.root).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["data"]["description"], "Dialer’s member was complited");
 }

@@ -2,7 +2,7 @@
 //! where errors of other modules become HTTP answers.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -80,11 +80,19 @@ fn sqlite_code(code: &str) -> Option<i64> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"status": "error", "info": self.info, "code": self.status.as_u16()});
-        (self.status, Json(body)).into_response()
+        (self.status, json_utf8(body)).into_response()
     }
 }
 
 /// The success envelope, `{"status":"OK","data":...}`.
 pub fn ok(data: impl serde::Serialize) -> Response {
-    Json(json!({"status": "OK", "data": data})).into_response()
+    json_utf8(json!({"status": "OK", "data": data}))
+}
+
+/// A JSON answer whose `Content-Type` names its charset, as Express's `res.json` wrote it: some
+/// clients (Windows PowerShell 5.1) read a body without one as ISO-8859-1.
+fn json_utf8(body: serde_json::Value) -> Response {
+    let mut response = Json(body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response
 }
