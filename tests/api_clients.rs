@@ -159,3 +159,28 @@ async fn every_answer_is_json_in_utf8_as_express_wrote_it(b: Backend) {
     let r = s.http.get(s.url(&item)).header("X-Access-Token", &s.root).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["data"]["description"], "Dialer’s member was complited");
 }
+
+/// Operators' scripts read the answer's head as text (`curl -si … | grep 'Content-Type:'`, PHP's
+/// `get_headers`, a `$headers['Content-Type']` lookup). The original, on Node's HTTP server, sent
+/// header names as Express and its CORS middleware set them, `Content-Type`, not `content-type`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_go_out_in_the_case_the_original_sent_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(Backend::Sqlite).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "GET /api/v2/hooks?domain={DOMAIN} HTTP/1.1\r\nHost: {addr}\r\nX-Access-Token: {}\r\n\
+         Origin: http://admin.example.com\r\nConnection: close\r\n\r\n",
+        s.root
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let names: Vec<&str> = head.lines().skip(1).filter_map(|l| l.split_once(':')).map(|(n, _)| n).collect();
+    for name in ["Content-Type", "Content-Length", "Access-Control-Allow-Origin", "Date"] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    assert_eq!(body, r#"{"status":"OK","data":[]}"#);
+}

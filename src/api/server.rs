@@ -36,7 +36,9 @@ where
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    // Header names go out as the original's Node server wrote them (`Content-Type`): scripts
+    // match them as text.
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).title_case_headers(true);
     loop {
         while connections.try_join_next().is_some() {}
         let slot = tokio::select! {
