@@ -1,6 +1,7 @@
 //! The `switchhook` command: serve, token, migrate.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
@@ -170,7 +171,33 @@ fn domain_name(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match start() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes as anyhow's `{:?}` writes them, without the stack trace it adds
+/// when `RUST_BACKTRACE` is set: the frames of `main` tell an operator nothing.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = format!("Error: {e}");
+    let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+    if let [cause] = causes.as_slice() {
+        out.push_str(&format!("\n\nCaused by:\n    {cause}"));
+    } else if !causes.is_empty() {
+        out.push_str("\n\nCaused by:");
+        for (i, cause) in causes.iter().enumerate() {
+            out.push_str(&format!("\n    {i}: {cause}"));
+        }
+    }
+    out
+}
+
+fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (listen, esl) = match &cli.command {
         Command::Serve { listen, esl } => (listen.clone(), esl.clone()),

@@ -330,3 +330,26 @@ fn token_create_refuses_a_zero_ttl_and_a_domain_with_spaces() {
         run(dir.path(), &["token", "create", "--domain", "a.com", "--role", "admin", "--ttl", "1s"]).status.success()
     );
 }
+
+/// A failing command prints its error and the causes, never anyhow's stack trace, whatever
+/// `RUST_BACKTRACE` says (the ops audit got a 20-frame trace after a bad config value; an
+/// unknown id to `token revoke` printed one too).
+#[test]
+fn errors_print_no_stack_trace_with_rust_backtrace_set() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, lease, said) in [
+        (&["serve"][..], "1s", "delivery.lease: must be at least 5s"),
+        (&["token", "revoke", "no-such-id"], "60s", "no token with id no-such-id"),
+    ] {
+        let out = switchhook(dir.path(), args)
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "1")
+            .env("SWITCHHOOK_DELIVERY_LEASE", lease)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(said), "{args:?}: {err}");
+        assert!(!err.contains("backtrace") && !err.contains("main.rs"), "{args:?}: {err}");
+    }
+}
