@@ -24,7 +24,7 @@ pub const DEFAULT_QUEUE: &str = "switchhook.events";
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<Setting>,
-    pub data_dir: Option<PathBuf>,
+    pub data_dir: Option<Setting>,
     pub database_url: Option<String>,
     pub log: Option<Setting>,
     pub max_retries: Option<Setting>,
@@ -134,6 +134,7 @@ pub struct DeliveryConfig {
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub listen: Option<String>,
+    /// `--data-dir` only (clap refuses it empty): `SWITCHHOOK_DATA_DIR` is read as a setting.
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     /// `password@host:port`, comma-separated.
@@ -209,10 +210,13 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 10022))
         });
 
-        let data_dir = overrides.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-        if data_dir.as_os_str().is_empty() {
-            l.problem("data_dir", "must not be empty".into());
-        }
+        let data_dir = match &overrides.data_dir {
+            Some(dir) => dir.clone(),
+            None => l.get("data_dir", file.data_dir, DEFAULT_DATA_DIR.into(), |s| match s {
+                "" => Err("must not be empty".into()),
+                dir => Ok(PathBuf::from(dir)),
+            }),
+        };
 
         let database_url = overrides
             .database_url
@@ -483,6 +487,12 @@ mod tests {
         Config::build(file, &overrides, |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
     }
 
+    /// Settings that must be refused, with `said` in the message.
+    fn assert_refused(file: &str, env: &[(&str, &str)], said: &str) {
+        let err = build(file, Overrides::default(), env).unwrap_err().to_string();
+        assert!(err.contains(said), "{said:?} not in {err}");
+    }
+
     #[test]
     fn defaults_put_sqlite_in_the_data_dir() {
         let c = build("", Overrides::default(), &[]).unwrap();
@@ -576,12 +586,27 @@ mod tests {
     /// `SWITCHHOOK_DELIVERY_NODE_ID=""`).
     #[test]
     fn an_empty_node_id_is_refused() {
-        let err = build("", Overrides::default(), &[("SWITCHHOOK_DELIVERY_NODE_ID", "")]).unwrap_err().to_string();
-        assert!(err.contains("delivery.node_id: must not be empty (from SWITCHHOOK_DELIVERY_NODE_ID)"), "{err}");
-        let err = build("[delivery]\nnode_id = \" \"", Overrides::default(), &[]).unwrap_err().to_string();
-        assert!(err.contains("delivery.node_id: must not be empty"), "{err}");
+        assert_refused(
+            "",
+            &[("SWITCHHOOK_DELIVERY_NODE_ID", "")],
+            "delivery.node_id: must not be empty (from SWITCHHOOK_DELIVERY_NODE_ID)",
+        );
+        assert_refused("[delivery]\nnode_id = \" \"", &[], "delivery.node_id: must not be empty");
         let c = build("[delivery]\nnode_id = \"n1\"", Overrides::default(), &[]).unwrap();
         assert_eq!(c.delivery.node_id.as_deref(), Some("n1"));
+    }
+
+    /// An empty data folder is refused naming where it came from, as every other setting (the
+    /// ops audit's `SWITCHHOOK_DATA_DIR=""` got clap's message about `--data-dir`).
+    #[test]
+    fn an_empty_data_dir_is_refused_by_key_and_source() {
+        assert_refused("", &[("SWITCHHOOK_DATA_DIR", "")], "data_dir: must not be empty (from SWITCHHOOK_DATA_DIR)");
+        assert_refused("data_dir = \"\"", &[], "data_dir: must not be empty (from the config file)");
+        // The variable beats the file, and the flag beats both.
+        let c = build("data_dir = \"/f\"", Overrides::default(), &[("SWITCHHOOK_DATA_DIR", "/e")]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/e"));
+        let o = Overrides { data_dir: Some("/o".into()), ..Default::default() };
+        assert_eq!(build("", o, &[("SWITCHHOOK_DATA_DIR", "")]).unwrap().data_dir, PathBuf::from("/o"));
     }
 
     #[test]

@@ -18,8 +18,10 @@ struct Cli {
     /// TOML config file.
     #[arg(long, global = true, env = "SWITCHHOOK_CONFIG")]
     config: Option<PathBuf>,
-    /// Data folder (created if missing); holds the SQLite store and root.token.
-    #[arg(long, global = true, env = "SWITCHHOOK_DATA_DIR")]
+    /// Data folder (created if missing); holds the SQLite store and root.token. Default:
+    /// SWITCHHOOK_DATA_DIR, else the config file's, else ./switchhook-data.
+    // The variable is read with the other settings, so an empty one is refused by its name.
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// Store: sqlite:<path> or postgres://... Default: SQLite in the data folder.
     #[arg(long, global = true, env = "SWITCHHOOK_DATABASE_URL")]

@@ -353,3 +353,16 @@ fn errors_print_no_stack_trace_with_rust_backtrace_set() {
         assert!(!err.contains("backtrace") && !err.contains("main.rs"), "{args:?}: {err}");
     }
 }
+
+/// `SWITCHHOOK_DATA_DIR=""` is refused by key and variable like every other bad setting (the
+/// ops audit got clap's "a value is required for '--data-dir <DATA_DIR>'").
+#[test]
+fn an_empty_data_dir_variable_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["serve"][..], &["migrate"]] {
+        let out = switchhook(dir.path(), args).env("SWITCHHOOK_DATA_DIR", "").output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("data_dir: must not be empty (from SWITCHHOOK_DATA_DIR)"), "{args:?}: {err}");
+    }
+}
