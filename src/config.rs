@@ -264,7 +264,8 @@ impl Config {
                 positive,
             ),
             lease: l.get("delivery.lease", d.lease, Duration::from_secs(60), at_least(5)),
-            retention: l.get("delivery.retention", d.retention, Duration::from_secs(7 * 86_400), duration),
+            // Zero would prune each delivery as it finishes, log and all.
+            retention: l.get("delivery.retention", d.retention, Duration::from_secs(7 * 86_400), at_least(1)),
             // Leases are held by name: an empty name is one every node so configured shares.
             node_id: l.get("delivery.node_id", d.node_id, None, |s| match s.trim() {
                 "" => Err("must not be empty".into()),
@@ -607,6 +608,24 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/e"));
         let o = Overrides { data_dir: Some("/o".into()), ..Default::default() };
         assert_eq!(build("", o, &[("SWITCHHOOK_DATA_DIR", "")]).unwrap().data_dir, PathBuf::from("/o"));
+    }
+
+    /// A retention of zero prunes every finished delivery at once, log and all (the ops audit
+    /// set `delivery.retention = "0s"`); like the other durations, it is at least 1s.
+    #[test]
+    fn a_zero_retention_is_refused() {
+        assert_refused(
+            "[delivery]\nretention = \"0s\"",
+            &[],
+            "delivery.retention: must be at least 1s (from the config file)",
+        );
+        assert_refused(
+            "",
+            &[("SWITCHHOOK_DELIVERY_RETENTION", "0")],
+            "delivery.retention: must be at least 1s (from SWITCHHOOK_DELIVERY_RETENTION)",
+        );
+        let c = build("[delivery]\nretention = \"1h\"", Overrides::default(), &[]).unwrap();
+        assert_eq!(c.delivery.retention, Duration::from_secs(3600));
     }
 
     #[test]
