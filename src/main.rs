@@ -10,6 +10,7 @@ use switchhook::app::{self, Services};
 use switchhook::auth::{Role, now_ms};
 use switchhook::config::{Config, Overrides};
 use switchhook::simulate::receiver;
+use switchhook::store::Revocation;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -327,12 +328,12 @@ async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
                 println!("{:<36}  {:<5}  {domain:<24}  {:<20}  {status}", t.id, t.role.as_str(), time(t.expires_at_ms));
             }
         }
-        TokenCommand::Revoke { id } => {
-            if !services.store.revoke_token(&id, now_ms()).await? {
-                bail!("no token with id {id}");
-            }
-            eprintln!("token {id} revoked");
-        }
+        // Revoked is what was asked, so a token revoked before is no error; its time stays.
+        TokenCommand::Revoke { id } => match services.store.revoke_token(&id, now_ms()).await? {
+            Revocation::Revoked => eprintln!("token {id} revoked"),
+            Revocation::AlreadyRevoked { at_ms } => eprintln!("token {id} was already revoked at {}", time(at_ms)),
+            Revocation::NotFound => bail!("no token with id {id}"),
+        },
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use common::events::channel;
 use common::{Backend, TestServer, hook, seed_hook};
 use serde_json::{Value, json};
 use switchhook::auth::{Claims, Role, TokenKeys, now_ms};
+use switchhook::store::Revocation;
 
 on_both_stores!(
     seed_create_returns_insert_shape_and_list_shows_defaults,
@@ -200,9 +201,16 @@ async fn rejects_missing_tampered_expired_and_revoked_tokens(b: Backend) {
     let (status, _) = s.call("GET", &path, Some(&admin), None).await;
     assert_eq!(status, 200);
     let id = keys().verify(&admin, 0).unwrap().id;
-    assert!(s.services.store.revoke_token(&id, now_ms()).await.unwrap());
+    let revoked_at = now_ms();
+    assert_eq!(s.services.store.revoke_token(&id, revoked_at).await.unwrap(), Revocation::Revoked);
     let (status, v) = s.call("GET", &path, Some(&admin), None).await;
     assert_eq!((status, &v), (401, &invalid));
+    // Revoking it again keeps the first time; an unknown id is not found.
+    let store = &s.services.store;
+    let again = store.revoke_token(&id, revoked_at + 1000).await.unwrap();
+    assert_eq!(again, Revocation::AlreadyRevoked { at_ms: revoked_at });
+    assert_eq!(store.token_revoked_at(&id).await.unwrap(), Some(revoked_at));
+    assert_eq!(store.revoke_token("no-such-id", revoked_at).await.unwrap(), Revocation::NotFound);
 }
 
 async fn accepts_token_from_query_and_bearer(b: Backend) {

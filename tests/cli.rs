@@ -366,3 +366,26 @@ fn an_empty_data_dir_variable_is_refused_by_name() {
         assert!(err.contains("data_dir: must not be empty (from SWITCHHOOK_DATA_DIR)"), "{args:?}: {err}");
     }
 }
+
+/// Revoking a revoked token changes nothing and says so, with the time it was revoked; it
+/// succeeds, as the token is revoked either way (the ops audit got "revoked" again).
+#[test]
+fn revoking_a_revoked_token_says_it_already_was() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["token", "create", "--root"]).status.success());
+    let list = stdout(&run(dir.path(), &["token", "list"]));
+    let id = list.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let first = run(dir.path(), &["token", "revoke", &id]);
+    assert!(first.status.success());
+    assert_eq!(String::from_utf8_lossy(&first.stderr).trim(), format!("token {id} revoked"));
+    let revoked_by = std::time::SystemTime::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = run(dir.path(), &["token", "revoke", &id]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let err = String::from_utf8_lossy(&again.stderr).trim().to_owned();
+    let prefix = format!("token {id} was already revoked at ");
+    let at = err.strip_prefix(&prefix).unwrap_or_else(|| panic!("{err}"));
+    // The first revocation's time, which stays.
+    assert!(humantime::parse_rfc3339(at).unwrap() <= revoked_by, "{err}");
+    assert_eq!(stdout(&run(dir.path(), &["token", "list"])), list.replace(" active", " revoked"));
+}

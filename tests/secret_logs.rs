@@ -13,6 +13,7 @@ use common::{Backend, TOKEN_SECRET, TestServer};
 use serde_json::{Value, json};
 use switchhook::auth::{Claims, Role, TokenKeys, now_ms};
 use switchhook::sources::esl::Server;
+use switchhook::store::Revocation;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, fmt};
@@ -187,7 +188,8 @@ async fn flow(backend: Backend, env_secret: bool) -> Vec<(String, String)> {
     assert_eq!(by_bearer.send().await.unwrap().status(), 200);
 
     // Requests that are refused: bad, foreign, revoked, and a token without permission.
-    assert!(s.services.store.revoke_token(&s.services.keys.verify(&revoked, 0).unwrap().id, now_ms()).await.unwrap());
+    let id = s.services.keys.verify(&revoked, 0).unwrap().id;
+    assert_eq!(s.services.store.revoke_token(&id, now_ms()).await.unwrap(), Revocation::Revoked);
     for (token, want) in
         [(format!("{admin}x"), 401), (foreign.clone(), 401), (revoked.clone(), 401), (user.clone(), 403)]
     {

@@ -12,6 +12,7 @@ use common::{Backend, TOKEN_SECRET, TestServer};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use switchhook::auth::{Claims, Role, TokenKeys, now_ms};
+use switchhook::store::Revocation;
 
 on_both_stores!(
     every_route_answers_every_caller_as_its_domain_allows,
@@ -380,7 +381,7 @@ async fn forged_stale_and_revoked_tokens_are_refused_on_every_route(b: Backend) 
     let (status, _) = s.call("GET", "/api/v2/hooks", Some(&revoked), None).await;
     assert_eq!(status, 200, "the token works before it is revoked");
     let id = keys().verify(&revoked, 0).unwrap().id;
-    assert!(s.services.store.revoke_token(&id, now_ms()).await.unwrap());
+    assert_eq!(s.services.store.revoke_token(&id, now_ms()).await.unwrap(), Revocation::Revoked);
     // The forging itself is sound: these claims, signed as the server signs, get in.
     let control = forge(hs256_header(), claims(json!({})), hs256);
     let (status, _) = s.call("GET", "/api/v2/hooks", Some(&control), None).await;

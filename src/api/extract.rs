@@ -132,7 +132,7 @@ impl FromRequestParts<ApiState> for Caller {
         let token = token_of(parts).ok_or(TokenError::Invalid)?;
         let claims = state.keys.verify(&token, now_ms())?;
         let principal = claims.principal()?;
-        if state.store.token_revoked(&principal.token_id).await? {
+        if state.store.token_revoked_at(&principal.token_id).await?.is_some() {
             return Err(TokenError::Invalid.into());
         }
         Ok(Caller(principal))

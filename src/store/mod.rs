@@ -220,6 +220,17 @@ pub enum RetryOutcome {
     NotFailed(Status),
 }
 
+/// What revoking a token found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    Revoked,
+    /// Revoked before, at this time (epoch ms), which stays.
+    AlreadyRevoked {
+        at_ms: i64,
+    },
+    NotFound,
+}
+
 /// A hook as stored: its id and validated document.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredHook {
@@ -257,9 +268,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
-    /// Marks a token revoked; false when no such token exists.
-    async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool>;
-    async fn token_revoked(&self, id: &str) -> Result<bool>;
+    /// Marks a token revoked at `now_ms`, unless it already is.
+    async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<Revocation>;
+    /// When the token was revoked (epoch ms); `None` when it is not, or no such token exists.
+    async fn token_revoked_at(&self, id: &str) -> Result<Option<i64>>;
 
     /// One page of a domain's hooks, in creation order.
     async fn hooks(&self, domain: &str, limit: u32, offset: u64) -> Result<Vec<StoredHook>>;

@@ -9,7 +9,7 @@ use sqlx::{
 
 use super::{
     AttemptRecord, AttemptView, DeliveryView, Full, HookChange, LeasedDelivery, NewDelivery, Result, RetryOutcome,
-    Status, Store, StoreError, StoredHook, TokenRecord,
+    Revocation, Status, Store, StoreError, StoredHook, TokenRecord,
 };
 use crate::auth::Role;
 use crate::hook::payload::Request;
@@ -414,23 +414,30 @@ where
             .collect()
     }
 
-    async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+    async fn revoke_token(&self, id: &str, now_ms: i64) -> Result<Revocation> {
+        let done = sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id.to_owned())
             .bind(now_ms)
             .execute(&self.pool)
             .await?;
-        Ok(DB::rows_affected(&done) > 0)
+        if DB::rows_affected(&done) > 0 {
+            return Ok(Revocation::Revoked);
+        }
+        // Tokens are never un-revoked or deleted: one the update passed over was revoked before.
+        Ok(match self.token_revoked_at(id).await? {
+            Some(at_ms) => Revocation::AlreadyRevoked { at_ms },
+            None => Revocation::NotFound,
+        })
     }
 
-    async fn token_revoked(&self, id: &str) -> Result<bool> {
+    async fn token_revoked_at(&self, id: &str) -> Result<Option<i64>> {
         let row = sqlx::query("SELECT revoked_at FROM tokens WHERE id = $1")
             .bind(id.to_owned())
             .fetch_optional(&self.pool)
             .await?;
         Ok(match row {
-            Some(row) => row.try_get::<Option<i64>, _>(0)?.is_some(),
-            None => false,
+            Some(row) => row.try_get::<Option<i64>, _>(0)?,
+            None => None,
         })
     }
 
