@@ -649,11 +649,39 @@ async fn dry_run_renders_the_bytes_that_are_sent(b: Backend) {
     assert_eq!(dry["request"]["body"].as_str().unwrap().as_bytes(), &sent.body[..]);
     assert_eq!(dry["request"]["url"], r.url("/raw"));
     assert_eq!(dry["request"]["method"], "POST");
-    assert_eq!(dry["request"]["headers"], json!([["content-type", "application/json"], ["x-call", "u-9"]]));
-    assert_eq!(sent.header("x-call"), Some("u-9"));
+    // Every header the attempt carried, but the transport's own (the ops audit missed
+    // `user-agent`); `webhook-id` is the delivery id, the dry run's own.
+    let dry_id = dry["request"]["headers"][2][1].as_str().unwrap();
+    let agent = concat!("switchhook/", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        dry["request"]["headers"],
+        json!([
+            ["content-type", "application/json"],
+            ["x-call", "u-9"],
+            ["webhook-id", dry_id],
+            ["user-agent", agent],
+            ["accept", "*/*"]
+        ])
+    );
+    let mut got: Vec<(&str, &str)> = sent
+        .headers
+        .iter()
+        .filter(|(name, _)| !["host", "content-length"].contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str(), if name == "webhook-id" { dry_id } else { value.to_str().unwrap() }))
+        .collect();
+    got.sort();
+    let mut shown: Vec<(&str, &str)> = dry["request"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| (pair[0].as_str().unwrap(), pair[1].as_str().unwrap()))
+        .collect();
+    shown.sort();
+    assert_eq!(got, shown);
     // The default body differs only in its delivery id.
     let sent_default = r.wait_for("/default", 1, WAIT).await[0].json();
     let mut dry_body: Value = serde_json::from_str(dry_default["data"]["request"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(dry_default["data"]["request"]["headers"][1], json!(["webhook-id", dry_body["id"]]));
     dry_body["id"] = sent_default["id"].clone();
     assert_eq!(dry_body, sent_default);
 

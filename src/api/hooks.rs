@@ -11,6 +11,7 @@ use super::extract::{Body, Caller, Id, Params};
 use crate::auth::{Perm, now_ms};
 use crate::event::Event;
 use crate::hook::id::{new_id, parse_id};
+use crate::hook::payload::attempt_headers;
 use crate::hook::{CompiledHook, HookDoc};
 use crate::store::StoredHook;
 
@@ -151,10 +152,12 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Result<Value, ApiError> {
     } else {
         failed.map(|f| format!("filter on {:?} failed", f.header()))
     };
-    let request = hook
-        .render_checked(event, name.as_deref().unwrap_or(&hook.event), &uuid::Uuid::new_v4().to_string())
-        .map_err(|(_, problem)| ApiError::bad_request(format!("Bad request: {problem}; it would not be sent")))?;
-    let mut notes = vec!["webhook-id (the delivery id) is added when it is sent"];
+    let unsendable = |problem: String| ApiError::bad_request(format!("Bad request: {problem}; it would not be sent"));
+    let id = uuid::Uuid::new_v4().to_string();
+    let request =
+        hook.render_checked(event, name.as_deref().unwrap_or(&hook.event), &id).map_err(|(_, p)| unsendable(p))?;
+    let headers = attempt_headers(&request.headers, &id).map_err(unsendable)?;
+    let mut notes = Vec::new();
     if hook.signing_key.is_some() {
         notes.push("webhook-timestamp and webhook-signature are added when it is sent");
     }
@@ -170,7 +173,10 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Result<Value, ApiError> {
         "request": {
             "method": request.method.as_str(),
             "url": request.url,
-            "headers": request.headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
+            "headers": headers
+                .iter()
+                .map(|(n, v)| json!([n.as_str(), String::from_utf8_lossy(v.as_bytes())]))
+                .collect::<Vec<_>>(),
             "body": request.body,
         },
         "notes": notes,

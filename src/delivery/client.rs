@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 
 use super::sign;
 use crate::event::Event;
-use crate::hook::payload::{header_safe, with_query};
+use crate::hook::payload::{attempt_headers, client_headers, header_safe, header_value, with_query};
 use crate::hook::template::{Lookup, MAX_RENDERED, Template};
 use crate::hook::{CompiledAuth, CompiledHook};
 use crate::store::LeasedDelivery;
@@ -53,7 +53,7 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
-            .user_agent(concat!("switchhook/", env!("CARGO_PKG_VERSION")))
+            .default_headers(client_headers())
             .build()
             .expect("the HTTP client builds (is a crypto provider installed?)");
         Client { http }
@@ -70,15 +70,14 @@ impl Client {
         result
     }
 
-    /// The webhook request: stored headers (or headers rendered now with the auth answer),
-    /// signature headers, body.
+    /// The webhook request: the [attempt headers](attempt_headers) of the stored headers (or
+    /// of those rendered now with the auth answer), the auth cookie, signature headers, body.
     async fn prepare(
         &self,
         hook: &CompiledHook,
         d: &LeasedDelivery,
         now_secs: i64,
     ) -> Result<reqwest::Request, String> {
-        let mut headers = HeaderMap::new();
         let (rendered, auth_cookie);
         let pairs = match (&hook.auth, &d.event) {
             (Some(auth), Some(event)) => {
@@ -93,10 +92,7 @@ impl Client {
                 &d.request.headers
             }
         };
-        for (name, value) in pairs {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
-            headers.append(name, header_value(value)?);
-        }
+        let mut headers = attempt_headers(pairs, &d.id)?;
         if let Some(cookie) = auth_cookie {
             // One `Cookie` header (RFC 6265 allows no more): the hook's own cookies, then the
             // auth server's.
@@ -106,10 +102,6 @@ impl Client {
             let value = header_value(&cookies.join("; "))?;
             headers.insert(http::header::COOKIE, value);
         }
-        // Every webhook names its delivery, the same id on every retry, so a receiver can drop
-        // the duplicates at-least-once delivery may bring, whatever the body (a GET or a
-        // `rawBody` has no `id` of its own).
-        headers.insert("webhook-id", header_value(&d.id)?);
         if let Some(key) = &hook.signing_key {
             headers.insert("webhook-timestamp", header_value(&now_secs.to_string())?);
             let signature = sign::signature(key, &d.id, now_secs, d.request.body.as_bytes());
@@ -268,10 +260,6 @@ fn cookie_header(headers: &HeaderMap) -> Option<String> {
     (!pairs.is_empty()).then(|| pairs.join("; "))
 }
 
-fn header_value(value: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(value).map_err(|_| "a header value has characters HTTP does not allow".to_owned())
-}
-
 /// `Retry-After` as seconds or an HTTP date.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
@@ -327,6 +315,7 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {

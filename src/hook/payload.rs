@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use http::Method;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -319,6 +319,44 @@ pub(crate) fn header_safe(value: String) -> String {
     }
 }
 
+/// The `user-agent` of every request switchhook sends: webhooks and auth pre-requests.
+pub const USER_AGENT: &str = concat!("switchhook/", env!("CARGO_PKG_VERSION"));
+
+/// What the HTTP client adds to each request that does not set it itself.
+pub fn client_headers() -> HeaderMap {
+    HeaderMap::from_iter([
+        (http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT)),
+        (http::header::ACCEPT, HeaderValue::from_static("*/*")),
+    ])
+}
+
+/// The headers an attempt of delivery `id` sends, given the hook's rendered `headers` (the
+/// stored request's, or those rendered with the auth answer): those, `webhook-id`, and the
+/// [client's](client_headers) the hook does not set. Only the transport's own (`host`,
+/// `content-length`), the auth answer's cookie and a signed hook's signature come on top, so
+/// the dry run shows what is sent.
+pub fn attempt_headers(headers: &[(String, String)], id: &str) -> Result<HeaderMap, String> {
+    let mut sent = HeaderMap::with_capacity(headers.len() + 3);
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
+        sent.append(name, header_value(value)?);
+    }
+    // Every webhook names its delivery, the same id on every retry, so a receiver can drop the
+    // duplicates at-least-once delivery may bring, whatever the body (a GET or a `rawBody` has
+    // no `id` of its own).
+    sent.insert("webhook-id", header_value(id)?);
+    for (name, value) in client_headers() {
+        if let Some(name) = name {
+            sent.entry(name).or_insert(value);
+        }
+    }
+    Ok(sent)
+}
+
+pub(crate) fn header_value(value: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(value).map_err(|_| "a header value has characters HTTP does not allow".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,5 +569,23 @@ mod tests {
                 ("content-type".into(), "application/vnd+json".into())
             ]
         );
+    }
+
+    /// The dry run and the attempt take their headers from here: a hook's own `user-agent` or
+    /// `accept` replaces the client's, and `webhook-id` is always the delivery's.
+    #[test]
+    fn attempt_headers_add_the_delivery_id_and_the_client_defaults_a_hook_does_not_set() {
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+        };
+        let shown = |h: HeaderMap| -> Vec<(String, String)> {
+            h.iter().map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned())).collect()
+        };
+        let sent = attempt_headers(&pairs(&[("x-a", "1"), ("x-a", "2")]), "d1").unwrap();
+        let want = [("x-a", "1"), ("x-a", "2"), ("webhook-id", "d1"), ("user-agent", USER_AGENT), ("accept", "*/*")];
+        assert_eq!(shown(sent), pairs(&want));
+        let own = pairs(&[("user-agent", "crm/2"), ("webhook-id", "mine"), ("accept", "application/json")]);
+        let want = [("user-agent", "crm/2"), ("webhook-id", "d1"), ("accept", "application/json")];
+        assert_eq!(shown(attempt_headers(&own, "d1").unwrap()), pairs(&want));
     }
 }
