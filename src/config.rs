@@ -16,6 +16,7 @@ use crate::sources::{amqp, esl};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:10022";
 pub const DEFAULT_DATA_DIR: &str = "./switchhook-data";
 pub const DEFAULT_MAX_RETRIES: u32 = 100;
+pub const DEFAULT_MAX_HOOKS_PER_DOMAIN: usize = 10_000;
 pub const DEFAULT_EXCHANGE: &str = "TAP.Events";
 pub const DEFAULT_QUEUE: &str = "switchhook.events";
 
@@ -28,6 +29,7 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub log: Option<Setting>,
     pub max_retries: Option<Setting>,
+    pub max_hooks_per_domain: Option<Setting>,
     #[serde(default)]
     pub http: HttpFile,
     #[serde(default)]
@@ -230,6 +232,8 @@ impl Config {
         }
 
         let max_retries = l.get("max_retries", file.max_retries, DEFAULT_MAX_RETRIES, number);
+        let max_hooks_per_domain =
+            l.get("max_hooks_per_domain", file.max_hooks_per_domain, DEFAULT_MAX_HOOKS_PER_DOMAIN, positive);
         let log = l.get("log", file.log, "info".to_owned(), |s| {
             tracing_subscriber::EnvFilter::try_new(s)
                 .map(|_| s.to_owned())
@@ -302,7 +306,7 @@ impl Config {
             database_url,
             token_secret,
             log,
-            limits: Limits { max_retries },
+            limits: Limits { max_retries, max_hooks_per_domain },
             http,
             delivery,
             amqp,
@@ -626,6 +630,15 @@ mod tests {
         );
         let c = build("[delivery]\nretention = \"1h\"", Overrides::default(), &[]).unwrap();
         assert_eq!(c.delivery.retention, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn max_hooks_per_domain_is_at_least_one() {
+        assert_eq!(build("", Overrides::default(), &[]).unwrap().limits.max_hooks_per_domain, 10_000);
+        let c = build("max_hooks_per_domain = 50", Overrides::default(), &[]).unwrap();
+        assert_eq!(c.limits.max_hooks_per_domain, 50);
+        let zero = [("SWITCHHOOK_MAX_HOOKS_PER_DOMAIN", "0")];
+        assert_refused("", &zero, "max_hooks_per_domain: must be at least 1 (from SWITCHHOOK_MAX_HOOKS_PER_DOMAIN)");
     }
 
     #[test]

@@ -28,6 +28,7 @@ on_both_stores!(
     update_resets_original_keys_it_leaves_out_and_keeps_extensions,
     empty_ingest_body_is_a_400_for_every_caller,
     an_untouched_auth_form_and_null_keys_are_accepted,
+    a_domain_has_at_most_max_hooks_per_domain,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -693,4 +694,24 @@ async fn an_untouched_auth_form_and_null_keys_are_accepted(b: Backend) {
     assert_eq!(v["data"]["auth"]["enabled"], false);
     assert_eq!(v["data"]["auth"].get("method"), None, "{}", v["data"]["auth"]);
     assert_eq!((&v["data"]["description"], &v["data"]["filter"]), (&json!(""), &json!({})));
+}
+
+/// One domain cannot fill the service with hooks: past `max_hooks_per_domain` a create is a
+/// 400 naming the limit; other domains are not affected, and a deleted hook frees its place.
+async fn a_domain_has_at_most_max_hooks_per_domain(b: Backend) {
+    let s = TestServer::start_configured(b, |c| c.limits.max_hooks_per_domain = 2).await;
+    let first = create(&s, &s.root, seed_hook()).await;
+    let mut disabled = hook("CHANNEL_ANSWER", "http://x/");
+    disabled["enable"] = json!(false);
+    create(&s, &s.root, disabled).await;
+    let path = format!("/api/v2/hooks?domain={DOMAIN}");
+    let (status, v) = s.call("POST", &path, Some(&s.root), Some(seed_hook())).await;
+    let info = "Bad request: domain demo.webitel.com already has 2 hooks, the most it may have (max_hooks_per_domain)";
+    assert_eq!((status, &v), (400, &json!({"status": "error", "info": info, "code": 400})));
+    assert_eq!(s.call("GET", &path, Some(&s.root), None).await.1["data"].as_array().unwrap().len(), 2);
+
+    s.create_hook("other.webitel.com", seed_hook()).await;
+    let (status, _) = s.call("DELETE", &format!("/api/v2/hooks/{first}?domain={DOMAIN}"), Some(&s.root), None).await;
+    assert_eq!(status, 200);
+    create(&s, &s.root, seed_hook()).await;
 }

@@ -59,6 +59,12 @@ pub async fn create(
     let compiled = doc.compile()?;
     let hook = StoredHook { id: new_id(), doc };
     let _writing = state.hook_writes.lock().await;
+    let most = state.limits.max_hooks_per_domain;
+    if state.store.count_hooks(&domain).await? >= most {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: domain {domain} already has {most} hooks, the most it may have (max_hooks_per_domain)"
+        )));
+    }
     state.store.insert_hook(&hook, now_ms()).await?;
     state.router.index.upsert(&hook.id, compiled);
     Ok(ok(json!({

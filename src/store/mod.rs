@@ -276,6 +276,8 @@ pub trait Store: Send + Sync + 'static {
     /// One page of a domain's hooks, in creation order.
     async fn hooks(&self, domain: &str, limit: u32, offset: u64) -> Result<Vec<StoredHook>>;
     async fn hook(&self, domain: &str, id: &str) -> Result<Option<StoredHook>>;
+    /// How many hooks a domain has, enabled or not.
+    async fn count_hooks(&self, domain: &str) -> Result<usize>;
     async fn insert_hook(&self, hook: &StoredHook, now_ms: i64) -> Result<()>;
     /// Replaces the document of the hook with this id in its domain; false when not found.
     async fn update_hook(&self, hook: &StoredHook, now_ms: i64) -> Result<bool>;

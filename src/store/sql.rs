@@ -461,6 +461,14 @@ where
         row.map(|row| hook_of(row.try_get(0)?, &row.try_get::<String, _>(1)?)).transpose()
     }
 
+    async fn count_hooks(&self, domain: &str) -> Result<usize> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hooks WHERE domain = $1")
+            .bind(domain.to_owned())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     async fn insert_hook(&self, hook: &StoredHook, now_ms: i64) -> Result<()> {
         sqlx::query(
             "INSERT INTO hooks (id, domain, event, enabled, doc, created_at, updated_at) \
@@ -959,7 +967,12 @@ mod tests {
         for (id, domain, enable) in [("on1", "d1", true), ("off", "d1", false), ("on2", "d2", true)] {
             let body = serde_json::json!({"event": "CHANNEL_ANSWER", "enable": enable,
                 "action": {"type": "web", "method": "POST", "url": "http://x/"}});
-            let doc = crate::hook::HookDoc::from_body(&body, domain, crate::hook::Limits { max_retries: 0 }).unwrap();
+            let doc = crate::hook::HookDoc::from_body(
+                &body,
+                domain,
+                crate::hook::Limits { max_retries: 0, max_hooks_per_domain: 1 },
+            )
+            .unwrap();
             store.insert_hook(&StoredHook { id: id.into(), doc }, 1).await.unwrap();
         }
         // "gone" has no hook row: it is leased, and its attempt finds the hook deleted.
