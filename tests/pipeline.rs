@@ -41,6 +41,7 @@ on_both_stores!(
     an_ordered_hook_keeps_each_calls_order_without_event_sequence,
     disabling_a_hook_pauses_its_waiting_retries,
     a_lease_left_behind_runs_out_while_other_attempts_run,
+    deliveries_past_the_in_memory_hand_over_wait_in_the_store_and_each_goes_out_once,
 );
 
 const D: &str = "demo.example.com";
@@ -1043,4 +1044,53 @@ async fn a_delivery_waiting_in_memory_past_its_lease_goes_out_once_across_nodes(
     ids.sort();
     ids.dedup();
     assert_eq!((got.len(), ids.len()), (3, 3), "each delivery goes out once");
+}
+
+/// The router hands freshly committed deliveries to the dispatcher in memory, already leased,
+/// up to 8 per attempt it may have in flight (`HOT_PER_ATTEMPT`); the rest of a batch waits
+/// in the store unleased, where any node may lease it. With one attempt at a time and the
+/// first held at the receiver, a batch of 100 leaves 8 leased (9 if the dispatcher leased the
+/// first from the store itself), and once the receiver answers, each of the 100 goes out once,
+/// well before a lease could run out (a delivery leased but never handed over would wait 60 s).
+async fn deliveries_past_the_in_memory_hand_over_wait_in_the_store_and_each_goes_out_once(b: Backend) {
+    const EVENTS: usize = 100;
+    let s = TestServer::start_configured(b, |c| {
+        (c.delivery.concurrency, c.delivery.per_hook_concurrency, c.delivery.per_domain_concurrency) = (1, 1, 1);
+    })
+    .await;
+    let r = Receiver::start().await;
+    let release = tokio_util::sync::CancellationToken::new();
+    r.script("/h", [Reply::status(200).until(&release)]);
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    let events: Vec<Value> = (0..EVENTS).map(|i| channel("CHANNEL_ANSWER", D, &format!("c-{i}"))).collect();
+    assert_eq!(s.ingest(Value::Array(events)).await["deliveries"], EVENTS);
+    r.wait_for("/h", 1, WAIT).await;
+    let leased = s.count_rows("deliveries WHERE lease_owner IS NOT NULL").await;
+    assert!((8..=9).contains(&leased), "{leased} of {EVENTS} deliveries leased with one attempt in flight, not 8");
+
+    release.cancel();
+    r.wait_for("/h", EVENTS, WAIT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let log = loop {
+        let log = s.deliveries(D, &id, "limit=1000").await;
+        if log.len() == EVENTS && log.iter().all(|d| d["status"] != "pending") {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "deliveries never settled: {log:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(log.iter().all(|d| d["status"] == "delivered" && d["attempts"] == 1), "{log:#?}");
+    // Settled: nothing is left to send, so these are all the requests there will be.
+    let got = r.at("/h");
+    let distinct = |key: &str| {
+        let mut values: Vec<String> = got.iter().map(|q| q.json().pointer(key).unwrap().to_string()).collect();
+        values.sort();
+        values.dedup();
+        values.len()
+    };
+    assert_eq!(
+        (got.len(), distinct("/id"), distinct("/data/Unique-ID")),
+        (EVENTS, EVENTS, EVENTS),
+        "each delivery goes out once"
+    );
 }

@@ -42,11 +42,14 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub delay: Duration,
+    /// Answered only once this is cancelled (after `delay`), for a test to hold an attempt in
+    /// flight as long as it needs.
+    pub until: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO }
+        Reply { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO, until: None }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Reply {
@@ -61,6 +64,11 @@ impl Reply {
 
     pub fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    pub fn until(mut self, release: &tokio_util::sync::CancellationToken) -> Reply {
+        self.until = Some(release.clone());
         self
     }
 }
@@ -145,6 +153,9 @@ async fn answer(state: &Shared, method: Method, uri: Uri, headers: HeaderMap, bo
     let reply = reply.unwrap_or_else(|| Reply::status(200).body("ok"));
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
+    }
+    if let Some(release) = &reply.until {
+        release.cancelled().await;
     }
     let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     for (name, value) in reply.headers {
