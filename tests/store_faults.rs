@@ -1,5 +1,6 @@
 //! The store failing under the service: PostgreSQL unreachable mid-load (its connections cut
-//! by a proxy, as a restart does), and SQLite on a disk that fills up or turns read-only.
+//! by a proxy, as a restart does) or its writes stalled on a lock, and SQLite on a disk that
+//! fills up or turns read-only.
 
 mod common;
 
@@ -212,4 +213,66 @@ fn a_read_only_sqlite_store_stops_start_up_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("readonly database") && !err.contains("panicked"), "{err}");
+}
+
+/// Commits of new deliveries waiting for the lock on `delivery_payloads`, as PostgreSQL sees them.
+async fn commits_waiting(conn: &mut sqlx::PgConnection) -> i64 {
+    let sql = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+               AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO delivery_payloads%'";
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
+}
+
+/// Ingest requests commit as many at a time as the store takes writers, and one more: the
+/// rest wait for a turn without taking a connection or building their deliveries. With the
+/// store's writes stalled (another session locks a table every commit writes to), 12
+/// concurrent POSTs put 5 commits (PostgreSQL's 4 writers + 1) on the lock, and leave the
+/// pool's other connections to the rest of the service; once the lock goes, all 12 are
+/// answered 200 and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ingests_commit_as_many_at_a_time_as_the_store_has_writers_and_one_more() {
+    use sqlx::Connection as _;
+    const POSTS: usize = 12;
+    let Some(backend) = common::Backend::postgres() else { return };
+    let s = TestServer::start(backend).await;
+    let r = Receiver::start().await;
+    let domain = "stalled.example.com";
+    s.create_hook(domain, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    let mut lock = sqlx::PgConnection::connect(&s.config.database_url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE delivery_payloads IN EXCLUSIVE MODE").execute(&mut lock).await.unwrap();
+    let mut watch = sqlx::PgConnection::connect(&s.config.database_url).await.unwrap();
+
+    let posts: Vec<_> = (0..POSTS)
+        .map(|i| {
+            let (http, url, token) = (s.http.clone(), s.url("/api/v2/events"), s.root.clone());
+            let event = channel("CHANNEL_ANSWER", domain, &format!("s{i}"));
+            tokio::spawn(async move {
+                let r = http.post(&url).header("X-Access-Token", &token).json(&event).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while commits_waiting(&mut watch).await < 5 {
+        assert!(Instant::now() < deadline, "the ingests never reached the store");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The store still answers the rest of the service at once (not after the pool's 5 s wait
+    // for a connection), and no more commits join the 5 while the others wait their turn.
+    let asked = Instant::now();
+    let (status, body) = s.call("GET", "/health", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(asked.elapsed() < Duration::from_secs(3), "health took {:?}", asked.elapsed());
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(500) {
+        assert_eq!(commits_waiting(&mut watch).await, 5, "ingest commits in flight at once");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(posts.iter().all(|p| !p.is_finished()), "an ingest was answered while the store was stalled");
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
+    for post in posts {
+        let (status, body) = post.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    r.wait_for("/h", POSTS, Duration::from_secs(20)).await;
 }
