@@ -6,14 +6,13 @@ mod common;
 
 use common::web;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use amqprs::BasicProperties;
 use amqprs::channel::{BasicPublishArguments, Channel, ExchangeDeleteArguments, QueueDeleteArguments};
 use amqprs::connection::Connection;
 use common::events::{channel, dialer_member_end, with};
-use common::log::LogBuffer;
+use common::log::warnings;
 use common::receiver::Receiver;
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
@@ -116,23 +115,6 @@ impl Topology {
     }
 }
 
-/// The warnings and errors switchhook logs, from every test of this binary (they share the
-/// process-wide subscriber), so a test looks for lines holding its own names.
-fn log() -> LogBuffer {
-    static LOG: OnceLock<LogBuffer> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buffer = LogBuffer::default();
-        let writer = buffer.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_env_filter(tracing_subscriber::EnvFilter::new("switchhook=warn"))
-            .with_writer(move || writer.clone())
-            .init();
-        buffer
-    })
-    .clone()
-}
-
 /// A server on SQLite reading RabbitMQ with `settings`.
 async fn serve(settings: Settings) -> TestServer {
     TestServer::start_configured(Backend::Sqlite, |c| c.amqp = Some(settings)).await
@@ -167,7 +149,7 @@ async fn answering(url: String) -> (Topology, Receiver, TestServer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mod_amqp_events_reach_hooks_and_bad_messages_are_rejected_and_logged() {
     let Some(url) = broker() else { return };
-    let log = log();
+    let log = warnings();
     let t = Topology::new(url).await;
     let r = Receiver::start().await;
     let s = serve(t.settings()).await;
@@ -381,7 +363,7 @@ async fn a_queue_deleted_while_consuming_is_declared_and_bound_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_hook_too_long_for_a_binding_key_is_skipped_and_logged() {
     let Some(url) = broker() else { return };
-    let log = log();
+    let log = warnings();
     let t = Topology::new(url).await;
     let r = Receiver::start().await;
     let s = serve(t.settings()).await;

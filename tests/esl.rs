@@ -335,3 +335,62 @@ async fn a_disconnect_notice_ends_the_session_even_if_the_socket_stays_open() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(r.at("/answer").len(), 1);
 }
+
+/// `switchhook_events_lost_total{source="esl"}`, read in this process: the server may have stopped.
+fn esl_events_lost() -> f64 {
+    let metrics = switchhook::telemetry::render();
+    let line = metrics.lines().find_map(|l| l.strip_prefix("switchhook_events_lost_total{source=\"esl\"} "));
+    line.map_or(0.0, |n| n.parse().unwrap())
+}
+
+/// ESL cannot send an event again, so the source retries a commit the store refuses until
+/// shutdown, then gives it up after a grace period, and counts what it gives up: the 5 events
+/// it read and could not commit. (No other test of this binary stops with events uncommitted,
+/// so the process-wide counter moves by this test's events alone.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_read_but_not_committed_at_shutdown_are_counted_lost() {
+    const EVENTS: usize = 5;
+    let log = common::log::warnings();
+    let send = CancellationToken::new();
+    let mut events = Vec::new();
+    for n in 0..EVENTS {
+        let event = channel("CHANNEL_ANSWER", D1, &format!("lost-at-shutdown-{n}")).to_string();
+        events.extend(format!("Content-Length: {}\nContent-Type: text/event-json\n\n{event}", event.len()).bytes());
+    }
+    let (addr, _) = counting_switch({
+        let send = send.clone();
+        move |mut sock| {
+            let (send, events) = (send.clone(), events.clone());
+            async move {
+                let mut buf = [0u8; 1024];
+                let _ = sock.write_all(b"Content-Type: auth/request\n\n").await;
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n").await;
+                send.cancelled().await;
+                let _ = sock.write_all(&events).await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        }
+    })
+    .await;
+    let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
+    let r = Receiver::start().await;
+    s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/lost"))})).await;
+    // Every commit of new deliveries now fails at once.
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&s.config.database_url).await.unwrap();
+    sqlx::query("ALTER TABLE deliveries RENAME TO gone").execute(&mut conn).await.unwrap();
+    let before = esl_events_lost();
+    send.cancel();
+    let deadline = std::time::Instant::now() + WAIT;
+    while log.lines_with(&["ESL source: cannot commit events", &format!("events={EVENTS}")]).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the events were never read: {}", log.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    s.stop().await;
+    assert_eq!(esl_events_lost() - before, EVENTS as f64, "{}", switchhook::telemetry::render());
+    let lost = log.lines_with(&["they are lost", &format!("events={EVENTS}")]);
+    assert_eq!(lost.len(), 1, "{}", log.text());
+    assert!(r.at("/lost").is_empty());
+}
