@@ -343,37 +343,64 @@ fn esl_events_lost() -> f64 {
     line.map_or(0.0, |n| n.parse().unwrap())
 }
 
-/// ESL cannot send an event again, so the source retries a commit the store refuses until
-/// shutdown, then gives it up after a grace period, and counts what it gives up: the 5 events
-/// it read and could not commit. (No other test of this binary stops with events uncommitted,
-/// so the process-wide counter moves by this test's events alone.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_read_but_not_committed_at_shutdown_are_counted_lost() {
-    const EVENTS: usize = 5;
-    let log = common::log::warnings();
-    let send = CancellationToken::new();
+/// Events each test below reads and cannot commit.
+const LOST: usize = 5;
+
+/// The tests below one at a time, so that each sees the process-wide counter move by its own
+/// events alone (no other test of this binary stops with events uncommitted).
+static LOSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A "FreeSWITCH" that sends LOST CHANNEL_ANSWER events of D1 once `send` is cancelled, then
+/// keeps the connection open.
+async fn switch_sending_on(send: &CancellationToken) -> Server {
     let mut events = Vec::new();
-    for n in 0..EVENTS {
+    for n in 0..LOST {
         let event = channel("CHANNEL_ANSWER", D1, &format!("lost-at-shutdown-{n}")).to_string();
         events.extend(format!("Content-Length: {}\nContent-Type: text/event-json\n\n{event}", event.len()).bytes());
     }
-    let (addr, _) = counting_switch({
-        let send = send.clone();
-        move |mut sock| {
-            let (send, events) = (send.clone(), events.clone());
-            async move {
-                let mut buf = [0u8; 1024];
-                let _ = sock.write_all(b"Content-Type: auth/request\n\n").await;
-                let _ = sock.read(&mut buf).await;
-                let _ = sock.write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n").await;
-                send.cancelled().await;
-                let _ = sock.write_all(&events).await;
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            }
+    let send = send.clone();
+    let (addr, _) = counting_switch(move |mut sock| {
+        let (send, events) = (send.clone(), events.clone());
+        async move {
+            let mut buf = [0u8; 1024];
+            let _ = sock.write_all(b"Content-Type: auth/request\n\n").await;
+            let _ = sock.read(&mut buf).await;
+            let _ = sock.write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n").await;
+            send.cancelled().await;
+            let _ = sock.write_all(&events).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
         }
     })
     .await;
-    let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
+    Server { addr: addr.to_string(), password: "ClueCon".into() }
+}
+
+/// Stops `s` (which has to give up its uncommitted events within the ESL source's 15 s grace)
+/// and checks that the LOST events were counted and logged as lost, and never delivered.
+async fn stops_counting_the_lost_events(s: TestServer, r: &Receiver, log: &common::log::LogBuffer, before: f64) {
+    let logged = || log.lines_with(&["they are lost", &format!("events={LOST}")]).len();
+    let logged_before = logged();
+    let stopping = std::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(40), s.stop()).await;
+    assert!(stopped.is_ok(), "the service did not stop in {:?}", stopping.elapsed());
+    assert_eq!(
+        esl_events_lost() - before,
+        LOST as f64,
+        "events counted in switchhook_events_lost_total{{source=\"esl\"}}"
+    );
+    assert_eq!(logged() - logged_before, 1, "{}", log.text());
+    assert!(r.at("/lost").is_empty());
+}
+
+/// ESL cannot send an event again, so the source retries a commit the store refuses until
+/// shutdown, then gives it up after a grace period, and counts what it gives up: the events
+/// it read and could not commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_read_but_not_committed_at_shutdown_are_counted_lost() {
+    let _alone = LOSING.lock().await;
+    let log = common::log::warnings();
+    let send = CancellationToken::new();
+    let server = switch_sending_on(&send).await;
     let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
     let r = Receiver::start().await;
     s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/lost"))})).await;
@@ -383,14 +410,39 @@ async fn events_read_but_not_committed_at_shutdown_are_counted_lost() {
     let before = esl_events_lost();
     send.cancel();
     let deadline = std::time::Instant::now() + WAIT;
-    while log.lines_with(&["ESL source: cannot commit events", &format!("events={EVENTS}")]).is_empty() {
+    while log.lines_with(&["ESL source: cannot commit events", &format!("events={LOST}")]).is_empty() {
         assert!(std::time::Instant::now() < deadline, "the events were never read: {}", log.text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    stops_counting_the_lost_events(s, &r, &log, before).await;
+}
 
-    s.stop().await;
-    assert_eq!(esl_events_lost() - before, EVENTS as f64, "{}", switchhook::telemetry::render());
-    let lost = log.lines_with(&["they are lost", &format!("events={EVENTS}")]);
-    assert_eq!(lost.len(), 1, "{}", log.text());
-    assert!(r.at("/lost").is_empty());
+/// The same when the commit does not fail but hangs (PostgreSQL waiting for a lock another
+/// session holds, as it would for a store that stopped answering): shutdown gives it up all
+/// the same after the grace period, rather than waiting for the store for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_whose_commit_hangs_at_shutdown_are_counted_lost() {
+    use sqlx::Connection as _;
+    let Some(backend) = Backend::postgres() else { return };
+    let _alone = LOSING.lock().await;
+    let log = common::log::warnings();
+    let send = CancellationToken::new();
+    let server = switch_sending_on(&send).await;
+    let s = TestServer::start_configured(backend, |c| c.esl = vec![server]).await;
+    let r = Receiver::start().await;
+    s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/lost"))})).await;
+    let mut lock = sqlx::PgConnection::connect(&s.config.database_url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE delivery_payloads IN EXCLUSIVE MODE").execute(&mut lock).await.unwrap();
+    let before = esl_events_lost();
+    send.cancel();
+    let mut watch = sqlx::PgConnection::connect(&s.config.database_url).await.unwrap();
+    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO delivery_payloads%'";
+    let deadline = std::time::Instant::now() + WAIT;
+    while sqlx::query_scalar::<_, i64>(waiting).fetch_one(&mut watch).await.unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the events never reached the store");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stops_counting_the_lost_events(s, &r, &log, before).await;
+    drop(lock);
 }

@@ -375,26 +375,35 @@ enum Committed {
 
 /// Commits events, retrying until the store takes them: ESL cannot resend what was read. Only
 /// at shutdown does it give up, `grace` after the shutdown was seen, and counts what that loses.
+/// A commit still under way then is given up too, so that a store that hangs rather than fails
+/// (a lock, a connection that stopped answering) cannot hold shutdown for good: its transaction
+/// is rolled back (or, dropped as it committed, may have gone through; counted lost all the same).
 async fn commit(router: &Router, events: &[Incoming], shutdown: &CancellationToken, grace: Duration) -> Committed {
-    let mut wait = Duration::from_millis(100);
-    let mut deadline = None;
-    while let Err(e) = router.accept(events, true).await {
-        tracing::warn!(error = %e, events = events.len(), "ESL source: cannot commit events; retrying");
-        if shutdown.is_cancelled() {
-            let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + grace);
-            if tokio::time::Instant::now() >= at {
-                telemetry::events_lost("esl", events.len());
-                tracing::error!(
-                    events = events.len(),
-                    "ESL source: shutting down with events that could not be committed; they are lost"
-                );
-                return Committed::Lost;
-            }
+    let retried = async {
+        let mut wait = Duration::from_millis(100);
+        while let Err(e) = router.accept(events, true).await {
+            tracing::warn!(error = %e, events = events.len(), "ESL source: cannot commit events; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(5));
+    };
+    let given_up = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        // Checked first: events committed as the grace runs out are not counted lost.
+        biased;
+        () = retried => Committed::Yes,
+        () = given_up => {
+            telemetry::events_lost("esl", events.len());
+            tracing::error!(
+                events = events.len(),
+                "ESL source: shutting down with events that could not be committed; they are lost"
+            );
+            Committed::Lost
+        }
     }
-    Committed::Yes
 }
 
 #[cfg(test)]
