@@ -158,8 +158,9 @@ impl EslSource {
         let router = self.router.clone();
         let stop = shutdown.clone();
         let committer = tokio::spawn(async move {
+            let give_up = GiveUp::new(stop, SHUTDOWN_GRACE);
             while let Some(read) = inbox.recv().await {
-                commit(&router, &group(read, &mut inbox), &stop, SHUTDOWN_GRACE).await;
+                commit(&router, &group(read, &mut inbox), &give_up).await;
             }
         });
         let committer = tokio_util::task::AbortOnDropHandle::new(committer);
@@ -373,12 +374,33 @@ enum Committed {
     Lost,
 }
 
+/// When shutdown stops waiting for the store: `grace` after a commit first sees the shutdown.
+/// One deadline for every commit of a session, so events queued behind a stalled commit do not
+/// each get a grace period of their own.
+struct GiveUp {
+    shutdown: CancellationToken,
+    grace: Duration,
+    at: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl GiveUp {
+    fn new(shutdown: CancellationToken, grace: Duration) -> Self {
+        Self { shutdown, grace, at: std::sync::OnceLock::new() }
+    }
+
+    async fn reached(&self) {
+        self.shutdown.cancelled().await;
+        let at = *self.at.get_or_init(|| tokio::time::Instant::now() + self.grace);
+        tokio::time::sleep_until(at).await;
+    }
+}
+
 /// Commits events, retrying until the store takes them: ESL cannot resend what was read. Only
-/// at shutdown does it give up, `grace` after the shutdown was seen, and counts what that loses.
-/// A commit still under way then is given up too, so that a store that hangs rather than fails
-/// (a lock, a connection that stopped answering) cannot hold shutdown for good: its transaction
-/// is rolled back (or, dropped as it committed, may have gone through; counted lost all the same).
-async fn commit(router: &Router, events: &[Incoming], shutdown: &CancellationToken, grace: Duration) -> Committed {
+/// at shutdown does it give up, when `give_up` is reached, and counts what that loses. A commit
+/// still under way then is given up too, so that a store that hangs rather than fails (a lock,
+/// a connection that stopped answering) cannot hold shutdown for good: its transaction is
+/// rolled back (or, dropped as it committed, may have gone through; counted lost all the same).
+async fn commit(router: &Router, events: &[Incoming], give_up: &GiveUp) -> Committed {
     let retried = async {
         let mut wait = Duration::from_millis(100);
         while let Err(e) = router.accept(events, true).await {
@@ -387,15 +409,11 @@ async fn commit(router: &Router, events: &[Incoming], shutdown: &CancellationTok
             wait = (wait * 2).min(Duration::from_secs(5));
         }
     };
-    let given_up = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
     tokio::select! {
         // Checked first: events committed as the grace runs out are not counted lost.
         biased;
         () = retried => Committed::Yes,
-        () = given_up => {
+        () = give_up.reached() => {
             telemetry::events_lost("esl", events.len());
             tracing::error!(
                 events = events.len(),
@@ -506,8 +524,8 @@ mod tests {
     ) -> (tokio::task::JoinHandle<Committed>, String) {
         let (router, url) = router_on(dir).await;
         sql(&url, "ALTER TABLE deliveries RENAME TO deliveries_away").await;
-        let shutdown = shutdown.clone();
-        (tokio::spawn(async move { commit(&router, &events, &shutdown, grace).await }), url)
+        let give_up = GiveUp::new(shutdown.clone(), grace);
+        (tokio::spawn(async move { commit(&router, &events, &give_up).await }), url)
     }
 
     #[tokio::test]
@@ -542,6 +560,25 @@ mod tests {
         let done = tokio::time::timeout(Duration::from_secs(5), committing).await;
         assert_eq!(done.expect("gives up after the grace period").unwrap(), Committed::Lost);
         assert!(cancelled.elapsed() >= grace);
+    }
+
+    /// The grace is one for the whole shutdown: the events queued behind a commit that was
+    /// given up are given up at once, not after a grace period of their own each.
+    #[tokio::test]
+    async fn commits_after_the_grace_ran_out_give_up_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let grace = Duration::from_millis(700);
+        let (router, url) = router_on(dir.path()).await;
+        sql(&url, "ALTER TABLE deliveries RENAME TO deliveries_away").await;
+        let give_up = GiveUp::new(shutdown.clone(), grace);
+        shutdown.cancel();
+        let cancelled = tokio::time::Instant::now();
+        assert_eq!(commit(&router, &[event(1)], &give_up).await, Committed::Lost);
+        assert!(cancelled.elapsed() >= grace);
+        let next = tokio::time::Instant::now();
+        assert_eq!(commit(&router, &[event(2)], &give_up).await, Committed::Lost);
+        assert!(next.elapsed() < grace / 2, "the second commit waited {:?}", next.elapsed());
     }
 
     #[test]
