@@ -45,7 +45,8 @@ pub struct ApiState {
     /// Held while a hook is written and its index entry updated, so concurrent edits of one
     /// hook leave the index as the store has it.
     pub hook_writes: Arc<tokio::sync::Mutex<()>>,
-    /// Ingest requests reading, routing and committing their events at once: as many as the
+    /// Ingest requests parsing, routing and committing their events at once (their bodies
+    /// are read before, each within the body limit and `http.max_connections`): as many as the
     /// store takes writers, and one more getting ready. Each holds its events and their
     /// rendered requests (several times its body), so more in flight only adds memory while
     /// they queue for the writer.
