@@ -324,10 +324,15 @@ pub const USER_AGENT: &str = concat!("switchhook/", env!("CARGO_PKG_VERSION"));
 
 /// What the HTTP client adds to each request that does not set it itself.
 pub fn client_headers() -> HeaderMap {
-    HeaderMap::from_iter([
+    HeaderMap::from_iter(client_defaults())
+}
+
+/// [`client_headers`] without a map to allocate, for each attempt.
+fn client_defaults() -> [(HeaderName, HeaderValue); 2] {
+    [
         (http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT)),
         (http::header::ACCEPT, HeaderValue::from_static("*/*")),
-    ])
+    ]
 }
 
 /// The headers an attempt of delivery `id` sends, given the hook's rendered `headers` (the
@@ -345,10 +350,8 @@ pub fn attempt_headers(headers: &[(String, String)], id: &str) -> Result<HeaderM
     // duplicates at-least-once delivery may bring, whatever the body (a GET or a `rawBody` has
     // no `id` of its own).
     sent.insert("webhook-id", header_value(id)?);
-    for (name, value) in client_headers() {
-        if let Some(name) = name {
-            sent.entry(name).or_insert(value);
-        }
+    for (name, value) in client_defaults() {
+        sent.entry(name).or_insert(value);
     }
     Ok(sent)
 }
