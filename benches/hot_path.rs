@@ -20,7 +20,7 @@ fn hook(domain: &str, event: &str, extra: Value) -> HookDoc {
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
-    HookDoc::from_body(&body, domain, Limits { max_retries: 100, max_hooks_per_domain: 1 }).unwrap()
+    HookDoc::from_body(&body, domain, Limits { max_retries: 100 }).unwrap()
 }
 
 /// `n` hooks over `domains` domains, plus `hot` hooks on CHANNEL_ANSWER in `hot.example.com`.

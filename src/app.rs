@@ -176,6 +176,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         store,
         keys: services.keys.clone(),
         limits: config.limits,
+        max_hooks_per_domain: config.max_hooks_per_domain,
         body_timeout: config.http.body_timeout,
         router,
         health,

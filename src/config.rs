@@ -154,6 +154,8 @@ pub struct Config {
     /// A tracing filter (`info`, `switchhook=debug`, ...).
     pub log: String,
     pub limits: Limits,
+    /// The most hooks one domain may have; the API refuses a create past it.
+    pub max_hooks_per_domain: usize,
     pub http: HttpConfig,
     pub delivery: DeliveryConfig,
     /// The RabbitMQ source; off without a URL.
@@ -306,7 +308,8 @@ impl Config {
             database_url,
             token_secret,
             log,
-            limits: Limits { max_retries, max_hooks_per_domain },
+            limits: Limits { max_retries },
+            max_hooks_per_domain,
             http,
             delivery,
             amqp,
@@ -634,9 +637,9 @@ mod tests {
 
     #[test]
     fn max_hooks_per_domain_is_at_least_one() {
-        assert_eq!(build("", Overrides::default(), &[]).unwrap().limits.max_hooks_per_domain, 10_000);
+        assert_eq!(build("", Overrides::default(), &[]).unwrap().max_hooks_per_domain, 10_000);
         let c = build("max_hooks_per_domain = 50", Overrides::default(), &[]).unwrap();
-        assert_eq!(c.limits.max_hooks_per_domain, 50);
+        assert_eq!(c.max_hooks_per_domain, 50);
         let zero = [("SWITCHHOOK_MAX_HOOKS_PER_DOMAIN", "0")];
         assert_refused("", &zero, "max_hooks_per_domain: must be at least 1 (from SWITCHHOOK_MAX_HOOKS_PER_DOMAIN)");
     }

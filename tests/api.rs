@@ -699,7 +699,7 @@ async fn an_untouched_auth_form_and_null_keys_are_accepted(b: Backend) {
 /// One domain cannot fill the service with hooks: past `max_hooks_per_domain` a create is a
 /// 400 naming the limit; other domains are not affected, and a deleted hook frees its place.
 async fn a_domain_has_at_most_max_hooks_per_domain(b: Backend) {
-    let s = TestServer::start_configured(b, |c| c.limits.max_hooks_per_domain = 2).await;
+    let s = TestServer::start_configured(b, |c| c.max_hooks_per_domain = 2).await;
     let first = create(&s, &s.root, seed_hook()).await;
     let mut disabled = hook("CHANNEL_ANSWER", "http://x/");
     disabled["enable"] = json!(false);
@@ -709,9 +709,13 @@ async fn a_domain_has_at_most_max_hooks_per_domain(b: Backend) {
     let info = "Bad request: domain demo.webitel.com already has 2 hooks, the most it may have (max_hooks_per_domain)";
     assert_eq!((status, &v), (400, &json!({"status": "error", "info": info, "code": 400})));
     assert_eq!(s.call("GET", &path, Some(&s.root), None).await.1["data"].as_array().unwrap().len(), 2);
+    // A domain at its limit still edits its hooks.
+    let item = format!("/api/v2/hooks/{first}?domain={DOMAIN}");
+    let (status, v) = s.call("PUT", &item, Some(&s.root), Some(seed_hook())).await;
+    assert_eq!((status, &v["data"]["n"]), (200, &json!(1)));
 
     s.create_hook("other.webitel.com", seed_hook()).await;
-    let (status, _) = s.call("DELETE", &format!("/api/v2/hooks/{first}?domain={DOMAIN}"), Some(&s.root), None).await;
+    let (status, _) = s.call("DELETE", &item, Some(&s.root), None).await;
     assert_eq!(status, 200);
     create(&s, &s.root, seed_hook()).await;
 }

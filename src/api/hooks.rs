@@ -59,7 +59,7 @@ pub async fn create(
     let compiled = doc.compile()?;
     let hook = StoredHook { id: new_id(), doc };
     let _writing = state.hook_writes.lock().await;
-    let most = state.limits.max_hooks_per_domain;
+    let most = state.max_hooks_per_domain;
     if state.store.count_hooks(&domain).await? >= most {
         return Err(ApiError::bad_request(format!(
             "Bad request: domain {domain} already has {most} hooks, the most it may have (max_hooks_per_domain)"

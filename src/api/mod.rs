@@ -36,6 +36,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<TokenKeys>,
     pub limits: Limits,
+    /// The most hooks one domain may have (`max_hooks_per_domain`).
+    pub max_hooks_per_domain: usize,
     /// How long a client has to send a request's body.
     pub body_timeout: std::time::Duration,
     /// Hook changes go to its index; ingested events go through it.

@@ -59,7 +59,7 @@ impl Receiver {
     /// requests in flight, posting the bodies the service would.
     pub async fn baseline(&self, events: &Events, n: u64, concurrency: usize) -> anyhow::Result<f64> {
         let doc = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": self.url("/baseline")}});
-        let hook = HookDoc::from_body(&doc, "bench", Limits { max_retries: 0, max_hooks_per_domain: 1 })?.compile()?;
+        let hook = HookDoc::from_body(&doc, "bench", Limits { max_retries: 0 })?.compile()?;
         let bodies: Arc<Vec<String>> = Arc::new(
             (0..n.min(2000))
                 .map(|seq| hook.render(&events.get(seq), "CHANNEL_ANSWER", &uuid::Uuid::new_v4().to_string()).body)

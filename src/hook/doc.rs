@@ -31,8 +31,6 @@ pub const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_retries: u32,
-    /// The most hooks one domain may have; a create past it is refused.
-    pub max_hooks_per_domain: usize,
 }
 
 /// A bad hook document. The message is what the API returns after `Bad request: `.

@@ -373,10 +373,7 @@ mod tests {
         for (k, v) in patch.as_object().unwrap() {
             body[k] = v.clone();
         }
-        HookDoc::from_body(&body, "d.com", Limits { max_retries: 10, max_hooks_per_domain: 1 })
-            .unwrap()
-            .compile()
-            .unwrap()
+        HookDoc::from_body(&body, "d.com", Limits { max_retries: 10 }).unwrap().compile().unwrap()
     }
 
     fn event() -> Event {

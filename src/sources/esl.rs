@@ -488,12 +488,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.join("t.db").display());
         let store = crate::store::open(&url).await.unwrap();
         let body = serde_json::json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": "http://127.0.0.1:9/"}});
-        let doc = crate::hook::HookDoc::from_body(
-            &body,
-            "d.com",
-            crate::hook::Limits { max_retries: 0, max_hooks_per_domain: 1 },
-        )
-        .unwrap();
+        let doc = crate::hook::HookDoc::from_body(&body, "d.com", crate::hook::Limits { max_retries: 0 }).unwrap();
         let (index, broken) = crate::router::HookIndex::new(vec![crate::store::StoredHook { id: "a".repeat(24), doc }]);
         assert!(broken.is_empty());
         let (deliveries, _) = mpsc::channel(1);

@@ -967,12 +967,7 @@ mod tests {
         for (id, domain, enable) in [("on1", "d1", true), ("off", "d1", false), ("on2", "d2", true)] {
             let body = serde_json::json!({"event": "CHANNEL_ANSWER", "enable": enable,
                 "action": {"type": "web", "method": "POST", "url": "http://x/"}});
-            let doc = crate::hook::HookDoc::from_body(
-                &body,
-                domain,
-                crate::hook::Limits { max_retries: 0, max_hooks_per_domain: 1 },
-            )
-            .unwrap();
+            let doc = crate::hook::HookDoc::from_body(&body, domain, crate::hook::Limits { max_retries: 0 }).unwrap();
             store.insert_hook(&StoredHook { id: id.into(), doc }, 1).await.unwrap();
         }
         // "gone" has no hook row: it is leased, and its attempt finds the hook deleted.
