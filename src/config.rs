@@ -197,7 +197,22 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Self::build(file, overrides, |key| std::env::var(key).ok())
+        // A variable that is not UTF-8 would read as unset, and its default be used in silence
+        // (another data folder: a fresh store and root token).
+        let garbled = std::cell::RefCell::new(Vec::new());
+        let built = Self::build(file, overrides, |key| match std::env::var(key) {
+            Ok(value) => Some(value),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                garbled.borrow_mut().push(Problem { key: key.to_owned(), problem: "is not valid UTF-8".into() });
+                None
+            }
+        });
+        match (built, garbled.into_inner()) {
+            (built, garbled) if garbled.is_empty() => built,
+            (Ok(_), garbled) => Err(ConfigError(garbled)),
+            (Err(ConfigError(more)), garbled) => Err(ConfigError([garbled, more].concat())),
+        }
     }
 
     /// Layers `file`, the variables `env` returns, and `overrides` over the defaults.
