@@ -686,6 +686,20 @@ async fn dry_run_renders_the_bytes_that_are_sent(b: Backend) {
     dry_body["id"] = sent_default["id"].clone();
     assert_eq!(dry_body, sent_default);
 
+    // Notes say what is added only when it is sent.
+    assert_eq!(dry["notes"], json!([]));
+    let auth = json!({"enabled": true, "url": r.url("/login"), "cookie": true});
+    let noted = json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/noted")), "secret": "pass", "auth": auth});
+    let (_, v) = test(&s.create_hook(D, noted).await, event.clone()).await;
+    assert_eq!(
+        v["data"]["notes"],
+        json!([
+            "webhook-timestamp and webhook-signature are added when it is sent",
+            "headers are rendered after the auth pre-request, whose auth:* variables are empty here",
+            "the auth answer's cookies are added in the Cookie header when it is sent"
+        ])
+    );
+
     // Mismatches say why, and nothing is sent.
     let (_, v) = test(&raw, with(event.clone(), json!({"Call-Direction": "outbound"}))).await;
     assert_eq!(v["data"]["matched"], false);

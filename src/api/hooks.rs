@@ -167,8 +167,11 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Result<Value, ApiError> {
     if hook.signing_key.is_some() {
         notes.push("webhook-timestamp and webhook-signature are added when it is sent");
     }
-    if hook.auth.is_some() {
+    if let Some(auth) = &hook.auth {
         notes.push("headers are rendered after the auth pre-request, whose auth:* variables are empty here");
+        if auth.cookie {
+            notes.push("the auth answer's cookies are added in the Cookie header when it is sent");
+        }
     }
     Ok(json!({
         "matched": reason.is_none(),
