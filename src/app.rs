@@ -152,6 +152,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         owner,
         batch: 256,
         poll: Duration::from_secs(1),
+        public_only: d.block_private_networks,
     };
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Dispatcher::new(store.clone(), index, wake, settings).run(handed_over, shutdown.clone()));

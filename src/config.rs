@@ -109,6 +109,7 @@ pub struct DeliveryFile {
     /// A duration such as `7d`.
     pub retention: Option<Setting>,
     pub node_id: Option<Setting>,
+    pub block_private_networks: Option<Setting>,
 }
 
 /// How deliveries are sent and kept.
@@ -128,6 +129,8 @@ pub struct DeliveryConfig {
     pub retention: Duration,
     /// This node's name in leases; default: generated once into `<data dir>/node.id`.
     pub node_id: Option<String>,
+    /// Webhooks and auth pre-requests go to public addresses only (`delivery::destination`).
+    pub block_private_networks: bool,
 }
 
 /// Values given on the command line or through their `SWITCHHOOK_*` variables (clap reads
@@ -291,6 +294,13 @@ impl Config {
             node_id: l.get("delivery.node_id", d.node_id, None, |s| match s.trim() {
                 "" => Err("must not be empty".into()),
                 id => Ok(Some(id.to_owned())),
+            }),
+            block_private_networks: l.get("delivery.block_private_networks", d.block_private_networks, false, |s| {
+                match s.trim() {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    other => Err(format!("{other:?} is not true or false")),
+                }
             }),
         };
 
@@ -648,6 +658,15 @@ mod tests {
         );
         let c = build("[delivery]\nretention = \"1h\"", Overrides::default(), &[]).unwrap();
         assert_eq!(c.delivery.retention, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn block_private_networks_is_off_unless_set_true() {
+        assert!(!build("", Overrides::default(), &[]).unwrap().delivery.block_private_networks);
+        let c = build("[delivery]\nblock_private_networks = true", Overrides::default(), &[]).unwrap();
+        assert!(c.delivery.block_private_networks);
+        let yes = [("SWITCHHOOK_DELIVERY_BLOCK_PRIVATE_NETWORKS", "yes")];
+        assert_refused("", &yes, "delivery.block_private_networks: \"yes\" is not true or false");
     }
 
     #[test]

@@ -18,6 +18,7 @@ on_both_stores!(
     every_route_answers_every_caller_as_its_domain_allows,
     forged_stale_and_revoked_tokens_are_refused_on_every_route,
     health_and_metrics_reveal_no_tenant_data,
+    private_destinations_are_refused_when_blocked,
 );
 
 /// The victim domain, whose hook every caller aims at, and a neighbour.
@@ -481,4 +482,34 @@ async fn health_and_metrics_reveal_no_tenant_data(b: Backend) {
             }
         }
     }
+}
+
+/// With `delivery.block_private_networks`, a tenant's hook cannot reach the service's own host
+/// or its networks, by address or by a name that resolves there, for the webhook or its auth
+/// pre-request; each attempt fails naming the setting, and nothing arrives.
+async fn private_destinations_are_refused_when_blocked(b: Backend) {
+    let s = TestServer::start_configured(b, |c| c.delivery.block_private_networks = true).await;
+    let r = Receiver::start().await;
+    let by_name = r.url("/by-name").replace("127.0.0.1", "localhost");
+    let public = "http://8.8.8.8:9/never";
+    let hooks = [
+        (json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/by-address"))}), "127.0.0.1 is not a public address"),
+        (json!({"event": "CHANNEL_ANSWER", "action": web(&by_name)}), "localhost resolves to no public address"),
+        (
+            json!({"event": "CHANNEL_ANSWER", "action": web(public), "auth": {"enabled": true, "url": r.url("/login")}}),
+            "auth request: 127.0.0.1 is not a public address",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (hook, said) in hooks {
+        ids.push((s.create_hook(A, hook).await, said));
+    }
+    s.ingest(event("CHANNEL_ANSWER", A)).await;
+    for (id, said) in ids {
+        let log = s.settled(A, &id, 1).await;
+        let error = log[0]["log"][0]["error"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(log[0]["status"], "failed", "{log:#?}");
+        assert!(error.contains(said) && error.contains("delivery.block_private_networks"), "{said:?} not in {error:?}");
+    }
+    assert!(r.received().is_empty(), "{:?}", r.received());
 }

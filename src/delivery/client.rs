@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 
-use super::sign;
+use super::{destination, sign};
 use crate::event::Event;
 use crate::hook::payload::{attempt_headers, client_headers, header_safe, header_value, with_query};
 use crate::hook::template::{Lookup, MAX_RENDERED, Template};
@@ -44,11 +44,17 @@ impl AttemptResult {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// `delivery.block_private_networks`: see [`destination`].
+    public_only: bool,
 }
 
 impl Client {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
+    pub fn new(public_only: bool) -> Self {
+        let mut builder = reqwest::Client::builder();
+        if public_only {
+            builder = builder.dns_resolver(destination::PublicOnly);
+        }
+        let http = builder
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
@@ -56,7 +62,16 @@ impl Client {
             .default_headers(client_headers())
             .build()
             .expect("the HTTP client builds (is a crypto provider installed?)");
-        Client { http }
+        Client { http, public_only }
+    }
+
+    /// A request to `url`, unless its address is one `delivery.block_private_networks` refuses
+    /// (names are refused as they resolve).
+    fn request(&self, method: http::Method, url: &str) -> Result<reqwest::RequestBuilder, String> {
+        if self.public_only {
+            destination::check_literal(&url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?)?;
+        }
+        Ok(self.http.request(method, url))
     }
 
     /// Sends `delivery` for `hook` once. `now_secs` stamps the signature.
@@ -107,7 +122,7 @@ impl Client {
             let signature = sign::signature(key, &d.id, now_secs, d.request.body.as_bytes());
             headers.insert("webhook-signature", header_value(&signature)?);
         }
-        let mut builder = self.http.request(d.request.method.clone(), &d.request.url).headers(headers);
+        let mut builder = self.request(d.request.method.clone(), &d.request.url)?.headers(headers);
         if !d.request.body.is_empty() {
             builder = builder.body(d.request.body.clone());
         }
@@ -168,7 +183,7 @@ impl Client {
             true => with_query(&auth.url, &params).map_err(|e| format!("the auth request's {e}"))?,
             false => auth.url.to_string(),
         };
-        let mut builder = self.http.request(auth.method.clone(), url);
+        let mut builder = self.request(auth.method.clone(), &url).map_err(|e| format!("auth request: {e}"))?;
         for (name, value) in &headers {
             builder = builder.header(*name, header_value(value)?);
         }
@@ -215,12 +230,6 @@ impl Client {
             }
         }
         Ok(AuthAnswer { vars, cookie })
-    }
-}
-
-impl Default for Client {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -2,6 +2,7 @@
 //! background upkeep of the queue (retention, queue depth).
 
 pub mod client;
+pub mod destination;
 pub mod retry;
 pub mod sign;
 pub mod worker;

@@ -37,6 +37,8 @@ pub struct Settings {
     pub batch: u32,
     /// Longest sleep between looks at the queue when nothing wakes the dispatcher.
     pub poll: Duration,
+    /// `delivery.block_private_networks`.
+    pub public_only: bool,
 }
 
 /// Rows recorded per transaction, at most.
@@ -83,7 +85,7 @@ impl Dispatcher {
         Arc::new(Dispatcher {
             store,
             index,
-            client: Client::new(),
+            client: Client::new(settings.public_only),
             wake,
             settings,
             busy: Mutex::default(),
@@ -541,6 +543,7 @@ mod tests {
             owner: "me".into(),
             batch: 16,
             poll: Duration::from_secs(1),
+            public_only: false,
         };
         Dispatcher::new(store, Arc::new(HookIndex::new(Vec::new()).0), Arc::default(), settings)
     }
