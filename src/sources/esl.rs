@@ -374,24 +374,34 @@ enum Committed {
     Lost,
 }
 
-/// When shutdown stops waiting for the store: `grace` after a commit first sees the shutdown.
-/// One deadline for every commit of a session, so events queued behind a stalled commit do not
-/// each get a grace period of their own.
+/// When shutdown stops waiting for the store: `grace` after the later of the shutdown and the
+/// last commit that went through during it. A store that is slow but keeps committing drains
+/// the queue, however long that takes; one that stalls releases shutdown `grace` after its last
+/// commit, and the events queued behind the stalled commit are given up with it rather than
+/// each after a grace period of its own.
 struct GiveUp {
     shutdown: CancellationToken,
     grace: Duration,
-    at: std::sync::OnceLock<tokio::time::Instant>,
+    /// Set when a commit first sees the shutdown; moved on by each commit that goes through.
+    at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl GiveUp {
     fn new(shutdown: CancellationToken, grace: Duration) -> Self {
-        Self { shutdown, grace, at: std::sync::OnceLock::new() }
+        Self { shutdown, grace, at: std::sync::Mutex::new(None) }
     }
 
     async fn reached(&self) {
         self.shutdown.cancelled().await;
-        let at = *self.at.get_or_init(|| tokio::time::Instant::now() + self.grace);
+        let at = *self.at.lock().expect("give-up lock").get_or_insert_with(|| tokio::time::Instant::now() + self.grace);
         tokio::time::sleep_until(at).await;
+    }
+
+    /// A commit went through: during shutdown, the store has `grace` from now for the next.
+    fn progressed(&self) {
+        if self.shutdown.is_cancelled() {
+            *self.at.lock().expect("give-up lock") = Some(tokio::time::Instant::now() + self.grace);
+        }
     }
 }
 
@@ -412,7 +422,10 @@ async fn commit(router: &Router, events: &[Incoming], give_up: &GiveUp) -> Commi
     tokio::select! {
         // Checked first: events committed as the grace runs out are not counted lost.
         biased;
-        () = retried => Committed::Yes,
+        () = retried => {
+            give_up.progressed();
+            Committed::Yes
+        }
         () = give_up.reached() => {
             telemetry::events_lost("esl", events.len());
             tracing::error!(
@@ -557,8 +570,36 @@ mod tests {
         assert!(cancelled.elapsed() >= grace);
     }
 
-    /// The grace is one for the whole shutdown: the events queued behind a commit that was
-    /// given up are given up at once, not after a grace period of their own each.
+    /// A store that is slow but keeps committing drains its queue at shutdown: each commit
+    /// that goes through gives the next one a grace period of its own, however long the whole
+    /// queue takes.
+    #[tokio::test]
+    async fn at_shutdown_a_slow_store_that_keeps_committing_gets_every_queued_group() {
+        use sqlx::Connection as _;
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let grace = Duration::from_millis(1500);
+        let (router, url) = router_on(dir.path()).await;
+        let give_up = GiveUp::new(shutdown.clone(), grace);
+        shutdown.cancel();
+        let cancelled = tokio::time::Instant::now();
+        // Each commit waits 900 ms for a write lock another connection holds: three of them
+        // take longer than the grace, and each comes well within a grace of the one before.
+        for n in 1..=3 {
+            let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut locker).await.unwrap();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(900)).await;
+                sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+            });
+            assert_eq!(commit(&router, &[event(n)], &give_up).await, Committed::Yes, "group {n}");
+        }
+        assert!(cancelled.elapsed() > grace, "the groups took {:?}", cancelled.elapsed());
+    }
+
+    /// The grace runs from the last commit that went through: the events queued behind a
+    /// commit that was given up are given up at once, not after a grace period of their own
+    /// each.
     #[tokio::test]
     async fn commits_after_the_grace_ran_out_give_up_at_once() {
         let dir = tempfile::tempdir().unwrap();
