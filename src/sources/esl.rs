@@ -8,10 +8,9 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Health;
@@ -130,7 +129,7 @@ impl EslSource {
             .map_err(SessionError::Connect)?;
         stream.set_nodelay(true)?;
         let (mut reader, mut writer) = stream.into_split();
-        let mut conn = Conn { parser: Parser::new(), buf: vec![0; 64 * 1024], pending: VecDeque::new() };
+        let mut conn = Conn::new(64 * 1024);
 
         // auth/request, then our password.
         match conn.setup_frame(&mut reader).await? {
@@ -145,11 +144,10 @@ impl EslSource {
         }
 
         let mut hooks_changed = self.router.index.subscribe();
-        let mut subscribed = BTreeSet::new();
-        self.send_subscription(&mut writer, &mut conn, &mut subscribed).await?;
+        self.send_subscription(&mut writer, &mut conn).await?;
         *started = true;
         self.health.up(&self.server.name());
-        tracing::info!(server = %self.server.addr, events = subscribed.len(), "ESL source subscribed");
+        tracing::info!(server = %self.server.addr, events = conn.subscribed.len(), "ESL source subscribed");
 
         // Committing runs beside reading. What is read while a commit runs goes into the next
         // one, up to BATCH events: one transaction for many reads. The channel is bounded, so
@@ -165,59 +163,72 @@ impl EslSource {
         });
         let committer = tokio_util::task::AbortOnDropHandle::new(committer);
 
-        let result = async {
-            // Events that came in the same reads as the replies above are already buffered.
-            let mut early = Vec::new();
-            let framed = conn.frames(&mut early, &self.server.addr);
-            if !early.is_empty() && batches.send(early).await.is_err() {
-                return Ok(());
-            }
-            framed?;
-            loop {
-                tokio::select! {
-                    read = reader.read(&mut conn.buf) => {
-                        let n = read?;
-                        if n == 0 {
-                            return Err(SessionError::Closed);
-                        }
-                        conn.parser.push(&conn.buf[..n]);
-                        // The events before a bad frame are committed all the same.
-                        let mut events = Vec::new();
-                        let framed = conn.frames(&mut events, &self.server.addr);
-                        if !events.is_empty() && batches.send(events).await.is_err() {
-                            return Ok(());
-                        }
-                        framed?;
-                    }
-                    changed = hooks_changed.changed() => {
-                        if changed.is_ok() {
-                            self.send_subscription(&mut writer, &mut conn, &mut subscribed).await?;
-                        }
-                    }
-                    () = shutdown.cancelled() => {
-                        let _ = send(&mut writer, "exit").await;
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        .await;
+        let result =
+            self.read_events(&mut reader, &mut writer, &mut conn, &mut hooks_changed, &batches, shutdown).await;
         // Whatever was read is committed before the session ends.
         drop(batches);
         let _ = committer.await;
         result
     }
 
+    /// Reads events and hands them to the committer until shutdown (`Ok`) or an error. Shutdown
+    /// is checked first, so that nothing is read after it: what is read then could only be
+    /// given up. A read waiting for the committer to take it (a slow store, a full queue) is
+    /// handed over first; the committer takes it within the shutdown grace, whether it commits
+    /// it or gives it up.
+    async fn read_events(
+        &self,
+        reader: &mut (impl AsyncRead + Unpin),
+        writer: &mut (impl AsyncWrite + Unpin),
+        conn: &mut Conn,
+        hooks_changed: &mut watch::Receiver<u64>,
+        batches: &mpsc::Sender<Vec<Incoming>>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        // Events that came in the same reads as the setup replies are already buffered.
+        let mut early = Vec::new();
+        let framed = conn.frames(&mut early, &self.server.addr);
+        if !early.is_empty() && batches.send(early).await.is_err() {
+            return Ok(());
+        }
+        framed?;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    let _ = send(writer, "exit").await;
+                    return Ok(());
+                }
+                // Before reads, which a busy server always has ready.
+                Ok(()) = hooks_changed.changed() => self.send_subscription(writer, conn).await?,
+                read = reader.read(&mut conn.buf) => {
+                    let n = read?;
+                    if n == 0 {
+                        return Err(SessionError::Closed);
+                    }
+                    conn.parser.push(&conn.buf[..n]);
+                    // The events before a bad frame are committed all the same.
+                    let mut events = Vec::new();
+                    let framed = conn.frames(&mut events, &self.server.addr);
+                    if !events.is_empty() && batches.send(events).await.is_err() {
+                        return Ok(());
+                    }
+                    framed?;
+                }
+            }
+        }
+    }
+
     /// Brings the subscription to the events enabled hooks need: `event json` for new ones,
     /// `nixevent` for ones no hook needs any more. Replies are checked as they arrive.
     async fn send_subscription(
         &self,
-        writer: &mut OwnedWriteHalf,
+        writer: &mut (impl AsyncWrite + Unpin),
         conn: &mut Conn,
-        subscribed: &mut BTreeSet<String>,
     ) -> Result<(), SessionError> {
         let wanted = self.router.index.event_names();
-        let added: Vec<&String> = wanted.difference(subscribed).collect();
+        let subscribed = std::mem::replace(&mut conn.subscribed, wanted.clone());
+        let added: Vec<&String> = wanted.difference(&subscribed).collect();
         let removed: Vec<&String> = subscribed.difference(&wanted).collect();
         tracing::debug!(?added, ?removed, "ESL subscription change");
         if let Some(list) = event_list(&added) {
@@ -226,7 +237,6 @@ impl EslSource {
         if let Some(list) = event_list(&removed) {
             conn.command(writer, &format!("nixevent {list}")).await?;
         }
-        *subscribed = wanted;
         Ok(())
     }
 }
@@ -271,10 +281,17 @@ struct Conn {
     buf: Vec<u8>,
     /// Commands sent whose `command/reply` has not come yet, oldest first.
     pending: VecDeque<String>,
+    /// The events subscribed to on this connection.
+    subscribed: BTreeSet<String>,
 }
 
 impl Conn {
-    async fn command(&mut self, writer: &mut OwnedWriteHalf, command: &str) -> Result<(), SessionError> {
+    /// A new connection's, reading up to `buf` bytes at a time.
+    fn new(buf: usize) -> Conn {
+        Conn { parser: Parser::new(), buf: vec![0; buf], pending: VecDeque::new(), subscribed: BTreeSet::new() }
+    }
+
+    async fn command(&mut self, writer: &mut (impl AsyncWrite + Unpin), command: &str) -> Result<(), SessionError> {
         send(writer, command).await?;
         self.pending.push_back(command.to_owned());
         Ok(())
@@ -311,7 +328,7 @@ impl Conn {
     }
 
     /// The next frame during setup, with a timeout.
-    async fn setup_frame(&mut self, reader: &mut tokio::net::tcp::OwnedReadHalf) -> Result<Frame, SessionError> {
+    async fn setup_frame(&mut self, reader: &mut (impl AsyncRead + Unpin)) -> Result<Frame, SessionError> {
         tokio::time::timeout(SETUP_TIMEOUT, async {
             loop {
                 match self.parser.next_frame()? {
@@ -348,7 +365,7 @@ fn incoming(raw: RawEvent) -> Option<Incoming> {
         .ok()
 }
 
-async fn send(writer: &mut OwnedWriteHalf, command: &str) -> std::io::Result<()> {
+async fn send(writer: &mut (impl AsyncWrite + Unpin), command: &str) -> std::io::Result<()> {
     writer.write_all(format!("{command}\n\n").as_bytes()).await
 }
 
@@ -615,6 +632,76 @@ mod tests {
         let next = tokio::time::Instant::now();
         assert_eq!(commit(&router, &[event(2)], &give_up).await, Committed::Lost);
         assert!(next.elapsed() < grace / 2, "the second commit waited {:?}", next.elapsed());
+    }
+
+    /// `n` CHANNEL_ANSWER frames as FreeSWITCH writes them, each the same length.
+    fn answer_frames(n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let body = format!(r#"{{"Event-Name":"CHANNEL_ANSWER","Core-UUID":"c","Event-Sequence":"{:04}"}}"#, i + 1);
+            out.extend(format!("Content-Length: {}\nContent-Type: text/event-json\n\n{body}", body.len()).bytes());
+        }
+        out
+    }
+
+    fn source_on(router: Router) -> EslSource {
+        EslSource { server: Server::parse("fs:8021").unwrap(), router: Arc::new(router), health: Health::default() }
+    }
+
+    /// Once shutdown has come, the reader reads nothing more, however much FreeSWITCH has sent:
+    /// what it read then could only be given up. It says `exit` instead. (Unless told
+    /// otherwise, `select!` picks at random among the ready branches: 20 tries.)
+    #[tokio::test]
+    async fn after_shutdown_nothing_more_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = source_on(router_on(dir.path()).await.0);
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        for _ in 0..20 {
+            let (client, mut switch) = tokio::io::duplex(64 * 1024);
+            switch.write_all(&answer_frames(10)).await.unwrap();
+            let (mut reader, mut writer) = tokio::io::split(client);
+            let mut hooks_changed = source.router.index.subscribe();
+            let (batches, mut inbox) = mpsc::channel(READS_QUEUED);
+            let mut conn = Conn::new(64 * 1024);
+            let read = source.read_events(&mut reader, &mut writer, &mut conn, &mut hooks_changed, &batches, &shutdown);
+            read.await.unwrap();
+            assert!(inbox.try_recv().is_err(), "read after shutdown");
+            let mut said = [0; 6];
+            switch.read_exact(&mut said).await.unwrap();
+            assert_eq!(&said, b"exit\n\n");
+        }
+    }
+
+    /// A reader waiting for the committer to take its read (a slow store, a full queue) when
+    /// shutdown comes hands that read over, then reads no more. (20 tries, as above.)
+    #[tokio::test]
+    async fn at_shutdown_a_reader_waiting_for_the_committer_hands_its_read_over_and_reads_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = source_on(router_on(dir.path()).await.0);
+        let frame = answer_frames(1).len();
+        for _ in 0..20 {
+            let shutdown = CancellationToken::new();
+            let (client, mut switch) = tokio::io::duplex(64 * 1024);
+            switch.write_all(&answer_frames(10)).await.unwrap();
+            let (mut reader, mut writer) = tokio::io::split(client);
+            let mut hooks_changed = source.router.index.subscribe();
+            // The queue is full: the first read waits for the committer.
+            let (batches, mut inbox) = mpsc::channel(1);
+            batches.send(Vec::new()).await.unwrap();
+            // One frame a read.
+            let mut conn = Conn::new(frame);
+            let read = source.read_events(&mut reader, &mut writer, &mut conn, &mut hooks_changed, &batches, &shutdown);
+            let committer = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                shutdown.cancel();
+                assert_eq!(inbox.recv().await.map(|r| r.len()), Some(0));
+            };
+            let (read, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(2), read), committer);
+            read.expect("the reader stopped at shutdown").unwrap();
+            assert_eq!(sequences(&inbox.try_recv().expect("the read handed over")), [1]);
+            assert!(inbox.try_recv().is_err(), "read after shutdown");
+        }
     }
 
     #[test]
