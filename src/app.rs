@@ -167,7 +167,12 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         tasks.spawn(source.run(shutdown.clone()));
     }
     for server in &config.esl {
-        let source = EslSource { server: server.clone(), router: router.clone(), health: health.clone() };
+        let source = EslSource {
+            server: server.clone(),
+            router: router.clone(),
+            health: health.clone(),
+            shutdown_grace: config.esl_shutdown_grace,
+        };
         tasks.spawn(source.run(shutdown.clone()));
     }
 

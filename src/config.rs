@@ -46,6 +46,8 @@ pub struct FileConfig {
 pub struct EslFile {
     #[serde(default)]
     pub servers: Vec<EslServerFile>,
+    /// A duration such as `15s`.
+    pub shutdown_grace: Option<Setting>,
 }
 
 /// One `[[esl.servers]]` entry; both keys have FreeSWITCH's defaults.
@@ -165,6 +167,10 @@ pub struct Config {
     pub amqp: Option<amqp::Settings>,
     /// FreeSWITCH event sockets; none means the ESL source is off.
     pub esl: Vec<esl::Server>,
+    /// How long shutdown waits for the store to take ESL events already read (ESL cannot send
+    /// them again), counted from the shutdown or from the last commit that went through after
+    /// it; what is left then is counted lost.
+    pub esl_shutdown_grace: Duration,
 }
 
 impl fmt::Display for Config {
@@ -305,6 +311,8 @@ impl Config {
         };
 
         let amqp = l.amqp(file.amqp);
+        let esl_shutdown_grace =
+            l.get("esl.shutdown_grace", file.esl.shutdown_grace, esl::DEFAULT_SHUTDOWN_GRACE, at_least(1));
         let esl = match &overrides.esl {
             Some(list) => list
                 .split(',')
@@ -339,6 +347,7 @@ impl Config {
             delivery,
             amqp,
             esl,
+            esl_shutdown_grace,
         })
     }
 }
@@ -722,6 +731,23 @@ mod tests {
         assert_eq!(got, [("127.0.0.1:8021".into(), "ClueCon".into()), ("fs9:9".into(), "x".into())]);
         let err = build("", Overrides { esl: Some("nope".into()), ..Default::default() }, &[]).unwrap_err();
         assert_eq!(err.0[0].key, "esl");
+    }
+
+    #[test]
+    fn the_esl_shutdown_grace_is_a_duration_of_at_least_a_second() {
+        let grace =
+            |file: &str, env: &[(&str, &str)]| build(file, Overrides::default(), env).map(|c| c.esl_shutdown_grace);
+        assert_eq!(grace("", &[]), Ok(Duration::from_secs(15)));
+        assert_eq!(grace("[esl]\nshutdown_grace = \"1m\"", &[]), Ok(Duration::from_secs(60)));
+        assert_eq!(grace("", &[("SWITCHHOOK_ESL_SHUTDOWN_GRACE", "2s")]), Ok(Duration::from_secs(2)));
+        let err = grace("[esl]\nshutdown_grace = \"0s\"", &[]).unwrap_err();
+        assert_eq!(
+            err.0,
+            [Problem {
+                key: "esl.shutdown_grace".into(),
+                problem: "must be at least 1s (from the config file)".into()
+            }]
+        );
     }
 
     #[test]

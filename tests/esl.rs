@@ -346,6 +346,9 @@ fn esl_events_lost() -> f64 {
 /// Events each test below reads and cannot commit.
 const LOST: usize = 5;
 
+/// The ESL source's shutdown grace in the tests below.
+const GRACE: Duration = Duration::from_secs(1);
+
 /// The tests below one at a time, so that each sees the process-wide counter move by its own
 /// events alone (no other test of this binary stops with events uncommitted).
 static LOSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -375,14 +378,15 @@ async fn switch_sending_on(send: &CancellationToken) -> Server {
     Server { addr: addr.to_string(), password: "ClueCon".into() }
 }
 
-/// Stops `s` (which has to give up its uncommitted events within the ESL source's 15 s grace)
-/// and checks that the LOST events were counted and logged as lost, and never delivered.
+/// Stops `s` (which has to give up its uncommitted events after the ESL source's GRACE) and
+/// checks that the LOST events were counted and logged as lost, and never delivered.
 async fn stops_counting_the_lost_events(s: TestServer, r: &Receiver, log: &common::log::LogBuffer, before: f64) {
     let logged = || log.lines_with(&["they are lost", &format!("events={LOST}")]).len();
     let logged_before = logged();
     let stopping = std::time::Instant::now();
-    let stopped = tokio::time::timeout(Duration::from_secs(40), s.stop()).await;
+    let stopped = tokio::time::timeout(GRACE + Duration::from_secs(5), s.stop()).await;
     assert!(stopped.is_ok(), "the service did not stop in {:?}", stopping.elapsed());
+    assert!(stopping.elapsed() >= GRACE, "gave up after {:?}, before the grace", stopping.elapsed());
     assert_eq!(
         esl_events_lost() - before,
         LOST as f64,
@@ -401,7 +405,11 @@ async fn events_read_but_not_committed_at_shutdown_are_counted_lost() {
     let log = common::log::warnings();
     let send = CancellationToken::new();
     let server = switch_sending_on(&send).await;
-    let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
+    let s = TestServer::start_configured(Backend::Sqlite, |c| {
+        c.esl = vec![server];
+        c.esl_shutdown_grace = GRACE;
+    })
+    .await;
     let r = Receiver::start().await;
     s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/lost"))})).await;
     // Every commit of new deliveries now fails at once.
@@ -428,7 +436,11 @@ async fn events_whose_commit_hangs_at_shutdown_are_counted_lost() {
     let log = common::log::warnings();
     let send = CancellationToken::new();
     let server = switch_sending_on(&send).await;
-    let s = TestServer::start_configured(backend, |c| c.esl = vec![server]).await;
+    let s = TestServer::start_configured(backend, |c| {
+        c.esl = vec![server];
+        c.esl_shutdown_grace = GRACE;
+    })
+    .await;
     let r = Receiver::start().await;
     s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/lost"))})).await;
     let mut lock = sqlx::PgConnection::connect(&s.config.database_url).await.unwrap();

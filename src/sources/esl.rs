@@ -57,6 +57,8 @@ impl Server {
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8021";
 pub const DEFAULT_PASSWORD: &str = "ClueCon";
+/// `esl.shutdown_grace` unless set.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
@@ -86,6 +88,9 @@ pub struct EslSource {
     pub server: Server,
     pub router: Arc<Router>,
     pub health: Health,
+    /// How long shutdown waits for the store to take events already read, counted from the
+    /// shutdown or from the last commit that went through after it.
+    pub shutdown_grace: Duration,
 }
 
 impl EslSource {
@@ -154,9 +159,8 @@ impl EslSource {
         // a slow store makes the reader wait, and no event that was read is lost.
         let (batches, mut inbox) = mpsc::channel::<Vec<Incoming>>(READS_QUEUED);
         let router = self.router.clone();
-        let stop = shutdown.clone();
+        let give_up = GiveUp::new(shutdown.clone(), self.shutdown_grace);
         let committer = tokio::spawn(async move {
-            let give_up = GiveUp::new(stop, SHUTDOWN_GRACE);
             while let Some(read) = inbox.recv().await {
                 commit(&router, &group(read, &mut inbox), &give_up).await;
             }
@@ -379,9 +383,6 @@ fn group(first: Vec<Incoming>, inbox: &mut mpsc::Receiver<Vec<Incoming>>) -> Vec
     }
     events
 }
-
-/// How long shutdown keeps trying to commit events already read.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// What became of the events handed to [`commit`].
 #[derive(Debug, PartialEq, Eq)]
@@ -645,7 +646,13 @@ mod tests {
     }
 
     fn source_on(router: Router) -> EslSource {
-        EslSource { server: Server::parse("fs:8021").unwrap(), router: Arc::new(router), health: Health::default() }
+        let server = Server::parse("fs:8021").unwrap();
+        EslSource {
+            server,
+            router: Arc::new(router),
+            health: Health::default(),
+            shutdown_grace: Duration::from_secs(1),
+        }
     }
 
     /// Once shutdown has come, the reader reads nothing more, however much FreeSWITCH has sent:
