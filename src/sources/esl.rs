@@ -576,7 +576,7 @@ mod tests {
     async fn at_shutdown_a_commit_gives_up_after_the_grace_period() {
         let dir = tempfile::tempdir().unwrap();
         let shutdown = CancellationToken::new();
-        let grace = Duration::from_millis(700);
+        let grace = Duration::from_secs(2);
         let (committing, _) = refused_commit(dir.path(), vec![event(1)], &shutdown, grace).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         shutdown.cancel();
