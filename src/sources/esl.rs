@@ -1,8 +1,9 @@
 //! FreeSWITCH event socket (ESL, inbound mode): connects, authenticates, subscribes to exactly
 //! the events enabled hooks need, and commits what it reads in batches. ESL has no
-//! acknowledgements, so nothing read is ever dropped: when the store is slow, the reader
-//! waits. FreeSWITCH does not wait in turn: it queues up to 100,000 events for the connection,
-//! then drops them.
+//! acknowledgements, so nothing read is dropped while the service runs: when the store is
+//! slow, the reader waits. FreeSWITCH does not wait in turn: it queues up to 100,000 events
+//! for the connection, then drops them. At shutdown, events the store has not taken within the
+//! grace are given up, logged and counted lost.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -156,7 +157,8 @@ impl EslSource {
 
         // Committing runs beside reading. What is read while a commit runs goes into the next
         // one, up to BATCH events: one transaction for many reads. The channel is bounded, so
-        // a slow store makes the reader wait, and no event that was read is lost.
+        // a slow store makes the reader wait rather than drop what it read; only at shutdown
+        // are events the store has not taken within the grace given up (and counted lost).
         let (batches, mut inbox) = mpsc::channel::<Vec<Incoming>>(READS_QUEUED);
         let router = self.router.clone();
         let give_up = GiveUp::new(shutdown.clone(), self.shutdown_grace);
@@ -169,7 +171,8 @@ impl EslSource {
 
         let result =
             self.read_events(&mut reader, &mut writer, &mut conn, &mut hooks_changed, &batches, shutdown).await;
-        // Whatever was read is committed before the session ends.
+        // Whatever was read is committed, or at shutdown given up after the grace and counted
+        // lost, before the session ends.
         drop(batches);
         let _ = committer.await;
         result
