@@ -461,10 +461,8 @@ async fn events_whose_commit_hangs_at_shutdown_are_counted_lost() {
     let before = esl_events_lost();
     send.cancel();
     let mut watch = sqlx::PgConnection::connect(&s.config.database_url).await.unwrap();
-    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
-                   AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO delivery_payloads%'";
     let deadline = std::time::Instant::now() + WAIT;
-    while sqlx::query_scalar::<_, i64>(waiting).fetch_one(&mut watch).await.unwrap() == 0 {
+    while common::commits_waiting(&mut watch).await == 0 {
         assert!(std::time::Instant::now() < deadline, "the events never reached the store");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

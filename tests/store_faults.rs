@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::events::channel;
 use common::receiver::Receiver;
-use common::{PgDatabase, TestServer, config_for};
+use common::{PgDatabase, TestServer, commits_waiting, config_for};
 use serde_json::{Value, json};
 
 /// A TCP proxy whose connections can be cut and whose door can be shut.
@@ -213,13 +213,6 @@ fn a_read_only_sqlite_store_stops_start_up_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("readonly database") && !err.contains("panicked"), "{err}");
-}
-
-/// Commits of new deliveries waiting for the lock on `delivery_payloads`, as PostgreSQL sees them.
-async fn commits_waiting(conn: &mut sqlx::PgConnection) -> i64 {
-    let sql = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
-               AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO delivery_payloads%'";
-    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
 }
 
 /// Ingest requests commit as many at a time as the store takes writers, and one more: the

@@ -69,6 +69,14 @@ macro_rules! on_both_stores {
     };
 }
 
+/// Commits of new deliveries waiting for the lock on `delivery_payloads`, as PostgreSQL sees
+/// them: tests that stall the store's writes (another session locks the table) count them.
+pub async fn commits_waiting(conn: &mut sqlx::PgConnection) -> i64 {
+    let sql = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+               AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO delivery_payloads%'";
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
+}
+
 /// A database of its own on the test PostgreSQL, dropped when the test ends.
 pub struct PgDatabase {
     admin_url: String,
