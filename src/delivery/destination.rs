@@ -38,14 +38,17 @@ fn public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_loopback()
-        || ip.is_unspecified()
+    let s = ip.segments();
+    // NAT64 (`64:ff9b::/96`) reaches the IPv4 address it embeds.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return public_v4(Ipv4Addr::from_bits(u32::from(s[6]) << 16 | u32::from(s[7])));
+    }
+    // `::/96` holds `::`, `::1` and the deprecated IPv4-compatible `::a.b.c.d`.
+    !(s[..6] == [0; 6]
         || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
-        || (first == 0x0064 && ip.segments()[1] == 0xff9b && ip.segments()[2..6] == [0, 0, 0, 0]))
+        || (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] == 0x2001 && s[1] == 0x0db8))
 }
 
 /// Refuses a URL whose host is a private address literal (names are checked by [`PublicOnly`]).
@@ -109,13 +112,23 @@ mod tests {
             "2001:db8::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "::8.8.8.8",
             "64:ff9b::a00:1",
         ];
         for ip in private {
             assert!(!is_public(ip.parse().unwrap()), "{ip} passed");
         }
-        let public =
-            ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "198.20.0.1", "2606:4700::1111", "::ffff:8.8.8.8"];
+        let public = [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "198.20.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ];
         for ip in public {
             assert!(is_public(ip.parse().unwrap()), "{ip} refused");
         }
@@ -130,6 +143,10 @@ mod tests {
         );
         assert!(check("http://[::1]/").is_err());
         assert!(check("http://169.254.169.254/latest/meta-data").is_err());
+        // Other spellings of 127.0.0.1 are parsed to it.
+        for loopback in ["http://2130706433/", "http://0x7f000001/", "http://127.1/", "http://[::ffff:7f00:1]/"] {
+            assert!(check(loopback).is_err(), "{loopback}");
+        }
         assert_eq!(check("http://8.8.8.8/"), Ok(()));
         assert_eq!(check("http://localhost:9000/"), Ok(()));
     }
