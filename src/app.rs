@@ -183,6 +183,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         keys: services.keys.clone(),
         limits: config.limits,
         max_hooks_per_domain: config.max_hooks_per_domain,
+        block_private_networks: d.block_private_networks,
         body_timeout: config.http.body_timeout,
         router,
         health,

@@ -486,30 +486,43 @@ async fn health_and_metrics_reveal_no_tenant_data(b: Backend) {
 
 /// With `delivery.block_private_networks`, a tenant's hook cannot reach the service's own host
 /// or its networks, by address or by a name that resolves there, for the webhook or its auth
-/// pre-request; each attempt fails naming the setting, and nothing arrives.
+/// pre-request. A private address is refused when a hook is written; hooks stored before the
+/// setting was turned on, and names, fail each attempt naming the setting; nothing arrives.
 async fn private_destinations_are_refused_when_blocked(b: Backend) {
-    let s = TestServer::start_configured(b, |c| c.delivery.block_private_networks = true).await;
     let r = Receiver::start().await;
-    let by_name = r.url("/by-name").replace("127.0.0.1", "localhost");
     let public = "http://8.8.8.8:9/never";
-    let hooks = [
-        (json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/by-address"))}), "127.0.0.1 is not a public address"),
-        (json!({"event": "CHANNEL_ANSWER", "action": web(&by_name)}), "localhost resolves to no public address"),
-        (
-            json!({"event": "CHANNEL_ANSWER", "action": web(public), "auth": {"enabled": true, "url": r.url("/login")}}),
-            "auth request: 127.0.0.1 is not a public address",
-        ),
-    ];
-    let mut ids = Vec::new();
-    for (hook, said) in hooks {
-        ids.push((s.create_hook(A, hook).await, said));
-    }
+    let by_address = json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/by-address"))});
+    let by_auth =
+        json!({"event": "CHANNEL_ANSWER", "action": web(public), "auth": {"enabled": true, "url": r.url("/login")}});
+    let by_name =
+        json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/by-name").replace("127.0.0.1", "localhost"))});
+    // Written before the setting is on.
+    let s = TestServer::start(b).await;
+    let (address_id, auth_id) = (s.create_hook(A, by_address.clone()).await, s.create_hook(A, by_auth.clone()).await);
+    let (mut config, dir, pg) = s.stop().await;
+    config.delivery.block_private_networks = true;
+    let s = TestServer::start_with(config, dir, pg).await;
+
+    let path = format!("/api/v2/hooks?domain={A}");
+    let refused = "127.0.0.1 is not a public address (delivery.block_private_networks)";
+    let (status, v) = s.call("POST", &path, Some(&s.root), Some(by_address.clone())).await;
+    assert_eq!((status, v["info"].as_str().unwrap()), (400, format!("Bad request: action.url: {refused}").as_str()));
+    let item = format!("/api/v2/hooks/{auth_id}?domain={A}");
+    let (status, v) = s.call("PUT", &item, Some(&s.root), Some(by_auth)).await;
+    assert_eq!((status, v["info"].as_str().unwrap()), (400, format!("Bad request: auth.url: {refused}").as_str()));
+    let name_id = s.create_hook(A, by_name).await;
+
     s.ingest(event("CHANNEL_ANSWER", A)).await;
-    for (id, said) in ids {
+    let expected = [
+        (address_id, refused.to_owned()),
+        (auth_id, format!("auth request: {refused}")),
+        (name_id, "localhost resolves to no public address (delivery.block_private_networks)".to_owned()),
+    ];
+    for (id, said) in expected {
         let log = s.settled(A, &id, 1).await;
         let error = log[0]["log"][0]["error"].as_str().unwrap_or_default().to_owned();
         assert_eq!(log[0]["status"], "failed", "{log:#?}");
-        assert!(error.contains(said) && error.contains("delivery.block_private_networks"), "{said:?} not in {error:?}");
+        assert!(error.contains(&said), "{said:?} not in {error:?}");
     }
     assert!(r.received().is_empty(), "{:?}", r.received());
 }

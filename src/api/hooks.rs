@@ -9,6 +9,7 @@ use super::ApiState;
 use super::error::{ApiError, ok};
 use super::extract::{Body, Caller, Id, Params};
 use crate::auth::{Perm, now_ms};
+use crate::delivery::destination;
 use crate::event::Event;
 use crate::hook::id::{new_id, parse_id};
 use crate::hook::payload::attempt_headers;
@@ -57,6 +58,7 @@ pub async fn create(
     let domain = caller.scope(Perm::Create, &params)?;
     let doc = HookDoc::from_body(&body.json()?, &domain, state.limits)?;
     let compiled = doc.compile()?;
+    check_destinations(&state, &compiled)?;
     let hook = StoredHook { id: new_id(), doc };
     let _writing = state.hook_writes.lock().await;
     let most = state.max_hooks_per_domain;
@@ -90,6 +92,7 @@ pub async fn update(
         Some(stored) => {
             let hook = StoredHook { doc: stored.doc.updated(&body, state.limits)?, id };
             let compiled = hook.doc.compile()?;
+            check_destinations(&state, &compiled)?;
             let updated = state.store.update_hook(&hook, now_ms()).await?;
             if updated {
                 state.router.index.upsert(&hook.id, compiled);
@@ -103,6 +106,19 @@ pub async fn update(
         }
     };
     Ok(ok(json!({"ok": 1, "n": n, "nModified": n})))
+}
+
+/// With `delivery.block_private_networks`, a URL that is a private address is refused when the
+/// hook is written, not only at each attempt (a name is checked as it resolves, when sent).
+fn check_destinations(state: &ApiState, hook: &CompiledHook) -> Result<(), ApiError> {
+    if !state.block_private_networks {
+        return Ok(());
+    }
+    let auth = hook.auth.as_ref().map(|auth| ("auth.url", &auth.url));
+    for (field, url) in std::iter::once(("action.url", &hook.url)).chain(auth) {
+        destination::check_literal(url).map_err(|e| ApiError::bad_request(format!("Bad request: {field}: {e}")))?;
+    }
+    Ok(())
 }
 
 pub async fn delete(

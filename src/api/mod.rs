@@ -38,6 +38,8 @@ pub struct ApiState {
     pub limits: Limits,
     /// The most hooks one domain may have (`max_hooks_per_domain`).
     pub max_hooks_per_domain: usize,
+    /// `delivery.block_private_networks`: hooks may not name private addresses.
+    pub block_private_networks: bool,
     /// How long a client has to send a request's body.
     pub body_timeout: std::time::Duration,
     /// Hook changes go to its index; ingested events go through it.

@@ -52,7 +52,9 @@ impl Client {
     pub fn new(public_only: bool) -> Self {
         let mut builder = reqwest::Client::builder();
         if public_only {
-            builder = builder.dns_resolver(destination::PublicOnly);
+            // A proxy would reach names this resolver never sees; and the proxy's own name,
+            // resolved here, is usually private.
+            builder = builder.dns_resolver(destination::PublicOnly).no_proxy();
         }
         let http = builder
             .redirect(reqwest::redirect::Policy::none())

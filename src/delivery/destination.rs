@@ -37,18 +37,17 @@ fn public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240)
 }
 
+/// Global unicast (`2000::/3`) only, but documentation and Teredo; NAT64 (`64:ff9b::/96`) and
+/// 6to4 (`2002::/16`) are judged by the IPv4 address they reach.
 fn public_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
-    // NAT64 (`64:ff9b::/96`) reaches the IPv4 address it embeds.
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return public_v4(Ipv4Addr::from_bits(u32::from(s[6]) << 16 | u32::from(s[7])));
+    let v4 = |high: u16, low: u16| public_v4(Ipv4Addr::from_bits(u32::from(high) << 16 | u32::from(low)));
+    match s {
+        [0x64, 0xff9b, 0, 0, 0, 0, high, low] => v4(high, low),
+        [0x2002, high, low, ..] => v4(high, low),
+        [0x2001, 0x0db8, ..] | [0x2001, 0, ..] => false,
+        [first, ..] => first & 0xe000 == 0x2000,
     }
-    // `::/96` holds `::`, `::1` and the deprecated IPv4-compatible `::a.b.c.d`.
-    !(s[..6] == [0; 6]
-        || ip.is_multicast()
-        || (s[0] & 0xfe00) == 0xfc00
-        || (s[0] & 0xffc0) == 0xfe80
-        || (s[0] == 0x2001 && s[1] == 0x0db8))
 }
 
 /// Refuses a URL whose host is a private address literal (names are checked by [`PublicOnly`]).
@@ -114,6 +113,13 @@ mod tests {
             "::ffff:10.0.0.1",
             "::127.0.0.1",
             "::8.8.8.8",
+            "::ffff:0:a00:1",
+            "fec0::1",
+            "100::1",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "2001:0:4136:e378::1",
             "64:ff9b::a00:1",
         ];
         for ip in private {
@@ -128,6 +134,7 @@ mod tests {
             "2606:4700::1111",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "2002:808:808::1",
         ];
         for ip in public {
             assert!(is_public(ip.parse().unwrap()), "{ip} refused");
