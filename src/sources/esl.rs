@@ -83,6 +83,10 @@ enum SessionError {
     Disconnected(String),
     #[error("FreeSWITCH refused the connection (its event socket ACL does not allow this address)")]
     Rejected,
+    /// The committer task ended while the session ran (it panicked): the session starts again
+    /// with a new one.
+    #[error("the committer stopped; {0} events read were lost")]
+    CommitterStopped(usize),
 }
 
 pub struct EslSource {
@@ -174,7 +178,9 @@ impl EslSource {
         // Whatever was read is committed, or at shutdown given up after the grace and counted
         // lost, before the session ends.
         drop(batches);
-        let _ = committer.await;
+        if let Err(e) = committer.await {
+            tracing::error!(server = %self.server.addr, error = %e, "ESL source: the committer failed");
+        }
         result
     }
 
@@ -195,14 +201,15 @@ impl EslSource {
         // Events that came in the same reads as the setup replies are already buffered.
         let mut early = Vec::new();
         let framed = conn.frames(&mut early, &self.server.addr);
-        if !early.is_empty() && batches.send(early).await.is_err() {
-            return Ok(());
-        }
+        hand_over(batches, early).await?;
         framed?;
+        // One wait for the shutdown, not a new one each time round.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
+                () = &mut cancelled => {
                     let _ = send(writer, "exit").await;
                     return Ok(());
                 }
@@ -217,9 +224,7 @@ impl EslSource {
                     // The events before a bad frame are committed all the same.
                     let mut events = Vec::new();
                     let framed = conn.frames(&mut events, &self.server.addr);
-                    if !events.is_empty() && batches.send(events).await.is_err() {
-                        return Ok(());
-                    }
+                    hand_over(batches, events).await?;
                     framed?;
                 }
             }
@@ -370,6 +375,17 @@ fn incoming(raw: RawEvent) -> Option<Incoming> {
             tracing::warn!(error = %e, "ESL source: skipped an event it could not read");
         })
         .ok()
+}
+
+/// Gives a read's events to the committer; if it is gone, they are counted lost.
+async fn hand_over(batches: &mpsc::Sender<Vec<Incoming>>, events: Vec<Incoming>) -> Result<(), SessionError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    batches.send(events).await.map_err(|mpsc::error::SendError(events)| {
+        telemetry::events_lost("esl", events.len());
+        SessionError::CommitterStopped(events.len())
+    })
 }
 
 async fn send(writer: &mut (impl AsyncWrite + Unpin), command: &str) -> std::io::Result<()> {
@@ -681,6 +697,25 @@ mod tests {
             switch.read_exact(&mut said).await.unwrap();
             assert_eq!(&said, b"exit\n\n");
         }
+    }
+
+    /// A committer that stopped (it panicked) ends the session with an error, so that it starts
+    /// again with a new one, rather than as a shutdown that would end the source for good.
+    #[tokio::test]
+    async fn a_committer_that_stopped_ends_the_session_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = source_on(router_on(dir.path()).await.0);
+        let (client, mut switch) = tokio::io::duplex(64 * 1024);
+        switch.write_all(&answer_frames(3)).await.unwrap();
+        let (mut reader, mut writer) = tokio::io::split(client);
+        let mut hooks_changed = source.router.index.subscribe();
+        let (batches, inbox) = mpsc::channel(READS_QUEUED);
+        drop(inbox);
+        let mut conn = Conn::new(64 * 1024);
+        let shutdown = CancellationToken::new();
+        let read = source.read_events(&mut reader, &mut writer, &mut conn, &mut hooks_changed, &batches, &shutdown);
+        let err = tokio::time::timeout(Duration::from_secs(5), read).await.expect("the session ends").unwrap_err();
+        assert!(matches!(err, SessionError::CommitterStopped(n) if n > 0), "{err}");
     }
 
     /// A reader waiting for the committer to take its read (a slow store, a full queue) when
