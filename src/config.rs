@@ -260,11 +260,7 @@ impl Config {
         let max_retries = l.get("max_retries", file.max_retries, DEFAULT_MAX_RETRIES, number);
         let max_hooks_per_domain =
             l.get("max_hooks_per_domain", file.max_hooks_per_domain, DEFAULT_MAX_HOOKS_PER_DOMAIN, positive);
-        let log = l.get("log", file.log, "info".to_owned(), |s| {
-            tracing_subscriber::EnvFilter::try_new(s)
-                .map(|_| s.to_owned())
-                .map_err(|_| format!("{s:?} is not a log filter like \"info\" or \"switchhook=debug\""))
-        });
+        let log = l.get("log", file.log, "info".to_owned(), log_filter);
         let token_secret = env("SWITCHHOOK_TOKEN_SECRET");
         if token_secret.as_deref() == Some("") {
             l.problem("token_secret", "SWITCHHOOK_TOKEN_SECRET is set but empty".into());
@@ -437,6 +433,20 @@ impl<'de> Deserialize<'de> for Setting {
             other => Err(serde::de::Error::custom(format!("expected a single value, found {}", other.type_str()))),
         }
     }
+}
+
+/// A tracing filter. A bare word is a level or a `switchhook` module: any other reads as a
+/// module's name, and `verbose` would silence every log line.
+fn log_filter(s: &str) -> Result<String, String> {
+    let refused =
+        || format!("{s:?} is not a level (trace, debug, info, warn, error, off) or a filter like \"switchhook=debug\"");
+    let word = s.trim();
+    let bare = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let level = ["trace", "debug", "info", "warn", "error", "off"].iter().any(|l| word.eq_ignore_ascii_case(l));
+    if bare && !level && word != "switchhook" {
+        return Err(refused());
+    }
+    tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|_| refused())
 }
 
 fn number<T: FromStr>(s: &str) -> Result<T, String> {
@@ -667,6 +677,16 @@ mod tests {
         );
         let c = build("[delivery]\nretention = \"1h\"", Overrides::default(), &[]).unwrap();
         assert_eq!(c.delivery.retention, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_bare_word_log_filter_must_be_a_level() {
+        for good in ["info", "DEBUG", "switchhook", "switchhook=debug,sqlx=warn", "warn,switchhook::sources=trace"] {
+            assert_eq!(build("", Overrides::default(), &[("SWITCHHOOK_LOG", good)]).unwrap().log, good);
+        }
+        let said = "log: \"verbose\" is not a level (trace, debug, info, warn, error, off) or a filter like";
+        assert_refused("", &[("SWITCHHOOK_LOG", "verbose")], said);
+        assert_refused("log = \"info=[\"", &[], "log: \"info=[\" is not a level");
     }
 
     #[test]

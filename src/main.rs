@@ -216,9 +216,13 @@ fn start() -> anyhow::Result<()> {
         Command::Simulate(_) | Command::Receive { .. } => "info",
         _ => "warn",
     };
+    // A line that cannot be written (the log's reader went away) is dropped: reporting it would
+    // panic the task that logged. Colours only for a terminal, not in files or pipes.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(log))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .log_internal_errors(false)
         .init();
     app::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -357,6 +361,6 @@ async fn on_signal(shutdown: CancellationToken) {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("shutting down");
     shutdown.cancel();
+    tracing::info!("shutting down");
 }

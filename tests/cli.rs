@@ -404,3 +404,27 @@ fn revoking_a_revoked_token_says_it_already_was() {
     assert!(humantime::parse_rfc3339(at).is_ok(), "{err}");
     assert_eq!(stdout(&run(dir.path(), &["token", "list"])), list.replace(" active", " revoked"));
 }
+
+/// A service whose log reader went away (`serve 2>&1 | head`, a logger that died) still stops
+/// on SIGTERM, and its tasks keep running: a log line it cannot write is dropped (the walkthrough
+/// found `serve` ignoring SIGTERM in that state; only SIGKILL stopped it).
+#[test]
+fn serve_stops_on_sigterm_after_its_log_reader_went_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(dir.path());
+    drop(serve.child.stderr.take());
+    // Something to log, to a pipe with no reader.
+    assert_eq!(get(&serve.base, "/api/v2/hooks", Some("bad")).0, 401);
+    let (status, _) = get(&serve.base, "/health", None);
+    assert_eq!(status, 200);
+    let pid = serve.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while serve.child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = serve.child.kill();
+            panic!("serve did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -511,6 +511,10 @@ async fn private_destinations_are_refused_when_blocked(b: Backend) {
     let (status, v) = s.call("PUT", &item, Some(&s.root), Some(by_auth)).await;
     assert_eq!((status, v["info"].as_str().unwrap()), (400, format!("Bad request: auth.url: {refused}").as_str()));
     let name_id = s.create_hook(A, by_name).await;
+    // The dry run of a hook written before says so.
+    let dry = format!("/api/v2/hooks/{address_id}/test?domain={A}");
+    let (_, v) = s.call("POST", &dry, Some(&s.root), Some(event("CHANNEL_ANSWER", A))).await;
+    assert_eq!(v["data"]["notes"], json!([format!("action.url: {refused}: every attempt fails")]));
 
     s.ingest(event("CHANNEL_ANSWER", A)).await;
     let expected = [

@@ -111,14 +111,21 @@ pub async fn update(
 /// With `delivery.block_private_networks`, a URL that is a private address is refused when the
 /// hook is written, not only at each attempt (a name is checked as it resolves, when sent).
 fn check_destinations(state: &ApiState, hook: &CompiledHook) -> Result<(), ApiError> {
+    match blocked_destination(state, hook) {
+        Some(problem) => Err(ApiError::bad_request(format!("Bad request: {problem}"))),
+        None => Ok(()),
+    }
+}
+
+/// The first of the hook's URLs `delivery.block_private_networks` refuses, as `field: problem`.
+fn blocked_destination(state: &ApiState, hook: &CompiledHook) -> Option<String> {
     if !state.block_private_networks {
-        return Ok(());
+        return None;
     }
     let auth = hook.auth.as_ref().map(|auth| ("auth.url", &auth.url));
-    for (field, url) in std::iter::once(("action.url", &hook.url)).chain(auth) {
-        destination::check_literal(url).map_err(|e| ApiError::bad_request(format!("Bad request: {field}: {e}")))?;
-    }
-    Ok(())
+    std::iter::once(("action.url", &hook.url))
+        .chain(auth)
+        .find_map(|(field, url)| destination::check_literal(url).err().map(|e| format!("{field}: {e}")))
 }
 
 pub async fn delete(
@@ -154,11 +161,13 @@ pub async fn test(
     let stored =
         state.store.hook(&domain, &id).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Hook not found"))?;
     let hook = stored.doc.compile()?;
-    Ok(ok(dry_run(&hook, &Event::new(headers))?))
+    Ok(ok(dry_run(&hook, &Event::new(headers), blocked_destination(&state, &hook))?))
 }
 
 /// The dry run's answer: the first reason the hook would not fire, and the request it renders.
-fn dry_run(hook: &CompiledHook, event: &Event) -> Result<Value, ApiError> {
+/// `blocked`: the hook's URL `delivery.block_private_networks` refuses (a hook written before
+/// it was turned on).
+fn dry_run(hook: &CompiledHook, event: &Event, blocked: Option<String>) -> Result<Value, ApiError> {
     let name = event.hook_event_name();
     let domain = event.domain();
     let failed = hook.failed_filter(event);
@@ -181,13 +190,16 @@ fn dry_run(hook: &CompiledHook, event: &Event) -> Result<Value, ApiError> {
     let headers = attempt_headers(&request.headers, &id).map_err(unsendable)?;
     let mut notes = Vec::new();
     if hook.signing_key.is_some() {
-        notes.push("webhook-timestamp and webhook-signature are added when it is sent");
+        notes.push("webhook-timestamp and webhook-signature are added when it is sent".to_owned());
     }
     if let Some(auth) = &hook.auth {
-        notes.push("headers are rendered after the auth pre-request, whose auth:* variables are empty here");
+        notes.push("headers are rendered after the auth pre-request, whose auth:* variables are empty here".to_owned());
         if auth.cookie {
-            notes.push("the auth answer's cookies are added in the Cookie header when it is sent");
+            notes.push("the auth answer's cookies are added in the Cookie header when it is sent".to_owned());
         }
+    }
+    if let Some(problem) = blocked {
+        notes.push(format!("{problem}: every attempt fails"));
     }
     Ok(json!({
         "matched": reason.is_none(),

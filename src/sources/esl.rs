@@ -242,7 +242,9 @@ impl EslSource {
         let subscribed = std::mem::replace(&mut conn.subscribed, wanted.clone());
         let added: Vec<&String> = wanted.difference(&subscribed).collect();
         let removed: Vec<&String> = subscribed.difference(&wanted).collect();
-        tracing::debug!(?added, ?removed, "ESL subscription change");
+        if !added.is_empty() || !removed.is_empty() {
+            tracing::info!(server = %self.server.addr, ?added, ?removed, "ESL subscription changed");
+        }
         if let Some(list) = event_list(&added) {
             conn.command(writer, &format!("event json {list}")).await?;
         }
