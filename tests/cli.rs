@@ -38,9 +38,15 @@ struct Serve {
 
 impl Serve {
     fn start(dir: &Path) -> Serve {
+        Serve::start_with(dir, &[])
+    }
+
+    /// `serve` with these variables set too.
+    fn start_with(dir: &Path, env: &[(&str, &str)]) -> Serve {
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut child =
-            switchhook(dir, &["serve", "--listen", &addr]).stderr(Stdio::piped()).spawn().expect("spawn serve");
+        let mut command = switchhook(dir, &["serve", "--listen", &addr]);
+        command.envs(env.iter().copied());
+        let mut child = command.stderr(Stdio::piped()).spawn().expect("spawn serve");
         let base = format!("http://{addr}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -65,15 +71,33 @@ impl Serve {
     }
 }
 
+/// A test that fails does not leave `serve` running (holding the test's output open).
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A tiny blocking HTTP GET; returns status and body.
 fn get(base: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    request(base, "GET", path, token, "")
+}
+
+/// A tiny blocking HTTP request; returns status and body.
+fn request(base: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     use std::io::Write;
     let addr = base.trim_start_matches("http://");
     let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
         return (0, String::new());
     };
     let auth = token.map(|t| format!("X-Access-Token: {t}\r\n")).unwrap_or_default();
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let length = body.len();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {length}\r\nConnection: close\r\n\r\n{body}"
+    )
+    .unwrap();
     let mut resp = String::new();
     conn.read_to_string(&mut resp).unwrap();
     let status = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -427,4 +451,34 @@ fn serve_stops_on_sigterm_after_its_log_reader_went_away() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// With `delivery.block_private_networks`, a proxy from the environment is not used: it would
+/// reach names the check never sees (the review saw a proxy get a hook's internal name).
+#[test]
+fn block_private_networks_does_not_go_through_an_environment_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let env = [
+        ("SWITCHHOOK_DELIVERY_BLOCK_PRIVATE_NETWORKS", "true"),
+        ("HTTP_PROXY", &proxy_url),
+        ("http_proxy", &proxy_url),
+    ];
+    let serve = Serve::start_with(dir.path(), &env);
+    let root = std::fs::read_to_string(dir.path().join("root.token")).unwrap();
+    let hook = r#"{"event": "CHANNEL_ANSWER", "timeout": 1000,
+        "action": {"type": "web", "method": "POST", "url": "http://metadata.internal.invalid/latest"}}"#;
+    let (status, answer) = request(&serve.base, "POST", "/api/v2/hooks?domain=d.example.com", Some(root.trim()), hook);
+    assert_eq!(status, 200, "{answer}");
+    let event = r#"{"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": "d.example.com", "Unique-ID": "u-1"}"#;
+    let (status, answer) = request(&serve.base, "POST", "/api/v2/events", Some(root.trim()), event);
+    assert_eq!((status, answer.contains(r#""deliveries":1"#)), (200, true), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        assert!(proxy.accept().is_err(), "the delivery went through the proxy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    serve.terminate();
 }
