@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const ATTEMPT_SECONDS: &str = "switchhook_attempt_duration_seconds";
@@ -29,14 +29,14 @@ pub fn init() {
     handle();
     events_accepted(0, 0, 0);
     for outcome in ["delivered", "retry", "failed"] {
-        counter!("switchhook_deliveries_total", "outcome" => outcome).increment(0);
+        deliveries(outcome).increment(0);
     }
     let _ = histogram!(ATTEMPT_SECONDS);
-    gauge!("switchhook_queue_depth").increment(0.0);
-    counter!("switchhook_deliveries_unsendable_total").increment(0);
-    counter!("switchhook_events_lost_total", "source" => "esl").increment(0);
+    queue_depth(0);
+    unsendable_deliveries().increment(0);
+    events_lost("esl", 0);
     for source in ["esl", "amqp"] {
-        counter!("switchhook_source_rejected_total", "source" => source).increment(0);
+        rejected(source).increment(0);
     }
 }
 
@@ -57,7 +57,7 @@ pub fn events_accepted(received: usize, matched: usize, dropped: usize) {
 
 /// One delivery attempt and where it left the delivery: `delivered`, `retry` or `failed`.
 pub fn attempt(outcome: &'static str, duration: Duration) {
-    counter!("switchhook_deliveries_total", "outcome" => outcome).increment(1);
+    deliveries(outcome).increment(1);
     histogram!(ATTEMPT_SECONDS).record(duration.as_secs_f64());
 }
 
@@ -67,7 +67,7 @@ pub fn queue_depth(pending: u64) {
 
 /// A delivery not queued because its hook's templates would render too much for the event.
 pub fn unsendable() {
-    counter!("switchhook_deliveries_unsendable_total").increment(1);
+    unsendable_deliveries().increment(1);
 }
 
 /// Events a source read but could not commit before shutting down, so they are lost (only an
@@ -78,5 +78,17 @@ pub fn events_lost(source: &'static str, events: usize) {
 
 /// A message a source could not use (not an event), rejected without retry.
 pub fn source_rejected(source: &'static str) {
-    counter!("switchhook_source_rejected_total", "source" => source).increment(1);
+    rejected(source).increment(1);
+}
+
+fn deliveries(outcome: &'static str) -> Counter {
+    counter!("switchhook_deliveries_total", "outcome" => outcome)
+}
+
+fn unsendable_deliveries() -> Counter {
+    counter!("switchhook_deliveries_unsendable_total")
+}
+
+fn rejected(source: &'static str) -> Counter {
+    counter!("switchhook_source_rejected_total", "source" => source)
 }
