@@ -9,7 +9,9 @@ use common::web;
 use std::time::Duration;
 
 use amqprs::BasicProperties;
-use amqprs::channel::{BasicPublishArguments, Channel, ExchangeDeleteArguments, QueueDeleteArguments};
+use amqprs::channel::{
+    BasicPublishArguments, Channel, ExchangeDeleteArguments, QueueDeclareArguments, QueueDeleteArguments,
+};
 use amqprs::connection::Connection;
 use common::events::{channel, dialer_member_end, with};
 use common::log::warnings;
@@ -443,6 +445,61 @@ async fn a_message_exactly_as_mod_amqp_publishes_it_is_delivered() {
     assert_eq!(data["CC-Member-CID-Name"], "José \"VIP\"");
     assert_eq!(data["variable_cc_queue_names"], json!(["support", "sales"]));
     assert_eq!(data["_body"], "line1\nline2");
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: RabbitMQ refuses to redeclare a queue with other arguments (PRECONDITION_FAILED,
+/// which closes the channel). A queue the operator made beforehand, as a quorum queue for high
+/// availability or with a length limit, was declared again with none, so the source never
+/// consumed: it reconnected forever. An existing queue is now used as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_declared_beforehand_with_other_arguments_is_used_as_it_is() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let mut args = amqprs::FieldTable::new();
+    args.insert("x-queue-type".try_into().unwrap(), amqprs::FieldValue::S("quorum".try_into().unwrap()));
+    args.insert("x-max-length".try_into().unwrap(), amqprs::FieldValue::l(1_000_000));
+    let declare = QueueDeclareArguments::durable_client_named(&t.settings().queue).arguments(args).finish();
+    t.channel.queue_declare(declare).await.unwrap();
+    let r = Receiver::start().await;
+    let s = serve(t.settings()).await;
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    wait_connected(&s).await;
+    t.publish_fs(&channel("CHANNEL_ANSWER", D, "quorum")).await;
+    let got = r.wait_for("/h", 1, WAIT).await;
+    assert_eq!(got[0].json()["data"]["Unique-ID"], "quorum");
+    s.stop().await;
+    t.cleanup().await;
+}
+
+/// Audit: when the broker refused an operation it closes the channel, and the source said only
+/// "AMQP internal communication error: channel closed": the broker's reason now shows in the
+/// log and in /health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_declare_reports_the_brokers_reason() {
+    let Some(url) = broker() else { return };
+    let log = warnings();
+    let t = Topology::new(url).await;
+    let mut settings = t.settings();
+    settings.queue = format!("amq.switchhook.{}", t.tag);
+    let s = serve(settings).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let error = loop {
+        let (_, v) = s.call("GET", "/health", None, None).await;
+        if let Some(error) = v["data"]["sources"]["amqp"]["error"].as_str() {
+            break error.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no error in /health: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let want = format!(
+        "cannot declare the queue: the broker refused: '403: ACCESS_REFUSED - queue name 'amq.switchhook.{}' \
+         contains reserved prefix 'amq.*'', (class_id = 50, method_id = 10)",
+        t.tag
+    );
+    assert_eq!(error, want);
+    assert!(!log.lines_with(&["reconnecting", &want]).is_empty(), "not logged: {}", log.text());
     s.stop().await;
     t.cleanup().await;
 }

@@ -64,6 +64,11 @@ enum AmqpError {
     Cancelled,
     #[error("the broker closed the channel: {0}")]
     ChannelClosed(String),
+    /// A channel operation the broker answered by closing the channel: amqprs reports only that
+    /// the channel closed, the channel's callback the broker's reason
+    /// (`406: PRECONDITION_FAILED - inequivalent arg ...`).
+    #[error("{context}: the broker refused: {reason}")]
+    Refused { context: &'static str, reason: String },
     #[error("{0}")]
     Url(String),
 }
@@ -112,19 +117,27 @@ impl AmqpSource {
         for exchange in &self.settings.exchanges {
             ensure_exchange(&conn, exchange).await?;
         }
-        let channel = conn.open_channel(None).await.context("cannot open a channel")?;
-        let (ended_tx, mut ended) = mpsc::unbounded_channel();
-        channel.register_callback(EndSession(ended_tx)).await.context("cannot watch the channel")?;
-        channel
-            .queue_declare(QueueDeclareArguments::durable_client_named(&self.settings.queue))
-            .await
-            .context("cannot declare the queue")?;
+        ensure_queue(&conn, &self.settings.queue).await?;
+        let (channel, mut ended) = watched_channel(&conn).await?;
+        let result = self.consume(&conn, &channel, &mut ended, shutdown).await;
+        result.map_err(|e| with_reason(e, &mut ended))
+    }
+
+    /// Consumes on `channel` until shutdown or an error; `ended` says when the broker closed
+    /// the channel or cancelled the consumer.
+    async fn consume(
+        &self,
+        conn: &Connection,
+        channel: &Channel,
+        ended: &mut mpsc::UnboundedReceiver<AmqpError>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AmqpError> {
         channel
             .basic_qos(BasicQosArguments::new(0, self.settings.prefetch, false))
             .await
             .context("cannot set prefetch")?;
         let mut hooks_changed = self.router.index.subscribe();
-        self.rebind(&channel, true).await?;
+        self.rebind(channel, true).await?;
         let consume = BasicConsumeArguments::new(&self.settings.queue, "").manual_ack(true).finish();
         let (_tag, mut inbox) = channel.basic_consume_rx(consume).await.context("cannot consume")?;
         self.health.up(NAME);
@@ -137,20 +150,20 @@ impl AmqpSource {
                         // amqprs drops the consumer after the callback saw why.
                         return Err(ended.try_recv().unwrap_or(AmqpError::Closed));
                     }
-                    if !self.handle(&channel, &mut batch, shutdown).await? {
+                    if !self.handle(channel, &mut batch, shutdown).await? {
                         return Ok(());
                     }
                 }
                 changed = hooks_changed.changed() => {
                     if changed.is_ok() {
-                        self.rebind(&channel, false).await?;
+                        self.rebind(channel, false).await?;
                     }
                 }
                 Some(e) = ended.recv() => return Err(e),
                 _ = conn.listen_network_io_failure() => return Err(AmqpError::Closed),
                 () = shutdown.cancelled() => {
                     // Unacknowledged messages go back to the queue when the connection closes.
-                    let _ = conn.close().await;
+                    let _ = conn.clone().close().await;
                     return Ok(());
                 }
             }
@@ -357,11 +370,53 @@ async fn ensure_exchange(conn: &Connection, exchange: &Exchange) -> Result<(), A
         return Ok(());
     }
     // A failed passive declare closed the probe channel.
-    let channel = conn.open_channel(None).await.context("cannot open a channel")?;
+    let (channel, mut ended) = watched_channel(conn).await?;
     let declare = ExchangeDeclareArguments::new(&exchange.name, &exchange.kind).durable(true).finish();
-    channel.exchange_declare(declare).await.context("cannot declare the exchange")?;
+    let declared = channel.exchange_declare(declare).await.context("cannot declare the exchange");
+    declared.map_err(|e| with_reason(e, &mut ended))?;
     let _ = channel.close().await;
     Ok(())
+}
+
+/// Declares the queue (durable, no arguments) only if it does not exist. The broker refuses to
+/// redeclare a queue with other arguments (PRECONDITION_FAILED), so one the operator made
+/// beforehand, a quorum queue or one with a length limit, is used as it is.
+async fn ensure_queue(conn: &Connection, queue: &str) -> Result<(), AmqpError> {
+    let probe = conn.open_channel(None).await.context("cannot open a channel")?;
+    if probe.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await.is_ok() {
+        let _ = probe.close().await;
+        return Ok(());
+    }
+    // A failed passive declare closed the probe channel.
+    let (channel, mut ended) = watched_channel(conn).await?;
+    let declared = channel
+        .queue_declare(QueueDeclareArguments::durable_client_named(queue))
+        .await
+        .context("cannot declare the queue");
+    declared.map_err(|e| with_reason(e, &mut ended))?;
+    let _ = channel.close().await;
+    Ok(())
+}
+
+/// A channel, and what ends its use: the broker closing it (with its reason) or cancelling its
+/// consumer.
+async fn watched_channel(conn: &Connection) -> Result<(Channel, mpsc::UnboundedReceiver<AmqpError>), AmqpError> {
+    let channel = conn.open_channel(None).await.context("cannot open a channel")?;
+    let (ended_tx, ended) = mpsc::unbounded_channel();
+    channel.register_callback(EndSession(ended_tx)).await.context("cannot watch the channel")?;
+    Ok((channel, ended))
+}
+
+/// `e` with the broker's reason when the broker closed the channel under the operation. amqprs
+/// runs the channel's close callback before it fails the pending operation, so the reason is
+/// already there.
+fn with_reason(e: AmqpError, ended: &mut mpsc::UnboundedReceiver<AmqpError>) -> AmqpError {
+    match (e, ended.try_recv()) {
+        (AmqpError::Broker { context, .. }, Ok(AmqpError::ChannelClosed(reason))) => {
+            AmqpError::Refused { context, reason }
+        }
+        (e, _) => e,
+    }
 }
 
 #[cfg(test)]
