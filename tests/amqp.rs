@@ -503,3 +503,33 @@ async fn a_refused_declare_reports_the_brokers_reason() {
     s.stop().await;
     t.cleanup().await;
 }
+
+/// Audit: the reconnect backoff only grew (1, 2, 4, 8 s...), so after a few broker-side
+/// interruptions, each separated by hours of consuming, the next reconnect still waited up to
+/// 30 s. A session that got as far as consuming now resets it, as the ESL source does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconnect_backoff_starts_again_after_a_session_that_consumed() {
+    let Some(url) = broker() else { return };
+    let (t, _r, s) = answering(url).await;
+    let connected = |v: &Value| v["data"]["sources"]["amqp"]["connected"] == true;
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        t.delete_queue().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        // The cancel takes the source down at once; then it waits its backoff and reconnects.
+        while connected(&s.call("GET", "/health", None, None).await.1) {
+            assert!(std::time::Instant::now() < deadline, "the source never noticed the queue was deleted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let down = std::time::Instant::now();
+        while !connected(&s.call("GET", "/health", None, None).await.1) {
+            assert!(std::time::Instant::now() < deadline, "the source never reconnected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        waits.push(down.elapsed());
+    }
+    // Each wait is the first step of the backoff (1 s), not 1, 2, 4, 8, 16 s.
+    assert!(waits.iter().all(|w| *w < Duration::from_secs(4)), "{waits:?}");
+    s.stop().await;
+    t.cleanup().await;
+}

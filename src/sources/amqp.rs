@@ -96,9 +96,15 @@ impl AmqpSource {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_secs(1);
         loop {
-            match self.session(&shutdown).await {
+            let mut consumed = false;
+            match self.session(&shutdown, &mut consumed).await {
                 Ok(()) => return,
                 Err(e) => {
+                    // Only a session that got as far as consuming resets the backoff: a broker
+                    // that refuses us during setup is retried ever more slowly.
+                    if consumed {
+                        backoff = Duration::from_secs(1);
+                    }
                     tracing::error!(error = %e, "RabbitMQ source: reconnecting in {}s", backoff.as_secs());
                     self.health.down(NAME, e.to_string());
                 }
@@ -111,7 +117,8 @@ impl AmqpSource {
         }
     }
 
-    async fn session(&self, shutdown: &CancellationToken) -> Result<(), AmqpError> {
+    /// One connection, until shutdown (`Ok`) or an error; `consumed` is set once it consumes.
+    async fn session(&self, shutdown: &CancellationToken, consumed: &mut bool) -> Result<(), AmqpError> {
         let args = connection_args(&self.settings.url).map_err(AmqpError::Url)?;
         let conn = Connection::open(&args).await.context("cannot connect")?;
         for exchange in &self.settings.exchanges {
@@ -119,7 +126,7 @@ impl AmqpSource {
         }
         ensure_queue(&conn, &self.settings.queue).await?;
         let (channel, mut ended) = watched_channel(&conn).await?;
-        let result = self.consume(&conn, &channel, &mut ended, shutdown).await;
+        let result = self.consume(&conn, &channel, &mut ended, shutdown, consumed).await;
         result.map_err(|e| with_reason(e, &mut ended))
     }
 
@@ -131,6 +138,7 @@ impl AmqpSource {
         channel: &Channel,
         ended: &mut mpsc::UnboundedReceiver<AmqpError>,
         shutdown: &CancellationToken,
+        consumed: &mut bool,
     ) -> Result<(), AmqpError> {
         channel
             .basic_qos(BasicQosArguments::new(0, self.settings.prefetch, false))
@@ -140,6 +148,7 @@ impl AmqpSource {
         self.rebind(channel, true).await?;
         let consume = BasicConsumeArguments::new(&self.settings.queue, "").manual_ack(true).finish();
         let (_tag, mut inbox) = channel.basic_consume_rx(consume).await.context("cannot consume")?;
+        *consumed = true;
         self.health.up(NAME);
         tracing::info!(queue = %self.settings.queue, "RabbitMQ source consuming");
         let mut batch = Vec::with_capacity(BATCH);
