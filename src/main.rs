@@ -177,10 +177,28 @@ fn domain_name(s: &str) -> Result<String, String> {
 fn main() -> ExitCode {
     match start() {
         Ok(()) => ExitCode::SUCCESS,
+        // The status a shell shows for a process that SIGPIPE ended (128 + 13).
+        Err(e) if e.is::<OutputClosed>() => ExitCode::from(141),
         Err(e) => {
             eprintln!("{}", report(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Standard output's reader went away (`token list | head -1`): the command ends quietly, as
+/// SIGPIPE ends other tools, which Rust programs ignore.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+struct OutputClosed;
+
+/// Writes a command's output; `println!` would panic when its reader has gone.
+fn say(text: std::fmt::Arguments) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(OutputClosed.into()),
+        written => written.context("cannot write to standard output"),
     }
 }
 
@@ -263,8 +281,7 @@ async fn run(command: Command, config: Config, explicit_database: Option<String>
                 nodes: args.nodes.max(1),
             };
             let report = switchhook::bench::run(options).await?;
-            print!("{report}");
-            Ok(())
+            say(format_args!("{report}"))
         }
     }
 }
@@ -303,8 +320,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     // Let the event socket say goodbye to its clients.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    print!("{summary}");
-    Ok(())
+    say(format_args!("{summary}"))
 }
 
 async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
@@ -317,11 +333,11 @@ async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
             };
             let (record, token) = services.issue_token(role, args.domain, args.ttl).await?;
             eprintln!("token {} expires {}", record.id, time(record.expires_at_ms));
-            println!("{token}");
+            say(format_args!("{token}\n"))?;
         }
         TokenCommand::List => {
             let now = now_ms();
-            println!("{:<36}  {:<5}  {:<24}  {:<20}  STATUS", "ID", "ROLE", "DOMAIN", "EXPIRES");
+            say(format_args!("{:<36}  {:<5}  {:<24}  {:<20}  STATUS\n", "ID", "ROLE", "DOMAIN", "EXPIRES"))?;
             for t in services.store.tokens().await? {
                 let status = match t.revoked_at_ms {
                     Some(_) => "revoked",
@@ -329,7 +345,8 @@ async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
                     None => "active",
                 };
                 let domain = t.domain.as_deref().unwrap_or("*");
-                println!("{:<36}  {:<5}  {domain:<24}  {:<20}  {status}", t.id, t.role.as_str(), time(t.expires_at_ms));
+                let (id, role, expires) = (&t.id, t.role.as_str(), time(t.expires_at_ms));
+                say(format_args!("{id:<36}  {role:<5}  {domain:<24}  {expires:<20}  {status}\n"))?;
             }
         }
         // Revoked is what was asked, so a token revoked before is no error; its time stays.

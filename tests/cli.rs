@@ -482,3 +482,19 @@ fn block_private_networks_does_not_go_through_an_environment_proxy() {
     }
     serve.terminate();
 }
+
+/// `token list | head -1`: a reader that goes away ends a command quietly, as SIGPIPE ends other
+/// tools, with no panic or stack trace (before, `println!` panicked: "failed printing to stdout").
+#[test]
+fn a_closed_standard_output_ends_a_command_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["token", "create", "--root"]).status.success());
+    for args in [&["token", "list"][..], &["token", "create", "--domain", "a.example.com", "--role", "admin"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = switchhook(dir.path(), args).env("RUST_BACKTRACE", "1").stdout(writer).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+    }
+}
