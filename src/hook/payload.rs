@@ -137,7 +137,8 @@ impl CompiledHook {
     }
 
     /// The event's data as the default body carries it: every header, or only `fields`, with
-    /// keys renamed by `map`.
+    /// keys renamed by `map`. A renamed value takes the place of a header the event has under
+    /// the new name, as the original's rename overwrote it, wherever that header comes.
     fn data<'e>(&self, event: &'e Event) -> Cow<'e, Map<String, Value>> {
         if self.fields.is_empty() && self.map.is_empty() {
             return Cow::Borrowed(&event.0);
@@ -147,15 +148,21 @@ impl CompiledHook {
         } else {
             self.fields.iter().filter_map(|f| Some((f.clone(), event.get(f)?.clone()))).collect()
         };
-        Cow::Owned(
-            picked
-                .into_iter()
-                .map(|(k, v)| match self.map.get(&k) {
-                    Some(renamed) => (renamed.clone(), v),
-                    None => (k, v),
-                })
-                .collect(),
-        )
+        let taken: std::collections::HashSet<&str> =
+            picked.keys().filter_map(|k| self.map.get(k)).map(String::as_str).collect();
+        let mut data = Map::with_capacity(picked.len());
+        for (k, v) in picked {
+            match self.map.get(&k) {
+                Some(renamed) => {
+                    data.insert(renamed.clone(), v);
+                }
+                None if !taken.contains(k.as_str()) => {
+                    data.insert(k, v);
+                }
+                None => {}
+            }
+        }
+        Cow::Owned(data)
     }
 }
 

@@ -1,0 +1,52 @@
+//! What a contact-center operator relies on when moving hooks over from the Webitel engine:
+//! behaviours of the original (engine-nodejs `src/services/hook/hookClass.js`) that hooks
+//! written for it depend on, checked end to end against a real receiver.
+
+mod common;
+
+use std::time::Duration;
+
+use common::events::{channel, with};
+use common::receiver::Receiver;
+use common::{Backend, TestServer, web};
+use serde_json::json;
+
+on_both_stores!(map_renames_a_key_onto_one_the_event_already_has);
+
+const D: &str = "operator.example.com";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// `map: {"a": "b"}` makes `b` carry `a`'s value, as the original's rename did
+/// (`data[map[key]] = data[key]; delete data[key]`), even when the event has a `b` of its
+/// own: the operator asked for `a` under that name. When the event's `b` came after `a`, it
+/// was kept instead, and `a`'s value was lost.
+async fn map_renames_a_key_onto_one_the_event_already_has(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let map =
+        json!({"Unique-ID": "id", "Caller-Caller-ID-Number": "Caller-Caller-ID-Name", "Caller-Caller-ID-Name": "name"});
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/all")), "map": map})).await;
+    let fields = json!(["Unique-ID", "id"]);
+    s.create_hook(
+        D,
+        json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/fields")), "map": {"Unique-ID": "id"}, "fields": fields}),
+    )
+    .await;
+    let get = json!({"type": "web", "method": "GET", "url": r.url("/get")});
+    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": get, "map": {"Unique-ID": "id"}, "fields": fields}))
+        .await;
+    // The engine's own `id` comes after `Unique-ID`.
+    s.ingest(with(channel("CHANNEL_ANSWER", D, "u-1"), json!({"id": "crm-7"}))).await;
+
+    let all = r.wait_for("/all", 1, WAIT).await[0].json();
+    assert_eq!(all["data"]["id"], "u-1");
+    assert!(all["data"].get("Unique-ID").is_none());
+    // Renames read the event's keys, not each other's results.
+    assert_eq!(all["data"]["Caller-Caller-ID-Name"], "1000");
+    assert_eq!(all["data"]["name"], "Alice");
+    assert!(all["data"].get("Caller-Caller-ID-Number").is_none());
+    let fields = r.wait_for("/fields", 1, WAIT).await[0].json();
+    assert_eq!(fields["data"], json!({"id": "u-1"}));
+    let get = &r.wait_for("/get", 1, WAIT).await[0];
+    assert_eq!(get.target, "/get?id=u-1");
+}
