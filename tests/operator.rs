@@ -7,11 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::events::{channel, with};
-use common::receiver::Receiver;
+use common::receiver::{Receiver, Reply};
 use common::{Backend, TestServer, web};
 use serde_json::json;
 
-on_both_stores!(map_renames_a_key_onto_one_the_event_already_has);
+on_both_stores!(map_renames_a_key_onto_one_the_event_already_has, auth_cookies_are_variables_by_their_names,);
 
 const D: &str = "operator.example.com";
 const WAIT: Duration = Duration::from_secs(15);
@@ -49,4 +49,35 @@ async fn map_renames_a_key_onto_one_the_event_already_has(b: Backend) {
     assert_eq!(fields["data"], json!({"id": "u-1"}));
     let get = &r.wait_for("/get", 1, WAIT).await[0];
     assert_eq!(get.target, "/get?id=u-1");
+}
+
+/// The original exposed each cookie its auth server set as `auth:header:<cookie name>` (its
+/// value, without the attributes), next to the whole `auth:header:set-cookie`: hooks send a
+/// session id as `X-Session: ${auth:header:JSESSIONID}`. Those rendered empty.
+async fn auth_cookies_are_variables_by_their_names(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script(
+        "/auth",
+        [Reply::status(200)
+            .header("Set-Cookie", "JSESSIONID=abc123; Path=/; HttpOnly")
+            .header("Set-Cookie", "lang=en")
+            .header("Set-Cookie", "x-lang=from-cookie")
+            .header("X-Lang", "uk")],
+    );
+    let headers = json!({"X-Session": "${auth:header:JSESSIONID}", "X-Lang": "${auth:header:lang}",
+        "X-Lower": "${auth:header:jsessionid}", "X-Real": "${auth:header:x-lang}"});
+    s.create_hook(
+        D,
+        json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")), "headers": headers,
+        "auth": {"enabled": true, "url": r.url("/auth")}}),
+    )
+    .await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let got = &r.wait_for("/h", 1, WAIT).await[0];
+    assert_eq!(got.header("x-session"), Some("abc123"));
+    assert_eq!(got.header("x-lang"), Some("en"));
+    // Cookie names are case-sensitive; a response header of the same name comes first.
+    assert_eq!(got.header("x-lower"), Some(""));
+    assert_eq!(got.header("x-real"), Some("uk"));
 }

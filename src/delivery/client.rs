@@ -100,7 +100,8 @@ impl Client {
             (Some(auth), Some(event)) => {
                 let event = Event::from_json(event.as_bytes()).map_err(|e| format!("stored event: {e}"))?;
                 let answer = self.authenticate(auth, &event, hook.timeout_ms).await?;
-                rendered = hook.render_headers(&WithAuth { vars: &answer.vars, event: &event });
+                let vars = WithAuth { vars: &answer.vars, cookies: &answer.cookies, event: &event };
+                rendered = hook.render_headers(&vars);
                 auth_cookie = answer.cookie;
                 &rendered
             }
@@ -217,6 +218,7 @@ impl Client {
             }
         }
         let cookie = auth.cookie.then(|| cookie_header(response.headers())).flatten();
+        let cookies = cookie_values(response.headers());
         let mut body = Vec::new();
         read_limited(response, RESPONSE_READ_LIMIT, &mut body)
             .await
@@ -231,25 +233,31 @@ impl Client {
                 vars.insert(format!("auth:body:{key}"), text);
             }
         }
-        Ok(AuthAnswer { vars, cookie })
+        Ok(AuthAnswer { vars, cookies, cookie })
     }
 }
 
 struct AuthAnswer {
     vars: HashMap<String, String>,
+    /// Each cookie the auth server set, by its name: its value.
+    cookies: HashMap<String, String>,
     cookie: Option<String>,
 }
 
-/// Header templates see `auth:body:<key>` and `auth:header:<name>` before the event.
+/// Header templates see `auth:body:<key>` and `auth:header:<name>` before the event. As in
+/// the original, `auth:header:<name>` is also the value of the cookie of that name (names
+/// are case-sensitive) when the answer has no header of that name.
 struct WithAuth<'a> {
     vars: &'a HashMap<String, String>,
+    cookies: &'a HashMap<String, String>,
     event: &'a Event,
 }
 
 impl Lookup for WithAuth<'_> {
     fn resolve(&self, name: &str, path: &[String]) -> Option<Value> {
         if let Some(header) = name.strip_prefix("auth:header:") {
-            return self.vars.get(&format!("auth:header:{}", header.to_ascii_lowercase())).cloned().map(Value::String);
+            let value = self.vars.get(&format!("auth:header:{}", header.to_ascii_lowercase()));
+            return value.or_else(|| self.cookies.get(header)).cloned().map(Value::String);
         }
         if name.starts_with("auth:") {
             return self.vars.get(name).cloned().map(Value::String);
@@ -269,6 +277,17 @@ fn cookie_header(headers: &HeaderMap) -> Option<String> {
         .filter(|p| !p.is_empty())
         .collect();
     (!pairs.is_empty()).then(|| pairs.join("; "))
+}
+
+/// Each `Set-Cookie`'s `name=value` as a name and a value, a later cookie of a name replacing
+/// an earlier one, as the original read them.
+fn cookie_values(headers: &HeaderMap) -> HashMap<String, String> {
+    let pairs = headers.get_all(http::header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok());
+    let pairs = pairs.filter_map(|v| v.split(';').next()?.split_once('='));
+    pairs
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .filter(|(n, _)| !n.is_empty())
+        .collect()
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -346,6 +365,17 @@ mod tests {
         h.append(http::header::SET_COOKIE, HeaderValue::from_static("lang=en"));
         assert_eq!(cookie_header(&h).as_deref(), Some("sid=abc; lang=en"));
         assert_eq!(cookie_header(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn cookie_values_are_read_by_name() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("sid=abc=1; Path=/"));
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("flag; Secure"));
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("lang=en"));
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("lang=uk"));
+        let want = [("sid", "abc=1"), ("lang", "uk")];
+        assert_eq!(cookie_values(&h), want.map(|(n, v)| (n.to_owned(), v.to_owned())).into());
     }
 
     #[test]
