@@ -11,7 +11,11 @@ use common::receiver::{Receiver, Reply};
 use common::{Backend, TestServer, web};
 use serde_json::json;
 
-on_both_stores!(map_renames_a_key_onto_one_the_event_already_has, auth_cookies_are_variables_by_their_names,);
+on_both_stores!(
+    map_renames_a_key_onto_one_the_event_already_has,
+    auth_cookies_are_variables_by_their_names,
+    an_empty_filter_value_matches_an_absent_header,
+);
 
 const D: &str = "operator.example.com";
 const WAIT: Duration = Duration::from_secs(15);
@@ -80,4 +84,28 @@ async fn auth_cookies_are_variables_by_their_names(b: Backend) {
     // Cookie names are case-sensitive; a response header of the same name comes first.
     assert_eq!(got.header("x-lower"), Some(""));
     assert_eq!(got.header("x-real"), Some("uk"));
+}
+
+/// `{"operation": "!=", "value": ""}` is how hooks say "the call has a campaign id": the
+/// original read the empty value as null (`value || null`), so `!=` passed only when the
+/// header was there, and `==` when it was not. An absent header passed `!= ""` here, so such
+/// a hook fired on every call without the header. Absent now counts as empty.
+async fn an_empty_filter_value_matches_an_absent_header(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let header = "variable_sip_h_X-Campaign";
+    for (path, operation) in [("/has", "!="), ("/none", "==")] {
+        let filter = json!({header: {"operation": operation, "value": ""}});
+        s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url(path)), "filter": filter})).await;
+    }
+    for (uuid, campaign) in [("absent", json!(null)), ("empty", json!("")), ("set", json!("spring"))] {
+        s.ingest(with(channel("CHANNEL_ANSWER", D, uuid), json!({header: campaign}))).await;
+    }
+    let calls = |got: Vec<common::receiver::Received>| -> Vec<String> {
+        got.iter().map(|g| g.json()["data"]["Unique-ID"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(calls(r.wait_for("/has", 1, WAIT).await), ["set"]);
+    assert_eq!(calls(r.wait_for("/none", 2, WAIT).await), ["absent", "empty"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.received().len(), 3, "no other webhook");
 }

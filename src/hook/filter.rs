@@ -1,7 +1,7 @@
 //! Hook filters: one condition per event header, compiled once (regexes included).
 //!
 //! Semantics follow the original engine: `==`/`!=` with the value `"null"` test for an absent
-//! header; the order operators compare numerically when both sides are numbers, else as
+//! header, and the value `""` takes an absent header for an empty one; the order operators compare numerically when both sides are numbers, else as
 //! strings; `reg` takes `/re/flags` or a bare pattern and never matches a missing header.
 //!
 //! The original ran `reg` as JavaScript regexes, so hooks written for it use look-ahead,
@@ -142,7 +142,12 @@ impl Filter {
         let actual = actual.filter(|v| !v.is_null());
         match &self.cond {
             Cond::Absent { negate } => actual.is_none() != *negate,
-            Cond::Equal { value, negate } => actual.is_some_and(|a| equal(a, value)) != *negate,
+            // The original read an empty value as null (`value || null`), a presence test; an
+            // empty header is empty too, so `== ""` passes both and `!= ""` neither.
+            Cond::Equal { value, negate } => match actual {
+                Some(a) => equal(a, value) != *negate,
+                None => value.text.is_empty() != *negate,
+            },
             Cond::Order { value, accept } => actual.is_some_and(|a| accept(compare(a, value))),
             // An error is the backtracking limit, hit only by look-arounds and back-references
             // on a pathological value: no match, rather than minutes of CPU.
@@ -237,6 +242,17 @@ mod tests {
         assert!(!passes("==", json!("null"), Some(json!("x"))));
         assert!(passes("!=", json!("null"), Some(json!("x"))));
         assert!(!passes("!=", json!("null"), None));
+    }
+
+    #[test]
+    fn an_empty_value_takes_an_absent_header_for_an_empty_one() {
+        assert!(passes("==", json!(""), None));
+        assert!(passes("==", json!(""), Some(Value::Null)));
+        assert!(passes("==", json!(""), Some(json!(""))));
+        assert!(!passes("==", json!(""), Some(json!("x"))));
+        assert!(!passes("!=", json!(""), None));
+        assert!(!passes("!=", json!(""), Some(json!(""))));
+        assert!(passes("!=", json!(""), Some(json!("x"))));
     }
 
     #[test]
