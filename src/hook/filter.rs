@@ -1,8 +1,9 @@
 //! Hook filters: one condition per event header, compiled once (regexes included).
 //!
 //! Semantics follow the original engine: `==`/`!=` with the value `"null"` test for an absent
-//! header, and the value `""` takes an absent header for an empty one; the order operators compare numerically when both sides are numbers, else as
-//! strings; `reg` takes `/re/flags` or a bare pattern and never matches a missing header.
+//! header, and the value `""` takes an absent header for an empty one; the order operators
+//! compare numerically when both sides are numbers, else as strings; `reg` takes `/re/flags` or
+//! a bare pattern and never matches a missing header.
 //!
 //! The original ran `reg` as JavaScript regexes, so hooks written for it use look-ahead,
 //! look-behind and back-references (`^(?!anonymous)`). `fancy-regex` takes those; a pattern
