@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Health;
@@ -28,6 +29,14 @@ const READS_QUEUED: usize = 32;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Time allowed for connecting and for each command's reply during setup.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that brings nothing for this long is probed with [`PROBE`].
+const IDLE: Duration = Duration::from_secs(60);
+/// How long the probe's answer (or any other bytes) may take before the connection is
+/// taken for dead.
+const PROBE_WAIT: Duration = Duration::from_secs(10);
+/// An API call every FreeSWITCH answers (`api/response`, the output of `fs_cli -x status`),
+/// cheap, and with no effect on the subscription.
+const PROBE: &str = "api status";
 
 /// One FreeSWITCH to read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +86,11 @@ enum SessionError {
     Protocol(#[from] EslError),
     #[error("FreeSWITCH closed the connection")]
     Closed,
+    /// Nothing came for [`IDLE`], then nothing in answer to [`PROBE`] either: the peer is gone
+    /// without a FIN or RST reaching us (a host that died, a NAT or load balancer that dropped
+    /// the idle flow).
+    #[error("FreeSWITCH stopped answering: nothing came for {}s, not even the answer to `{PROBE}`", .0.as_secs())]
+    Silent(Duration),
     /// `text/disconnect-notice`: FreeSWITCH sends nothing after it but may leave the socket
     /// open (or a proxy may), so the session ends here rather than waiting for the close.
     #[error("FreeSWITCH disconnected: {0}")]
@@ -206,6 +220,14 @@ impl EslSource {
         // One wait for the shutdown, not a new one each time round.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        // A peer that is gone without a FIN or RST reaching us would leave the read waiting
+        // for good: a connection quiet for `idle` is probed, and dropped when the probe brings
+        // nothing either. The timer is moved on lazily: a busy connection wakes it once per
+        // `idle`, not once per read.
+        let mut heard = Instant::now();
+        let mut probed = false;
+        let quiet = tokio::time::sleep(conn.idle);
+        tokio::pin!(quiet);
         loop {
             tokio::select! {
                 biased;
@@ -220,12 +242,30 @@ impl EslSource {
                     if n == 0 {
                         return Err(SessionError::Closed);
                     }
+                    heard = Instant::now();
+                    probed = false;
                     conn.parser.push(&conn.buf[..n]);
                     // The events before a bad frame are committed all the same.
                     let mut events = Vec::new();
                     let framed = conn.frames(&mut events, &self.server.addr);
                     hand_over(batches, events).await?;
                     framed?;
+                }
+                // Last: bytes already waiting are read first, however long a slow store kept
+                // the reader from them.
+                () = &mut quiet => {
+                    let now = Instant::now();
+                    if heard + conn.idle > now {
+                        quiet.as_mut().reset(heard + conn.idle);
+                    } else if probed {
+                        return Err(SessionError::Silent(now - heard));
+                    } else {
+                        tokio::time::timeout(conn.probe_wait, send(writer, PROBE))
+                            .await
+                            .map_err(|_| SessionError::Silent(now - heard))??;
+                        probed = true;
+                        quiet.as_mut().reset(now + conn.probe_wait);
+                    }
                 }
             }
         }
@@ -297,12 +337,22 @@ struct Conn {
     pending: VecDeque<String>,
     /// The events subscribed to on this connection.
     subscribed: BTreeSet<String>,
+    /// [`IDLE`] and [`PROBE_WAIT`], shorter in tests.
+    idle: Duration,
+    probe_wait: Duration,
 }
 
 impl Conn {
     /// A new connection's, reading up to `buf` bytes at a time.
     fn new(buf: usize) -> Conn {
-        Conn { parser: Parser::new(), buf: vec![0; buf], pending: VecDeque::new(), subscribed: BTreeSet::new() }
+        Conn {
+            parser: Parser::new(),
+            buf: vec![0; buf],
+            pending: VecDeque::new(),
+            subscribed: BTreeSet::new(),
+            idle: IDLE,
+            probe_wait: PROBE_WAIT,
+        }
     }
 
     async fn command(&mut self, writer: &mut (impl AsyncWrite + Unpin), command: &str) -> Result<(), SessionError> {

@@ -289,3 +289,114 @@ fn a_hook_on_bare_custom_does_not_turn_later_names_into_subclasses() {
     let bare = [String::from("CUSTOM"), String::from("DTMF"), String::from("CUSTOM->mod_event_socket::reload")];
     assert_eq!(event_list(&bare.iter().collect::<Vec<_>>()).as_deref(), Some("DTMF CUSTOM"));
 }
+
+/// The bytes `switch` has been sent so far, without waiting for more.
+async fn sent_so_far(switch: &mut tokio::io::DuplexStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(10), switch.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+/// A connection read with short idle and probe times, so that tests need not wait a minute.
+fn quick_conn() -> Conn {
+    let mut conn = Conn::new(64 * 1024);
+    conn.idle = Duration::from_millis(600);
+    conn.probe_wait = Duration::from_millis(300);
+    conn
+}
+
+/// A connection that goes silent (FreeSWITCH's host died, a NAT or load balancer dropped the
+/// idle flow: no FIN, no RST ever comes) is probed with a command every FreeSWITCH answers,
+/// and dropped when even that gets no answer, so the source reconnects instead of waiting
+/// for events that will never come.
+#[tokio::test]
+async fn a_connection_that_goes_silent_is_probed_then_dropped() {
+    assert_eq!((Conn::new(1).idle, Conn::new(1).probe_wait), (IDLE, PROBE_WAIT));
+    let dir = tempfile::tempdir().unwrap();
+    let source = source_on(router_on(dir.path()).await.0);
+    let (client, mut switch) = tokio::io::duplex(64 * 1024);
+    let (mut reader, mut writer) = tokio::io::split(client);
+    let mut hooks_changed = source.router.index.subscribe();
+    let (batches, _inbox) = mpsc::channel(READS_QUEUED);
+    let mut conn = quick_conn();
+    let (idle, wait) = (conn.idle, conn.probe_wait);
+    let shutdown = CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let read = source.read_events(&mut reader, &mut writer, &mut conn, &mut hooks_changed, &batches, &shutdown);
+    let switch_side = async {
+        tokio::time::sleep(idle - Duration::from_millis(200)).await;
+        assert_eq!(sent_so_far(&mut switch).await, b"", "probed before the connection was idle");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(sent_so_far(&mut switch).await, b"api status\n\n");
+    };
+    let (read, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(5), read), switch_side);
+    let err = read.expect("a silent connection ends the session").unwrap_err();
+    assert!(matches!(err, SessionError::Silent(_)), "{err}");
+    let took = started.elapsed();
+    assert!(took >= idle + wait && took < idle + wait + Duration::from_millis(500), "{took:?}");
+}
+
+/// FreeSWITCH's answer to the probe (`api/response`), or any other bytes, keep the connection:
+/// a quiet switch is probed once per idle period and never dropped.
+#[tokio::test]
+async fn a_quiet_switch_that_answers_the_probe_keeps_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = source_on(router_on(dir.path()).await.0);
+    let (client, mut switch) = tokio::io::duplex(64 * 1024);
+    let (mut reader, mut writer) = tokio::io::split(client);
+    let mut hooks_changed = source.router.index.subscribe();
+    let (batches, _inbox) = mpsc::channel(READS_QUEUED);
+    let mut conn = quick_conn();
+    let wait = conn.probe_wait;
+    let shutdown = CancellationToken::new();
+    let read = source.read_events(&mut reader, &mut writer, &mut conn, &mut hooks_changed, &batches, &shutdown);
+    let switch_side = async {
+        for _ in 0..3 {
+            let mut probe = [0u8; 12];
+            switch.read_exact(&mut probe).await.unwrap();
+            assert_eq!(&probe, b"api status\n\n");
+            tokio::time::sleep(wait / 2).await;
+            let body =
+                "UP 0 years, 0 days, 2 hours, 13 minutes\nFreeSWITCH (Version 1.10.12 -release 64bit) is ready\n";
+            let answer = format!("Content-Type: api/response\nContent-Length: {}\n\n{body}", body.len());
+            switch.write_all(answer.as_bytes()).await.unwrap();
+        }
+        shutdown.cancel();
+    };
+    let both = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(read, switch_side) });
+    let (read, ()) = both.await.expect("probed three times, then shut down");
+    read.expect("the connection was kept");
+}
+
+/// A switch that sends events more often than the idle period is never probed.
+#[tokio::test]
+async fn a_busy_switch_is_not_probed() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = source_on(router_on(dir.path()).await.0);
+    let (client, mut switch) = tokio::io::duplex(64 * 1024);
+    let (mut reader, mut writer) = tokio::io::split(client);
+    let mut hooks_changed = source.router.index.subscribe();
+    let (batches, mut inbox) = mpsc::channel(READS_QUEUED);
+    let mut conn = quick_conn();
+    let idle = conn.idle;
+    let shutdown = CancellationToken::new();
+    let read = source.read_events(&mut reader, &mut writer, &mut conn, &mut hooks_changed, &batches, &shutdown);
+    let switch_side = async {
+        for _ in 0..6 {
+            tokio::time::sleep(idle / 2).await;
+            switch.write_all(&answer_frames(1)).await.unwrap();
+            assert!(inbox.recv().await.is_some());
+        }
+        assert_eq!(sent_so_far(&mut switch).await, b"", "probed while events came");
+        shutdown.cancel();
+    };
+    let both = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(read, switch_side) });
+    let (read, ()) = both.await.expect("the session ends at shutdown");
+    read.unwrap();
+}
