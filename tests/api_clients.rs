@@ -11,6 +11,7 @@ on_both_stores!(
     a_body_saved_with_a_utf8_bom_is_read,
     an_empty_token_header_does_not_hide_the_query_token,
     the_admin_ui_hook_pages_round_trip,
+    saving_an_unchanged_hook_modifies_nothing,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -33,11 +34,12 @@ async fn empty_arrays_from_php_scripts_are_empty_objects(b: Backend) {
     for key in ["fields", "map", "filter", "headers", "auth"] {
         assert_eq!(v["data"][key], stored[key], "{key}");
     }
-    // `'auth' => []` too, and on update.
+    // `'auth' => []` too, and on update: it is the default auth the hook already has, so the
+    // update matches the hook and modifies nothing.
     let mut update = body;
     update["auth"] = json!([]);
     let (status, v) = s.call("PUT", &format!("/api/v2/hooks/{id}?domain={DOMAIN}"), Some(&s.root), Some(update)).await;
-    assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1, "nModified": 1})), "{v}");
+    assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1, "nModified": 0})), "{v}");
     // A list that is not empty is still no object.
     let mut bad =
         json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": "http://a.example/"}});
@@ -128,6 +130,30 @@ async fn the_admin_ui_hook_pages_round_trip(b: Backend) {
     assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1})));
     let (status, v) = send("GET", item, None).await;
     assert_eq!((status, &v), (200, &json!({"status": "OK", "data": null})));
+}
+
+/// Saving a hook without editing it: the admin UI's Save on an untouched page, or a script that
+/// puts back what it read. The original's update was MongoDB's `updateOne`, whose answer is
+/// the server's: `n` the documents matched, `nModified` those that changed, 0 when the new
+/// document equals the stored one. Scripts that sync hooks read `nModified` to tell.
+async fn saving_an_unchanged_hook_modifies_nothing(b: Backend) {
+    let s = TestServer::start(b).await;
+    let mut body = common::seed_hook();
+    body["secret"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into();
+    let id = s.create_hook(DOMAIN, body).await;
+    let item = format!("/api/v2/hooks/{id}?domain={DOMAIN}");
+    let (_, read) = s.call("GET", &item, Some(&s.root), None).await;
+    let before = s.services.store.hook(DOMAIN, &id).await.unwrap().unwrap();
+    // What was read, `_id`, `domain` and the masked secret included, and the seed body again.
+    for unchanged in [read["data"].clone(), common::seed_hook()] {
+        let (status, v) = s.call("PUT", &item, Some(&s.root), Some(unchanged)).await;
+        assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1, "nModified": 0})), "{v}");
+    }
+    assert_eq!(s.services.store.hook(DOMAIN, &id).await.unwrap().unwrap(), before);
+    let mut edited = read["data"].clone();
+    edited["description"] = "edited".into();
+    let (status, v) = s.call("PUT", &item, Some(&s.root), Some(edited)).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1, "nModified": 1})), "{v}");
 }
 
 /// The original answered through Express's `res.json`, whose `Content-Type` names the charset.

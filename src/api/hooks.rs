@@ -88,24 +88,30 @@ pub async fn update(
     let id = parse_id(&id).ok_or_else(ApiError::bad_id)?;
     let body = body.json()?;
     let _writing = state.hook_writes.lock().await;
-    let n = match state.store.hook(&domain, &id).await? {
+    // MongoDB's answer: `n` the hooks matched, `nModified` those that changed. A document equal
+    // to the stored one changes nothing and is not written, as MongoDB did not write it.
+    let (n, modified) = match state.store.hook(&domain, &id).await? {
         Some(stored) => {
             let hook = StoredHook { doc: stored.doc.updated(&body, state.limits)?, id };
             let compiled = hook.doc.compile()?;
             check_destinations(&state, &compiled)?;
-            let updated = state.store.update_hook(&hook, now_ms()).await?;
-            if updated {
-                state.router.index.upsert(&hook.id, compiled);
+            if hook.doc == stored.doc {
+                (1, 0)
+            } else {
+                let updated = state.store.update_hook(&hook, now_ms()).await?;
+                if updated {
+                    state.router.index.upsert(&hook.id, compiled);
+                }
+                (u8::from(updated), u8::from(updated))
             }
-            u8::from(updated)
         }
         None => {
             // Nothing to update, but a bad body is still reported as such.
             HookDoc::from_body(&body, &domain, state.limits)?;
-            0
+            (0, 0)
         }
     };
-    Ok(ok(json!({"ok": 1, "n": n, "nModified": n})))
+    Ok(ok(json!({"ok": 1, "n": n, "nModified": modified})))
 }
 
 /// With `delivery.block_private_networks`, a URL that is a private address is refused when the
