@@ -333,7 +333,11 @@ async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
             };
             let (record, token) = services.issue_token(role, args.domain, args.ttl).await?;
             eprintln!("token {} expires {}", record.id, time(record.expires_at_ms));
-            say(format_args!("{token}\n"))?;
+            if let Err(e) = say(format_args!("{token}\n")) {
+                // It is stored and active, but no one has it.
+                eprintln!("token {} was issued but not written; revoke it: switchhook token revoke {0}", record.id);
+                return Err(e);
+            }
         }
         TokenCommand::List => {
             let now = now_ms();

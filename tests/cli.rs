@@ -496,5 +496,9 @@ fn a_closed_standard_output_ends_a_command_without_a_panic() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        if args[1] == "create" {
+            // The token is stored and active, but its text went nowhere.
+            assert!(err.contains("was issued but not written; revoke it: switchhook token revoke "), "{err}");
+        }
     }
 }

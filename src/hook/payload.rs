@@ -464,6 +464,12 @@ mod tests {
         let body: Value = serde_json::from_str(&all.render(&event(), "CHANNEL_ANSWER", "i").body).unwrap();
         assert_eq!(body["data"]["call"], "u1");
         assert!(body["data"].get("Unique-ID").is_none());
+        // Renames read the event's own keys: two that name each other swap (README).
+        let swap = compile(
+            json!({"fields": ["Unique-ID", "currentProbe"], "map": {"Unique-ID": "currentProbe", "currentProbe": "Unique-ID"}}),
+        );
+        let body: Value = serde_json::from_str(&swap.render(&event(), "CHANNEL_ANSWER", "i").body).unwrap();
+        assert_eq!(body["data"], json!({"currentProbe": "u1", "Unique-ID": 2}));
     }
 
     #[test]

@@ -122,9 +122,9 @@ impl AmqpSource {
         let args = connection_args(&self.settings.url).map_err(AmqpError::Url)?;
         let conn = Connection::open(&args).await.context("cannot connect")?;
         for exchange in &self.settings.exchanges {
-            ensure_exchange(&conn, exchange).await?;
+            Declared::Exchange(exchange).ensure(&conn).await?;
         }
-        ensure_queue(&conn, &self.settings.queue).await?;
+        Declared::Queue(&self.settings.queue).ensure(&conn).await?;
         let (channel, mut ended) = watched_channel(&conn).await?;
         let result = self.consume(&conn, &channel, &mut ended, shutdown, consumed).await;
         result.map_err(|e| with_reason(e, &mut ended))
@@ -369,42 +369,49 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Declares the exchange only if it does not exist, so an exchange FreeSWITCH declared with
-/// its own flags is never redeclared (which the broker would refuse).
-async fn ensure_exchange(conn: &Connection, exchange: &Exchange) -> Result<(), AmqpError> {
-    let probe = conn.open_channel(None).await.context("cannot open a channel")?;
-    let passive = ExchangeDeclareArguments::new(&exchange.name, &exchange.kind).passive(true).finish();
-    if probe.exchange_declare(passive).await.is_ok() {
-        let _ = probe.close().await;
-        return Ok(());
-    }
-    // A failed passive declare closed the probe channel.
-    let (channel, mut ended) = watched_channel(conn).await?;
-    let declare = ExchangeDeclareArguments::new(&exchange.name, &exchange.kind).durable(true).finish();
-    let declared = channel.exchange_declare(declare).await.context("cannot declare the exchange");
-    declared.map_err(|e| with_reason(e, &mut ended))?;
-    let _ = channel.close().await;
-    Ok(())
+/// What a session makes sure exists before it consumes.
+enum Declared<'a> {
+    /// Declared only if it does not exist, so an exchange FreeSWITCH declared with its own
+    /// flags is never redeclared (which the broker would refuse).
+    Exchange(&'a Exchange),
+    /// Declared (durable, no arguments) only if it does not exist: the broker refuses to
+    /// redeclare a queue with other arguments (PRECONDITION_FAILED), so one the operator made
+    /// beforehand, a quorum queue or one with a length limit, is used as it is.
+    Queue(&'a str),
 }
 
-/// Declares the queue (durable, no arguments) only if it does not exist. The broker refuses to
-/// redeclare a queue with other arguments (PRECONDITION_FAILED), so one the operator made
-/// beforehand, a quorum queue or one with a length limit, is used as it is.
-async fn ensure_queue(conn: &Connection, queue: &str) -> Result<(), AmqpError> {
-    let probe = conn.open_channel(None).await.context("cannot open a channel")?;
-    if probe.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await.is_ok() {
-        let _ = probe.close().await;
-        return Ok(());
+impl Declared<'_> {
+    async fn declare(&self, channel: &Channel, passive: bool) -> Result<(), amqprs::error::Error> {
+        match self {
+            Declared::Exchange(e) => {
+                let args = ExchangeDeclareArguments::new(&e.name, &e.kind).passive(passive).durable(true).finish();
+                channel.exchange_declare(args).await
+            }
+            Declared::Queue(queue) => {
+                let args = QueueDeclareArguments::new(queue).passive(passive).durable(true).finish();
+                channel.queue_declare(args).await.map(drop)
+            }
+        }
     }
-    // A failed passive declare closed the probe channel.
-    let (channel, mut ended) = watched_channel(conn).await?;
-    let declared = channel
-        .queue_declare(QueueDeclareArguments::durable_client_named(queue))
-        .await
-        .context("cannot declare the queue");
-    declared.map_err(|e| with_reason(e, &mut ended))?;
-    let _ = channel.close().await;
-    Ok(())
+
+    /// Declares it when a passive declare says it is missing, with the broker's reason when
+    /// it refuses.
+    async fn ensure(&self, conn: &Connection) -> Result<(), AmqpError> {
+        let probe = conn.open_channel(None).await.context("cannot open a channel")?;
+        if self.declare(&probe, true).await.is_ok() {
+            let _ = probe.close().await;
+            return Ok(());
+        }
+        // A failed passive declare closed the probe channel.
+        let (channel, mut ended) = watched_channel(conn).await?;
+        let context = match self {
+            Declared::Exchange(_) => "cannot declare the exchange",
+            Declared::Queue(_) => "cannot declare the queue",
+        };
+        self.declare(&channel, false).await.context(context).map_err(|e| with_reason(e, &mut ended))?;
+        let _ = channel.close().await;
+        Ok(())
+    }
 }
 
 /// A channel, and what ends its use: the broker closing it (with its reason) or cancelling its
