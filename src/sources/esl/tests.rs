@@ -320,6 +320,9 @@ async fn a_connection_that_goes_silent_is_probed_then_dropped() {
     assert_eq!((Conn::new(1).idle, Conn::new(1).probe_wait), (IDLE, PROBE_WAIT));
     let dir = tempfile::tempdir().unwrap();
     let source = source_on(router_on(dir.path()).await.0);
+    // The reader and the switch meet in memory: the clock can jump, and a loaded machine
+    // cannot stretch the margins below.
+    tokio::time::pause();
     let (client, mut switch) = tokio::io::duplex(64 * 1024);
     let (mut reader, mut writer) = tokio::io::split(client);
     let mut hooks_changed = source.router.index.subscribe();
@@ -348,6 +351,9 @@ async fn a_connection_that_goes_silent_is_probed_then_dropped() {
 async fn a_quiet_switch_that_answers_the_probe_keeps_its_connection() {
     let dir = tempfile::tempdir().unwrap();
     let source = source_on(router_on(dir.path()).await.0);
+    // The reader and the switch meet in memory: the clock can jump, and a loaded machine
+    // cannot stretch the margins below.
+    tokio::time::pause();
     let (client, mut switch) = tokio::io::duplex(64 * 1024);
     let (mut reader, mut writer) = tokio::io::split(client);
     let mut hooks_changed = source.router.index.subscribe();
@@ -379,6 +385,7 @@ async fn a_quiet_switch_that_answers_the_probe_keeps_its_connection() {
 async fn a_busy_switch_is_not_probed() {
     let dir = tempfile::tempdir().unwrap();
     let source = source_on(router_on(dir.path()).await.0);
+    tokio::time::pause();
     let (client, mut switch) = tokio::io::duplex(64 * 1024);
     let (mut reader, mut writer) = tokio::io::split(client);
     let mut hooks_changed = source.router.index.subscribe();
