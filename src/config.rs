@@ -473,7 +473,16 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let fail = |problem: String| ConfigError(vec![Problem { key: "config".into(), problem }]);
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| fail(format!("{}: {}", path.display(), e.to_string().trim_end())))
+    toml::from_str(&text).map_err(|e| {
+        // Where and what, but not toml's own text: it quotes the line, which may hold a password.
+        let at = e.span().map_or_else(String::new, |span| {
+            let before = text.get(..span.start).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+            format!("line {line}, column {column}: ")
+        });
+        fail(format!("{}: {at}{}", path.display(), e.message().trim_end()))
+    })
 }
 
 /// The SQLite URL of a file path.
@@ -632,6 +641,29 @@ mod tests {
         let c = build("max_retries = 5\n[delivery]\nconcurrency = 8\nlease = \"10s\"", Overrides::default(), &[]);
         assert_eq!(c.map(|c| (c.limits.max_retries, c.delivery.concurrency)).unwrap(), (5, 8));
         assert!(toml::from_str::<FileConfig>("log = {a = 1}").is_err());
+    }
+
+    /// A file TOML cannot read is reported by line, column and what is wrong, without the
+    /// line itself: toml's own message quotes it, and the line may hold a password (a
+    /// `database_url` missing its closing quote put the database password in the service's
+    /// log and on the operator's terminal).
+    #[test]
+    fn an_unreadable_file_is_reported_without_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("database_url = \"postgres://u:S3CRET@h/db\n", "line 1, column 41: invalid basic string"),
+            ("database_url = postgres://u:S3CRET@h/db\n", "line 1, column 16: string values must be quoted"),
+            ("listen = \"127.0.0.1:1\"\n[[esl.servers]]\npassword = [\"S3CRET\"]\n", "line 3, column 12: invalid type"),
+            ("[amqp]\nurl = \"amqp://u:S3CRET@h\"\nurl = \"amqp://u:S3CRET@h\"\n", "line 3, column 1: duplicate key"),
+        ];
+        for (text, said) in cases {
+            let path = dir.path().join("switchhook.toml");
+            std::fs::write(&path, text).unwrap();
+            let err = read_file(&path).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(said), "{said:?} not in {err}");
+            assert!(err.contains("switchhook.toml"), "{err}");
+            assert!(!err.contains("S3CRET"), "{text:?}: {err}");
+        }
     }
 
     /// An empty node id would be shared by every node given one (the ops audit started with
