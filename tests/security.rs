@@ -19,11 +19,16 @@ on_both_stores!(
     forged_stale_and_revoked_tokens_are_refused_on_every_route,
     health_and_metrics_reveal_no_tenant_data,
     private_destinations_are_refused_when_blocked,
+    ingest_reaches_no_other_domain_through_any_domain_header,
 );
 
 /// The victim domain, whose hook every caller aims at, and a neighbour.
 const A: &str = "a.example.com";
 const B: &str = "b.example.com";
+/// A's name as another tenant's token may spell it: domains are compared as written, so these
+/// are other domains, never A.
+const A_UPPER: &str = "A.EXAMPLE.COM";
+const A_DOT: &str = "a.example.com.";
 const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const HEADER_VALUE: &str = "Bearer s3cr3t-header";
 const AUTH_KEY: &str = "auth-api-key-7f3e9a";
@@ -131,6 +136,7 @@ struct Caller {
 async fn callers(s: &TestServer) -> Vec<Caller> {
     let (admin_a, admin_b) = (s.token(Role::Admin, A).await, s.token(Role::Admin, B).await);
     let user_a = s.token(Role::User, A).await;
+    let admin_upper = s.token(Role::Admin, A_UPPER).await;
     let c = |name, token: Option<&str>, query: &str, access, root| Caller {
         name,
         token: token.map(str::to_owned),
@@ -150,6 +156,9 @@ async fn callers(s: &TestServer) -> Vec<Caller> {
         c("admin A ?domain=B", Some(&admin_a), &qb, Own, false),
         c("admin B", Some(&admin_b), "", Foreign(B), false),
         c("admin B ?domain=A", Some(&admin_b), &qa, Foreign(B), false),
+        c("admin of A in capitals", Some(&admin_upper), "", Foreign(A_UPPER), false),
+        c("admin of A in capitals ?domain=A", Some(&admin_upper), &qa, Foreign(A_UPPER), false),
+        c("root ?domain=A in capitals", root, &format!("?domain={A_UPPER}"), Foreign(A_UPPER), true),
         c("user A", Some(&user_a), "", Denied, false),
         c("user A ?domain=A", Some(&user_a), &qa, Denied, false),
         c("seed-shaped A", Some(&seed_a), "", Own, false),
@@ -528,4 +537,82 @@ async fn private_destinations_are_refused_when_blocked(b: Backend) {
         assert!(error.contains(&said), "{said:?} not in {error:?}");
     }
     assert!(r.received().is_empty(), "{:?}", r.received());
+}
+
+/// A domain token injects only its own domain's events, however the event names its domain:
+/// a batch that mixes in one event of A, A named only by a later domain header or by a
+/// presence id, a key given twice, or A spelt in capitals or with a trailing dot. Nothing of
+/// it reaches A's hook; an event of B that mentions A in a header the domain is not taken
+/// from goes to B only.
+async fn ingest_reaches_no_other_domain_through_any_domain_header(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let hook_a = s.create_hook(A, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/a"))})).await;
+    let hook_b = s.create_hook(B, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/b"))})).await;
+    let admin_b = s.token(Role::Admin, B).await;
+    let (upper, dot) = (s.token(Role::Admin, A_UPPER).await, s.token(Role::Admin, A_DOT).await);
+    let answer = |name: &str| json!({"Event-Name": name, "Unique-ID": uuid::Uuid::new_v4().to_string()});
+    let with = |patch: Value| common::events::with(answer("CHANNEL_ANSWER"), patch);
+    let refused: Vec<(&str, &str, String)> = vec![
+        (
+            "B: a batch with one event of A",
+            &admin_b,
+            json!([event("CHANNEL_ANSWER", B), event("CHANNEL_ANSWER", A)]).to_string(),
+        ),
+        (
+            "B: A by variable_w_domain",
+            &admin_b,
+            with(json!({"variable_domain_name": "", "variable_w_domain": A})).to_string(),
+        ),
+        (
+            "B: A by Channel-Presence-ID",
+            &admin_b,
+            with(json!({"variable_domain_name": null, "Channel-Presence-ID": format!("1000@{A}")})).to_string(),
+        ),
+        ("B: A by variable_presence_id", &admin_b, with(json!({"variable_presence_id": A})).to_string()),
+        ("B: A after B's name", &admin_b, with(json!({"Channel-Presence-ID": format!("1000@{B}@{A}")})).to_string()),
+        ("capitals: A", &upper, event("CHANNEL_ANSWER", A).to_string()),
+        ("trailing dot: A", &dot, event("CHANNEL_ANSWER", A).to_string()),
+    ];
+    for (name, token, body) in &refused {
+        let got = s.call_raw("POST", "/api/v2/events", token, body.clone().into_bytes()).await;
+        assert_eq!(got, (403, error(403, "Permission denied!")), "{name}");
+    }
+    // Accepted, each as its caller's own domain: none of them is A.
+    let own: Vec<(&str, &str, String, u64)> = vec![
+        (
+            "B: B, with A in the presence id",
+            &admin_b,
+            with(json!({"variable_domain_name": B, "Channel-Presence-ID": format!("1000@{A}")})).to_string(),
+            1,
+        ),
+        (
+            "B: B by presence id, A further down",
+            &admin_b,
+            with(json!({"Channel-Presence-ID": format!("1000@{B}"), "variable_presence_id": format!("1000@{A}")}))
+                .to_string(),
+            1,
+        ),
+        ("capitals: its own", &upper, event("CHANNEL_ANSWER", A_UPPER).to_string(), 0),
+        ("trailing dot: its own", &dot, event("CHANNEL_ANSWER", A_DOT).to_string(), 0),
+    ];
+    for (name, token, body, deliveries) in &own {
+        let got = s.call_raw("POST", "/api/v2/events", token, body.clone().into_bytes()).await;
+        assert_eq!(got, (200, ok(json!({"accepted": 1, "deliveries": deliveries}))), "{name}");
+    }
+    // A key given twice: whichever of its values is read, B may not put the event in A.
+    let twice =
+        format!(r#"{{"Event-Name":"CHANNEL_ANSWER","variable_domain_name":"{B}","variable_domain_name":"{A}"}}"#);
+    let reversed =
+        format!(r#"{{"Event-Name":"CHANNEL_ANSWER","variable_domain_name":"{A}","variable_domain_name":"{B}"}}"#);
+    for body in [twice, reversed] {
+        let (status, v) = s.call_raw("POST", "/api/v2/events", &admin_b, body.clone().into_bytes()).await;
+        assert!(status == 403 || v["data"]["deliveries"] == 1, "{body}: {status} {v}");
+    }
+    // Everything it took is B's (answers were given once the deliveries were stored).
+    assert_eq!(s.deliveries(A, &hook_a, "").await, Vec::<Value>::new(), "A got a delivery");
+    assert!(s.deliveries(B, &hook_b, "").await.len() >= 2);
+    // The control: A's own event reaches A's hook.
+    s.ingest(event("CHANNEL_ANSWER", A)).await;
+    assert_eq!(s.deliveries(A, &hook_a, "").await.len(), 1);
 }
