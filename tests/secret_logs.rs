@@ -7,6 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::log::LogBuffer;
 use common::receiver::{Receiver, Reply};
 use common::{Backend, TOKEN_SECRET, TestServer};
@@ -29,6 +30,12 @@ const AUTH_BODY_TOKEN: &str = "auth-body-token-31337";
 const COOKIE: &str = "cookie-value-2718";
 const SESSION: &str = "session-header-1123";
 const ESL_PASSWORD: &str = "esl-wrong-password-1414";
+/// Credentials written into hook URLs: user info, and a query parameter named as a secret.
+const URL_PASSWORD: &str = "url-password-2236";
+const URL_QUERY_KEY: &str = "url-query-key-3162";
+const AUTH_URL_PASSWORD: &str = "auth-url-password-1732";
+const AUTH_URL_KEY: &str = "auth-url-key-2449";
+const AUTH_GET_PASSWORD: &str = "auth-get-password-1259";
 /// Put into the PostgreSQL URL; the test server trusts local connections, so it is ignored.
 const DB_PASSWORD: &str = "db-password-5772";
 /// Put into the PostgreSQL URL as `sslpassword`, which libpq reads and sqlx does not.
@@ -123,9 +130,11 @@ async fn flow(backend: Backend, env_secret: bool) -> Vec<(String, String)> {
         .header("Set-Cookie", &format!("sid={COOKIE}; Path=/; HttpOnly"))
         .header("X-Session", SESSION)
         .body(&json!({"token": AUTH_BODY_TOKEN, "ttl": 60}).to_string());
+    r.script("/auth-get", [auth_ok.clone()]);
     r.script("/auth", [Reply::status(401).body("denied"), auth_ok.clone(), auth_ok.clone(), auth_ok]);
     r.script("/secured", [Reply::status(500), Reply::status(200)]);
     r.script("/dead", (0..4).map(|_| Reply::status(500)));
+    r.script("/with-creds", [Reply::status(500).body("no")]);
 
     let create = |body: Value| {
         let (s, admin) = (&s, admin.clone());
@@ -149,6 +158,28 @@ async fn flow(backend: Backend, env_secret: bool) -> Vec<(String, String)> {
     let dead = create(json!({"event": "CHANNEL_ANSWER", "action": web("/dead"), "secret": PLAIN_SECRET,
         "retries": 0}))
     .await;
+    // Credentials in the URLs: the webhook's, one that cannot be reached, and a GET auth
+    // pre-request's (its map goes in the query string).
+    let with_creds = |path: &str| {
+        let mut url = url::Url::parse(&r.url(path)).unwrap();
+        url.set_username("hook-user").unwrap();
+        url.set_password(Some(URL_PASSWORD)).unwrap();
+        url.query_pairs_mut().append_pair("api_key", URL_QUERY_KEY);
+        url.to_string()
+    };
+    let unreachable = with_creds("/closed").replace(&r.addr.port().to_string(), "1");
+    let auth_url =
+        with_creds("/auth-get").replace(URL_PASSWORD, AUTH_URL_PASSWORD).replace(URL_QUERY_KEY, AUTH_URL_KEY);
+    let in_urls = [
+        json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": with_creds("/with-creds")}}),
+        json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": unreachable}}),
+        json!({"event": "CHANNEL_ANSWER", "action": web("/with-creds"),
+            "auth": {"enabled": true, "url": auth_url, "method": "GET", "map": {"password": AUTH_GET_PASSWORD}}}),
+    ];
+    let mut url_hooks = Vec::new();
+    for body in in_urls {
+        url_hooks.push(create(body).await);
+    }
     // A refused create that carries a secret, and one whose secret is the bad part.
     for bad in [
         json!({"event": "CHANNEL_ANSWER", "action": web("/x"), "secret": PLAIN_SECRET, "delay": 0}),
@@ -160,7 +191,7 @@ async fn flow(backend: Backend, env_secret: bool) -> Vec<(String, String)> {
 
     let event = json!({"Event-Name": "CHANNEL_ANSWER", "Unique-ID": "u-1", "variable_domain_name": D});
     let (status, v) = s.call("POST", "/api/v2/events", Some(&admin), Some(event.clone())).await;
-    assert_eq!((status, &v["data"]["deliveries"]), (200, &json!(3)), "{v}");
+    assert_eq!((status, &v["data"]["deliveries"]), (200, &json!(6)), "{v}");
     let (status, _) = s.call("POST", &format!("/api/v2/hooks/{secured}/test"), Some(&admin), Some(event)).await;
     assert_eq!(status, 200);
 
@@ -172,6 +203,11 @@ async fn flow(backend: Backend, env_secret: bool) -> Vec<(String, String)> {
     assert_eq!(retry.send().await.unwrap().status(), 200);
     r.wait_for("/dead", 2, WAIT).await;
     assert_eq!(s.settled(D, &dead, 1).await[0]["status"], "failed");
+    for id in &url_hooks {
+        s.settled(D, id, 1).await;
+    }
+    let auth_get = &r.at("/auth-get")[0];
+    assert!(auth_get.header("authorization").is_some_and(|v| v.starts_with("Basic ")), "{auth_get:?}");
     let got = r.at("/secured");
     let last = got.last().unwrap();
     assert_eq!(last.header("authorization"), Some(format!("Bearer {AUTH_BODY_TOKEN}").as_str()));
@@ -234,6 +270,19 @@ async fn flow(backend: Backend, env_secret: bool) -> Vec<(String, String)> {
         ("auth cookie", COOKIE.into()),
         ("auth session header", SESSION.into()),
         ("ESL password", ESL_PASSWORD.into()),
+        ("URL password", URL_PASSWORD.into()),
+        ("URL query key", URL_QUERY_KEY.into()),
+        (
+            "URL basic credentials",
+            base64::engine::general_purpose::STANDARD.encode(format!("hook-user:{URL_PASSWORD}")),
+        ),
+        ("auth URL password", AUTH_URL_PASSWORD.into()),
+        ("auth URL query key", AUTH_URL_KEY.into()),
+        (
+            "auth URL basic credentials",
+            base64::engine::general_purpose::STANDARD.encode(format!("hook-user:{AUTH_URL_PASSWORD}")),
+        ),
+        ("auth GET map password", AUTH_GET_PASSWORD.into()),
     ];
     named.into_iter().map(|(n, s)| (n.to_owned(), s)).collect()
 }
