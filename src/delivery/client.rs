@@ -266,24 +266,22 @@ impl Lookup for WithAuth<'_> {
     }
 }
 
+/// Each `Set-Cookie`'s `name=value`, without its attributes.
+fn set_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    let values = headers.get_all(http::header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok());
+    values.filter_map(|v| v.split(';').next()).map(str::trim).filter(|p| !p.is_empty())
+}
+
 /// `Set-Cookie` answers as one `Cookie` header: each cookie's `name=value`.
 fn cookie_header(headers: &HeaderMap) -> Option<String> {
-    let pairs: Vec<&str> = headers
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
+    let pairs: Vec<&str> = set_cookies(headers).collect();
     (!pairs.is_empty()).then(|| pairs.join("; "))
 }
 
 /// Each `Set-Cookie`'s `name=value` as a name and a value, a later cookie of a name replacing
 /// an earlier one, as the original read them.
 fn cookie_values(headers: &HeaderMap) -> HashMap<String, String> {
-    let pairs = headers.get_all(http::header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok());
-    let pairs = pairs.filter_map(|v| v.split(';').next()?.split_once('='));
+    let pairs = set_cookies(headers).filter_map(|p| p.split_once('='));
     pairs
         .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
         .filter(|(n, _)| !n.is_empty())
