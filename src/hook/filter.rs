@@ -7,7 +7,9 @@
 //!
 //! The original ran `reg` as JavaScript regexes, so hooks written for it use look-ahead,
 //! look-behind and back-references (`^(?!anonymous)`). `fancy-regex` takes those; a pattern
-//! without them runs on the `regex` crate's engine inside it, as fast as before.
+//! without them runs on the `regex` crate's engine inside it, as fast as before. JavaScript's
+//! `\d` and `\w` are ASCII and its `.` stops at `\r`, U+2028 and U+2029: patterns are
+//! rewritten to mean that here (`javascript_classes`).
 
 use std::cmp::Ordering;
 
@@ -191,8 +193,9 @@ fn compare(actual: &Value, expected: &Scalar) -> Ordering {
 /// `share` as in [`Filter::compile_within`].
 fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
     let (pattern, flags) = split_regex_literal(src).unwrap_or((src, ""));
+    let pattern = javascript_classes(pattern, flags.contains('s'));
     let build = |limit: usize| {
-        RegexBuilder::new(pattern)
+        RegexBuilder::new(&pattern)
             .case_insensitive(flags.contains('i'))
             .multi_line(flags.contains('m'))
             .dot_matches_new_line(flags.contains('s'))
@@ -206,6 +209,63 @@ fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
         true => FilterError::TooLarge { share },
         false => FilterError::BadRegex(e.to_string()),
     })
+}
+
+/// JavaScript's word characters, as a class body.
+const JS_WORD: &str = "0-9A-Za-z_";
+
+/// `pattern` as the original's JavaScript read it, in this engine's syntax: `\d` and `\w` (and
+/// their negations) are ASCII there, where this engine's are Unicode (`\w+` would take all of
+/// a Cyrillic name); `.` stops at `\r`, U+2028 and U+2029 as well as `\n` unless `dot_all`
+/// (the `s` flag); and inside a class `[`, `&` and `~` are plain characters (here they would
+/// start a nested class or a set operation). Everything else is passed on as it is. `\b` stays
+/// Unicode (it differs only next to a non-ASCII letter): the ASCII one would be look-arounds,
+/// which backtrack, and stop matching on values of a few tens of KB.
+fn javascript_classes(pattern: &str, dot_all: bool) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut in_class = false;
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match (c, in_class) {
+            ('\\', _) => match (chars.next(), in_class) {
+                (None, _) => out.push('\\'),
+                (Some('d'), false) => out.push_str("[0-9]"),
+                (Some('D'), false) => out.push_str("[^0-9]"),
+                (Some('w'), false) => out.push_str(&format!("[{JS_WORD}]")),
+                (Some('W'), false) => out.push_str(&format!("[^{JS_WORD}]")),
+                (Some('d'), true) => out.push_str("0-9"),
+                (Some('D'), true) => out.push_str("[^0-9]"),
+                (Some('w'), true) => out.push_str(JS_WORD),
+                (Some('W'), true) => out.push_str(&format!("[^{JS_WORD}]")),
+                // A backspace inside a class.
+                (Some('b'), true) => out.push_str("\\x08"),
+                (Some(escaped), _) => {
+                    out.push('\\');
+                    out.push(escaped);
+                }
+            },
+            ('[', false) => {
+                in_class = true;
+                out.push('[');
+                // A `^` or `]` first is part of the class's syntax, not a character to escape.
+                if chars.as_str().starts_with('^') {
+                    out.push('^');
+                    chars.next();
+                }
+            }
+            (']', true) => {
+                in_class = false;
+                out.push(']');
+            }
+            ('[' | '&' | '~', true) => {
+                out.push('\\');
+                out.push(c);
+            }
+            ('.', false) if !dot_all => out.push_str("[^\\n\\r\\x{2028}\\x{2029}]"),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn split_regex_literal(src: &str) -> Option<(&str, &str)> {
@@ -299,6 +359,13 @@ mod tests {
         assert!(passes("reg", json!("(?<=sip:)100@"), Some(json!(long))));
         assert!(passes("reg", json!("/^(?!anonymous$).*100@/s"), Some(json!(long))));
         assert!(passes("reg", json!("(\\w)\\1@"), Some(json!(format!("{}00@", "x;".repeat(8000))))));
+        assert!(passes("reg", json!("\\bsip:100\\b"), Some(json!(long))));
+        // The ASCII classes JavaScript's `\w`, `\d` and `.` become are plain classes: no
+        // backtracking, whatever the value's length.
+        let longer = format!("{}sip:100@pbx", "x;".repeat(100_000));
+        assert!(passes("reg", json!("\\w\\W\\d+@[\\w.]+$"), Some(json!(longer))));
+        assert!(passes("reg", json!("/^.*100@PBX$/i"), Some(json!(longer))));
+        assert!(passes("reg", json!("/\\bPBX$/i"), Some(json!(long))));
     }
 
     #[test]
@@ -313,6 +380,38 @@ mod tests {
         // Catastrophic backtracking stops at the limit and does not match.
         let value = format!("{}?", "a".repeat(64));
         assert!(!passes("reg", json!("^(a+)+\\1!$"), Some(json!(value))));
+    }
+
+    /// The original ran JavaScript regexes, whose `\d` and `\w` are ASCII and whose `.`
+    /// stops at every line terminator: a filter on Cyrillic or accented caller names must
+    /// match as it did there.
+    #[test]
+    fn classes_word_boundaries_and_dot_are_javascript_s() {
+        let reg = |pattern: &str, value: &str| passes("reg", json!(pattern), Some(json!(value)));
+        assert!(!reg("^\\w+$", "Іван"));
+        assert!(reg("^\\w+$", "Ivan_2"));
+        assert!(!reg("^\\d+$", "١٢٣"));
+        assert!(reg("^\\d+$", "0123456789"));
+        assert!(reg("^\\D$", "٣"));
+        assert!(reg("^\\W$", "é"));
+        assert!(!reg("^\\W$", "e"));
+        assert!(reg("^[\\w-]+$", "a-b_c"));
+        assert!(!reg("^[\\w-]+$", "é-b"));
+        assert!(!reg("^[\\d]$", "٣"));
+        assert!(reg("^[\\D]$", "٣"));
+        assert!(reg("^[x\\W]$", "é"));
+        assert!(!reg("^[x\\W]$", "a"));
+        assert!(reg("^[\\b]$", "\u{8}"));
+        assert!(reg("^[[]$", "["));
+        assert!(reg("^[a&&b]+$", "a&&b"));
+        assert!(!reg("^a.b$", "a\rb"));
+        assert!(!reg("^a.b$", "a\u{2028}b"));
+        assert!(reg("/^a.b$/s", "a\rb"));
+        assert!(reg("^a.b$", "a b"));
+        assert!(reg("^\\.\\[\\]\\\\$", ".[]\\"));
+        // Look-arounds and back-references still work with the ASCII classes.
+        assert!(reg("(?<=\\d)x(\\w)\\1", "5xaa"));
+        assert!(!reg("(?<=\\d)x(\\w)\\1", "٣xaa"));
     }
 
     #[test]
