@@ -40,6 +40,12 @@ impl AttemptResult {
     }
 }
 
+impl From<String> for AttemptResult {
+    fn from(error: String) -> Self {
+        AttemptResult::failed(error)
+    }
+}
+
 /// The shared HTTP client.
 #[derive(Clone)]
 pub struct Client {
@@ -81,7 +87,7 @@ impl Client {
         let started = Instant::now();
         let mut result = match self.prepare(hook, delivery, now_secs).await {
             Ok(request) => self.send(request, hook.timeout_ms).await,
-            Err(error) => AttemptResult::failed(error),
+            Err(failed) => failed,
         };
         result.duration = started.elapsed();
         result
@@ -89,12 +95,13 @@ impl Client {
 
     /// The webhook request: the [attempt headers](attempt_headers) of the stored headers (or
     /// of those rendered now with the auth answer), the auth cookie, signature headers, body.
+    /// An attempt that fails before the webhook is sent (the auth pre-request did) is the error.
     async fn prepare(
         &self,
         hook: &CompiledHook,
         d: &LeasedDelivery,
         now_secs: i64,
-    ) -> Result<reqwest::Request, String> {
+    ) -> Result<reqwest::Request, AttemptResult> {
         let (rendered, auth_cookie);
         let pairs = match (&hook.auth, &d.event) {
             (Some(auth), Some(event)) => {
@@ -129,7 +136,7 @@ impl Client {
         if !d.request.body.is_empty() {
             builder = builder.body(d.request.body.clone());
         }
-        builder.build().map_err(|e| format!("cannot build the request: {}", e.without_url()))
+        Ok(builder.build().map_err(|e| format!("cannot build the request: {}", e.without_url()))?)
     }
 
     /// Sends `request` within `timeout_ms`. The status decides the outcome: a 2xx whose body
@@ -166,8 +173,14 @@ impl Client {
         }
     }
 
-    /// Runs the auth pre-request and collects its variables.
-    async fn authenticate(&self, auth: &CompiledAuth, event: &Event, timeout_ms: u32) -> Result<AuthAnswer, String> {
+    /// Runs the auth pre-request and collects its variables. A failure carries the auth
+    /// server's `Retry-After`, honoured as a receiver's is.
+    async fn authenticate(
+        &self,
+        auth: &CompiledAuth,
+        event: &Event,
+        timeout_ms: u32,
+    ) -> Result<AuthAnswer, AttemptResult> {
         // The auth request's templates share one budget, as a webhook's do.
         let mut rendered = 0;
         let mut render = |template: &Template| {
@@ -180,7 +193,8 @@ impl Client {
         let headers: Vec<(&HeaderName, String)> =
             auth.headers.iter().map(|(name, t)| (name, header_safe(render(t)))).collect();
         if rendered > MAX_RENDERED {
-            return Err(format!("the auth request's map and headers render to more than {} KiB", MAX_RENDERED >> 10));
+            let error = format!("the auth request's map and headers render to more than {} KiB", MAX_RENDERED >> 10);
+            return Err(error.into());
         }
         let url = match auth.method == http::Method::GET {
             true => with_query(&auth.url, &params).map_err(|e| format!("the auth request's {e}"))?,
@@ -199,13 +213,15 @@ impl Client {
         // SPEC §4: anything but 200 fails the attempt.
         let status = response.status();
         if status != http::StatusCode::OK {
+            let retry_after = retry_after(response.headers());
             // What the auth server said, for the delivery log (its own body, not the webhook's).
             let mut said = Vec::new();
             let _ = read_limited(response, RESPONSE_EXCERPT, &mut said).await;
-            return Err(match excerpt(&said).trim() {
+            let error = match excerpt(&said).trim() {
                 "" => format!("auth request answered {}", status.as_u16()),
                 said => format!("auth request answered {}: {said}", status.as_u16()),
-            });
+            };
+            return Err(AttemptResult { retry_after, ..AttemptResult::failed(error) });
         }
         let mut vars = HashMap::new();
         for name in response.headers().keys() {

@@ -1,0 +1,46 @@
+//! Delivery details found by black-box grading: how an attempt's failure decides the wait
+//! before the next one.
+
+mod common;
+
+use std::time::Duration;
+
+use common::events::channel;
+use common::receiver::{Receiver, Reply};
+use common::{Backend, TestServer, web};
+use serde_json::json;
+
+const D: &str = "demo.example.com";
+
+/// An auth server that answers 429 or 503 with `Retry-After` is asked again when it says, as
+/// a receiver is: not after the hook's `delay` (a minute here), and not sooner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_servers_retry_after_is_honoured() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let r = Receiver::start().await;
+    r.script(
+        "/auth",
+        [
+            Reply::status(429).header("Retry-After", "2").body("slow down"),
+            Reply::status(200).body(r#"{"token": "t-1"}"#),
+        ],
+    );
+    let id = s
+        .create_hook(
+            D,
+            json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")), "retries": 1, "delay": 60,
+            "headers": {"Authorization": "Bearer ${auth:body:token}"},
+            "auth": {"enabled": true, "url": r.url("/auth")}}),
+        )
+        .await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+
+    let sent = r.wait_for("/h", 1, Duration::from_secs(10)).await;
+    assert_eq!(sent[0].header("authorization"), Some("Bearer t-1"));
+    let auth = r.at("/auth");
+    assert_eq!(auth.len(), 2);
+    let waited = auth[1].at - auth[0].at;
+    assert!(waited >= Duration::from_millis(1900), "asked again after {waited:?}");
+    let log = s.settled(D, &id, 1).await;
+    assert_eq!(log[0]["log"][0]["error"], "auth request answered 429: slow down", "{}", log[0]);
+}
