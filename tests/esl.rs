@@ -469,3 +469,24 @@ async fn events_whose_commit_hangs_at_shutdown_are_counted_lost() {
     stops_counting_the_lost_events(s, &r, &log, before).await;
     drop(lock);
 }
+
+/// Two hook events can need the same FreeSWITCH subscription: `CHANNEL_ANSWER->x` (an event
+/// only HTTP ingest brings, but FreeSWITCH knows its name) subscribes to `CHANNEL_ANSWER`.
+/// Deleting that hook must not `nixevent CHANNEL_ANSWER` while a `CHANNEL_ANSWER` hook remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_hook_keeps_the_events_another_hook_still_needs() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap(), 40.0, None, 11).await;
+    let server = Server { addr: sim.addr.to_string(), password: "ClueCon".into() };
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
+    let r = Receiver::start().await;
+    s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
+    r.wait_for("/answer", 1, WAIT).await;
+    let id = s.create_hook(D1, json!({"event": "CHANNEL_ANSWER->x", "action": web(&r.url("/x"))})).await;
+    let (status, v) = s.call("DELETE", &format!("/api/v2/hooks/{id}?domain={D1}"), Some(&s.root), None).await;
+    assert_eq!((status, &v["data"]["n"]), (200, &json!(1)), "{v}");
+    // Let the subscription change reach the switch, then answered calls must keep coming.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = r.at("/answer").len();
+    r.wait_for("/answer", before + 3, WAIT).await;
+    sim.kill().await;
+}

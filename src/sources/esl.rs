@@ -278,7 +278,7 @@ impl EslSource {
         writer: &mut (impl AsyncWrite + Unpin),
         conn: &mut Conn,
     ) -> Result<(), SessionError> {
-        let wanted = self.router.index.event_names();
+        let wanted = subscription_keys(&self.router.index.event_names());
         let subscribed = std::mem::replace(&mut conn.subscribed, wanted.clone());
         let added: Vec<&String> = wanted.difference(&subscribed).collect();
         let removed: Vec<&String> = subscribed.difference(&wanted).collect();
@@ -293,6 +293,21 @@ impl EslSource {
         }
         Ok(())
     }
+}
+
+/// What hook events ask of FreeSWITCH, one key a subscription: `CUSTOM->sub` for a custom
+/// subclass, else the event name alone. FreeSWITCH gives only `CUSTOM` events a subclass, so
+/// `CHANNEL_ANSWER->x` (an event only HTTP ingest brings) needs `CHANNEL_ANSWER`, as the
+/// `CHANNEL_ANSWER` hook does: diffing these keys rather than hook events keeps the removal
+/// of one from nixing what the other still needs.
+fn subscription_keys(hook_events: &BTreeSet<String>) -> BTreeSet<String> {
+    hook_events
+        .iter()
+        .map(|event| match event.split_once("->") {
+            Some((name, _)) if name != "CUSTOM" => name.to_owned(),
+            _ => event.clone(),
+        })
+        .collect()
 }
 
 /// `CHANNEL_ANSWER CHANNEL_HANGUP CUSTOM callcenter::info engine::dialer_member_end`: plain

@@ -290,6 +290,16 @@ fn a_hook_on_bare_custom_does_not_turn_later_names_into_subclasses() {
     assert_eq!(event_list(&bare.iter().collect::<Vec<_>>()).as_deref(), Some("DTMF CUSTOM"));
 }
 
+#[test]
+fn hook_events_that_need_the_same_subscription_share_one_key() {
+    let wanted: BTreeSet<String> = ["CHANNEL_ANSWER"].map(String::from).into();
+    let before: BTreeSet<String> =
+        ["CHANNEL_ANSWER", "CHANNEL_ANSWER->x", "CUSTOM", "CUSTOM->a::b"].map(String::from).into();
+    let (wanted, before) = (subscription_keys(&wanted), subscription_keys(&before));
+    let removed: Vec<&String> = before.difference(&wanted).collect();
+    assert_eq!(event_list(&removed).as_deref(), Some("CUSTOM a::b"), "CHANNEL_ANSWER is still needed");
+}
+
 /// The bytes `switch` has been sent so far, without waiting for more.
 async fn sent_so_far(switch: &mut tokio::io::DuplexStream) -> Vec<u8> {
     let mut out = Vec::new();
