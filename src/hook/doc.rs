@@ -151,7 +151,7 @@ impl HookDoc {
             fields: fields(map)?,
             map: string_map(map, "map")?,
             filter: filters(map)?,
-            headers: string_map(map, "headers")?,
+            headers: request_headers(map, "headers")?,
             auth: auth(map)?,
             custom_body: boolean(map, "customBody")?.unwrap_or(false),
             raw_body: raw_body(map)?,
@@ -288,6 +288,18 @@ fn string_map(map: &Map<String, Value>, key: &str) -> Result<IndexMap<String, St
         .collect()
 }
 
+/// Headers a request is sent with. The body's framing (`Content-Length`, `Transfer-Encoding`)
+/// is written by the HTTP client from the body: a hook's own would go out as written, so a
+/// receiver would read a body of another length and take the rest for a next request.
+fn request_headers(map: &Map<String, Value>, key: &str) -> Result<IndexMap<String, String>, DocError> {
+    let headers = string_map(map, key)?;
+    let framing = ["content-length", "transfer-encoding"];
+    match headers.keys().find(|name| framing.iter().any(|f| name.eq_ignore_ascii_case(f))) {
+        Some(name) => Err(bad(format!("{key}.{name}"), "is written from the body when it is sent; remove it")),
+        None => Ok(headers),
+    }
+}
+
 fn method(value: &str, field: &str) -> Result<String, DocError> {
     if METHODS.iter().any(|m| m.eq_ignore_ascii_case(value)) {
         Ok(value.to_owned())
@@ -398,7 +410,7 @@ fn auth(map: &Map<String, Value>) -> Result<Auth, DocError> {
         _ => {}
     }
     Ok(Auth {
-        headers: string_map(obj, "headers").map_err(|e| prefix("auth.", e))?,
+        headers: request_headers(obj, "headers").map_err(|e| prefix("auth.", e))?,
         map: string_map(obj, "map").map_err(|e| prefix("auth.", e))?,
         enabled,
         url,
