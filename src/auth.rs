@@ -58,6 +58,7 @@ pub enum Perm {
 pub struct Claims {
     pub id: String,
     /// Expiry in epoch milliseconds.
+    #[serde(deserialize_with = "epoch_ms")]
     pub exp: i64,
     pub d: Option<String>,
     pub t: String,
@@ -65,6 +66,19 @@ pub struct Claims {
     pub v: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r: Option<String>,
+}
+
+/// `exp` as the original read it, a JSON number compared with `Date.now()`: a fraction of a
+/// millisecond (a script's `time.time() * 1000 + ttl`) is rounded up, so the token is still
+/// valid in the millisecond it expires in, as `exp <= now` found it. Values past `i64` saturate.
+fn epoch_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    match (n.as_i64(), n.as_u64(), n.as_f64()) {
+        (Some(ms), _, _) => Ok(ms),
+        (None, Some(_), _) => Ok(i64::MAX),
+        (None, None, Some(ms)) => Ok(ms.ceil() as i64),
+        (None, None, None) => Err(serde::de::Error::custom("exp is not a number")),
+    }
 }
 
 fn version() -> i64 {
