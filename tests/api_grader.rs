@@ -7,7 +7,11 @@ use common::{Backend, TestServer, hook};
 use serde_json::{Value, json};
 use switchhook::auth::now_ms;
 
-on_both_stores!(framing_headers_in_a_hook_are_refused_by_name, a_fractional_exp_is_read_as_a_number,);
+on_both_stores!(
+    framing_headers_in_a_hook_are_refused_by_name,
+    a_fractional_exp_is_read_as_a_number,
+    a_compressed_body_is_refused_by_its_encoding,
+);
 
 const DOMAIN: &str = "demo.webitel.com";
 
@@ -61,4 +65,39 @@ async fn a_fractional_exp_is_read_as_a_number(b: Backend) {
     assert_eq!((status, &v["data"]), (200, &json!([])), "{v}");
     let (status, v) = s.call("GET", &path, Some(&token(now_ms() as f64 - 0.5)), None).await;
     assert_eq!((status, v["info"].as_str()), (401, Some("Token Expired")), "{v}");
+}
+
+/// A script that compresses its body (`Content-Encoding: gzip`) was told its JSON was not
+/// valid at column 1. The body is not decompressed here, so the answer names the encoding.
+async fn a_compressed_body_is_refused_by_its_encoding(b: Backend) {
+    let s = TestServer::start(b).await;
+    let gzip_magic = vec![0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xab, 0xae, 0x05, 0x00];
+    for (path, encoding) in [("/api/v2/hooks?domain=x", "gzip"), ("/api/v2/events", "br")] {
+        let resp = s
+            .http
+            .post(s.url(path))
+            .header("X-Access-Token", &s.root)
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", encoding)
+            .body(gzip_magic.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(status, 415, "{path}: {v}");
+        let info = format!("Unsupported Content-Encoding \"{encoding}\": send the body uncompressed");
+        assert_eq!(v, json!({"status": "error", "info": info, "code": 415}));
+    }
+    // `identity` is no encoding at all.
+    let resp = s
+        .http
+        .post(s.url("/api/v2/hooks?domain=x"))
+        .header("X-Access-Token", &s.root)
+        .header("Content-Encoding", "identity")
+        .json(&hook("CHANNEL_ANSWER", "https://r.example/h"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
 }

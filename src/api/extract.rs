@@ -182,6 +182,15 @@ impl FromRequest<ApiState> for Body {
     type Rejection = std::convert::Infallible;
 
     async fn from_request(req: Request, state: &ApiState) -> Result<Self, Self::Rejection> {
+        // Bodies are not decompressed: a compressed one is refused by its encoding rather than
+        // reported as JSON that is not valid at its first byte.
+        let encoding = req.headers().get(header::CONTENT_ENCODING).map(|v| String::from_utf8_lossy(v.as_bytes()));
+        if let Some(encoding) =
+            encoding.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+        {
+            let info = format!("Unsupported Content-Encoding {encoding:?}: send the body uncompressed");
+            return Ok(Body(Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, info))));
+        }
         let Ok(read) = tokio::time::timeout(state.body_timeout, Bytes::from_request(req, state)).await else {
             let info =
                 format!("Request body was not received within {}", humantime::format_duration(state.body_timeout));
