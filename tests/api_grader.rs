@@ -11,6 +11,7 @@ on_both_stores!(
     framing_headers_in_a_hook_are_refused_by_name,
     a_fractional_exp_is_read_as_a_number,
     a_compressed_body_is_refused_by_its_encoding,
+    an_update_that_only_reorders_keys_is_stored,
 );
 
 const DOMAIN: &str = "demo.webitel.com";
@@ -100,4 +101,31 @@ async fn a_compressed_body_is_refused_by_its_encoding(b: Backend) {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
+}
+
+/// MongoDB compared documents with their key order, so a replacement that only reorders
+/// `headers` (sent in that order) or `filter` (checked in that order) was a modification and
+/// was stored. Here it was answered `nModified: 0`, and the old order stayed.
+async fn an_update_that_only_reorders_keys_is_stored(b: Backend) {
+    let s = TestServer::start(b).await;
+    let body = |headers: Value, filter: Value| {
+        let mut h = hook("CHANNEL_ANSWER", "https://r.example/h");
+        h["headers"] = headers;
+        h["filter"] = filter;
+        h
+    };
+    let (a, b2) = (json!({"operation": "==", "value": "1"}), json!({"operation": "==", "value": "2"}));
+    let first = body(json!({"X-A": "1", "X-B": "2"}), json!({"a": a, "b": b2}));
+    let id = s.create_hook(DOMAIN, first.clone()).await;
+    let path = format!("/api/v2/hooks/{id}?domain={DOMAIN}");
+    let reordered = body(json!({"X-B": "2", "X-A": "1"}), json!({"b": b2, "a": a}));
+    let (status, v) = s.call("PUT", &path, Some(&s.root), Some(reordered)).await;
+    assert_eq!((status, &v["data"]), (200, &json!({"ok": 1, "n": 1, "nModified": 1})), "{v}");
+    let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
+    let keys = |field: &str| v["data"][field].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!((keys("headers"), keys("filter")), (vec!["X-B".to_owned(), "X-A".into()], vec!["b".into(), "a".into()]));
+    // The same order again changes nothing.
+    let again = body(json!({"X-B": "2", "X-A": "1"}), json!({"b": b2, "a": a}));
+    let (_, v) = s.call("PUT", &path, Some(&s.root), Some(again)).await;
+    assert_eq!(v["data"], json!({"ok": 1, "n": 1, "nModified": 0}));
 }

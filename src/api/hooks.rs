@@ -89,13 +89,14 @@ pub async fn update(
     let body = body.json()?;
     let _writing = state.hook_writes.lock().await;
     // MongoDB's answer: `n` the hooks matched, `nModified` those that changed. A document equal
-    // to the stored one changes nothing and is not written, as MongoDB did not write it.
+    // to the stored one, key order included, changes nothing and is not written, as MongoDB
+    // did not write it.
     let (n, modified) = match state.store.hook(&domain, &id).await? {
         Some(stored) => {
             let hook = StoredHook { doc: stored.doc.updated(&body, state.limits)?, id };
             let compiled = hook.doc.compile()?;
             check_destinations(&state, &compiled)?;
-            if hook.doc == stored.doc {
+            if same_document(&hook.doc, &stored.doc) {
                 (1, 0)
             } else {
                 let updated = state.store.update_hook(&hook, now_ms()).await?;
@@ -112,6 +113,12 @@ pub async fn update(
         }
     };
     Ok(ok(json!({"ok": 1, "n": n, "nModified": modified})))
+}
+
+/// Equal as MongoDB compared documents: with their keys' order, which `headers` are sent in and
+/// `filter` is checked in (`==` on maps would ignore it).
+fn same_document(a: &HookDoc, b: &HookDoc) -> bool {
+    a == b && serde_json::to_string(a).ok() == serde_json::to_string(b).ok()
 }
 
 /// With `delivery.block_private_networks`, a URL that is a private address is refused when the
