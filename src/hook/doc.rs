@@ -288,13 +288,18 @@ fn string_map(map: &Map<String, Value>, key: &str) -> Result<IndexMap<String, St
         .collect()
 }
 
-/// Headers a request is sent with. The body's framing (`Content-Length`, `Transfer-Encoding`)
-/// is written by the HTTP client from the body: a hook's own would go out as written, so a
-/// receiver would read a body of another length and take the rest for a next request.
+/// Whether `name` is one of the body's framing headers (`Content-Length`, `Transfer-Encoding`).
+/// The HTTP client writes them from the body: a hook's own would go out as written, so a
+/// receiver would read a body of another length and take the rest for a next request. A write
+/// that sets one is refused; a hook stored before that leaves them out when it sends.
+pub fn is_framing(name: &str) -> bool {
+    ["content-length", "transfer-encoding"].iter().any(|f| name.eq_ignore_ascii_case(f))
+}
+
+/// Headers a request is sent with: no [framing](is_framing) ones.
 fn request_headers(map: &Map<String, Value>, key: &str) -> Result<IndexMap<String, String>, DocError> {
     let headers = string_map(map, key)?;
-    let framing = ["content-length", "transfer-encoding"];
-    match headers.keys().find(|name| framing.iter().any(|f| name.eq_ignore_ascii_case(f))) {
+    match headers.keys().find(|name| is_framing(name)) {
         Some(name) => Err(bad(format!("{key}.{name}"), "is written from the body when it is sent; remove it")),
         None => Ok(headers),
     }

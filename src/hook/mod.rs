@@ -150,6 +150,7 @@ fn header_templates(
 ) -> Result<Vec<(HeaderName, Template)>, DocError> {
     headers
         .iter()
+        .filter(|(name, _)| !doc::is_framing(name))
         .map(|(name, value)| {
             let field = format!("{field}.{name}");
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| DocError::Field {
@@ -183,7 +184,26 @@ pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::signing_key;
+    use super::{CompiledHook, signing_key};
+
+    /// A hook stored before framing headers were refused loads, and leaves them out.
+    #[test]
+    fn a_stored_hooks_framing_headers_are_left_out() {
+        use serde_json::json;
+        let body = json!({
+            "event": "CHANNEL_ANSWER",
+            "action": {"type": "web", "method": "POST", "url": "http://r.example/h"},
+            "auth": {"enabled": true, "url": "http://r.example/login"},
+        });
+        let doc = super::HookDoc::from_body(&body, "d", super::Limits { max_retries: 0 }).unwrap();
+        let mut stored = serde_json::to_value(&doc).unwrap();
+        stored["headers"] = json!({"Content-Length": "5", "X-A": "1", "transfer-encoding": "chunked"});
+        stored["auth"]["headers"] = json!({"CONTENT-LENGTH": "9", "X-B": "2"});
+        let hook = CompiledHook::new(&serde_json::from_value(stored).unwrap()).unwrap();
+        let names = |h: &[(http::HeaderName, _)]| h.iter().map(|(n, _)| n.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&hook.headers), ["x-a"]);
+        assert_eq!(names(&hook.auth.unwrap().headers), ["x-b"]);
+    }
 
     #[test]
     fn whsec_secrets_decode_with_or_without_padding_and_others_are_their_bytes() {
