@@ -314,16 +314,21 @@ impl Config {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .filter_map(|spec| esl::Server::parse(spec).map_err(|e| l.problem("esl", e)).ok())
+                .enumerate()
+                .filter_map(|(i, spec)| {
+                    esl::Server::parse(spec).map_err(|e| l.problem("esl", format!("entry {}: {e}", i + 1))).ok()
+                })
                 .collect(),
             None => file
                 .esl
                 .servers
                 .into_iter()
-                .filter_map(|s| {
+                .enumerate()
+                .filter_map(|(i, s)| {
                     let address = s.address.unwrap_or_else(|| esl::DEFAULT_ADDR.into());
                     let password = s.password.unwrap_or_else(|| esl::DEFAULT_PASSWORD.into());
-                    esl::Server::parse(&format!("{password}@{address}")).map_err(|e| l.problem("esl.servers", e)).ok()
+                    let parsed = esl::Server::parse(&format!("{password}@{address}"));
+                    parsed.map_err(|e| l.problem("esl.servers", format!("entry {}: address {e}", i + 1))).ok()
                 })
                 .collect(),
         };
@@ -783,6 +788,15 @@ mod tests {
         assert_eq!(got, [("127.0.0.1:8021".into(), "ClueCon".into()), ("fs9:9".into(), "x".into())]);
         let err = build("", Overrides { esl: Some("nope".into()), ..Default::default() }, &[]).unwrap_err();
         assert_eq!(err.0[0].key, "esl");
+        // An entry without its address, or the wrong way round, is its password: never quoted.
+        for list in ["fs1:8021, S3CRET", "fs1:8021,fs2:8021@S3CRET"] {
+            let err = build("", Overrides { esl: Some(list.into()), ..Default::default() }, &[]).unwrap_err();
+            assert_eq!(err.0[0].problem, "entry 2: is not [password@]host:port with a port number", "{list}");
+        }
+        let file = "[[esl.servers]]\n[[esl.servers]]\naddress = \"S3CRET\"";
+        let err = build(file, Overrides::default(), &[]).unwrap_err();
+        assert_eq!(err.0[0].key, "esl.servers");
+        assert_eq!(err.0[0].problem, "entry 2: address is not [password@]host:port with a port number");
     }
 
     #[test]

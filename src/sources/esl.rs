@@ -53,9 +53,12 @@ impl Server {
             Some((p, a)) => (p.to_owned(), a),
             None => (DEFAULT_PASSWORD.to_owned(), spec),
         };
-        let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{addr:?} is not host:port"))?;
+        // The entry is not quoted: written the wrong way round, or without its address, what
+        // stands where the address should is the password.
+        let bad = || "is not [password@]host:port with a port number".to_owned();
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
         if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(format!("{addr:?} is not host:port"));
+            return Err(bad());
         }
         Ok(Server { addr: addr.to_owned(), password })
     }
