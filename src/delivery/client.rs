@@ -77,7 +77,7 @@ impl Client {
     /// (names are refused as they resolve).
     fn request(&self, method: http::Method, url: &str) -> Result<reqwest::RequestBuilder, String> {
         if self.public_only {
-            destination::check_literal(&url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?)?;
+            destination::check_literal(&url.parse().map_err(|e| format!("bad URL: {e}"))?)?;
         }
         Ok(self.http.request(method, url))
     }
