@@ -506,14 +506,18 @@ async fn a_refused_declare_reports_the_brokers_reason() {
 
 /// Audit: the reconnect backoff only grew (1, 2, 4, 8 s...), so after a few broker-side
 /// interruptions, each separated by hours of consuming, the next reconnect still waited up to
-/// 30 s. A session that got as far as consuming now resets it, as the ESL source does.
+/// 30 s. A session that consumed for at least as long as the next wait now resets it, as in
+/// the ESL source (`sources::Reconnect`); one that drops as soon as it consumes does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reconnect_backoff_starts_again_after_a_session_that_consumed() {
     let Some(url) = broker() else { return };
     let (t, _r, s) = answering(url).await;
     let connected = |v: &Value| v["data"]["sources"]["amqp"]["connected"] == true;
     let mut waits = Vec::new();
-    for _ in 0..5 {
+    // Two sessions that drop as soon as they consume, then two that consume for longer than
+    // the next wait would be (4 s, then 2 s).
+    for held in [0, 0, 5, 3] {
+        tokio::time::sleep(Duration::from_secs(held)).await;
         t.delete_queue().await;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         // The cancel takes the source down at once; then it waits its backoff and reconnects.
@@ -528,8 +532,12 @@ async fn the_reconnect_backoff_starts_again_after_a_session_that_consumed() {
         }
         waits.push(down.elapsed());
     }
-    // Each wait is the first step of the backoff (1 s), not 1, 2, 4, 8, 16 s.
-    assert!(waits.iter().all(|w| *w < Duration::from_secs(4)), "{waits:?}");
+    // 1 s, then 2 s after a session that dropped at once (the backoff grows), then the first
+    // step again, 1 s, after each held session (without the reset: 4 s and 8 s).
+    let secs: Vec<f64> = waits.iter().map(Duration::as_secs_f64).collect();
+    let within = |w: f64, low: f64| w >= low && w < low + 2.0;
+    assert!(within(secs[0], 1.0) && within(secs[1], 2.0), "{secs:?}");
+    assert!(within(secs[2], 1.0) && within(secs[3], 1.0), "{secs:?}");
     s.stop().await;
     t.cleanup().await;
 }

@@ -16,7 +16,7 @@ use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::Health;
+use super::{Health, Reconnect};
 use crate::event::{Incoming, routing};
 use crate::router::Router;
 use crate::store::Store;
@@ -94,26 +94,23 @@ impl AmqpSource {
     /// Consumes until `shutdown`, reconnecting with backoff (capped at 30 s) when the broker
     /// goes away.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_secs(1);
+        let mut reconnect = Reconnect::default();
         loop {
             let mut consumed = false;
-            match self.session(&shutdown, &mut consumed).await {
+            let started = tokio::time::Instant::now();
+            let wait = match self.session(&shutdown, &mut consumed).await {
                 Ok(()) => return,
                 Err(e) => {
-                    // Only a session that got as far as consuming resets the backoff: a broker
-                    // that refuses us during setup is retried ever more slowly.
-                    if consumed {
-                        backoff = Duration::from_secs(1);
-                    }
-                    tracing::error!(error = %e, "RabbitMQ source: reconnecting in {}s", backoff.as_secs());
+                    let wait = reconnect.wait(consumed, started.elapsed());
+                    tracing::error!(error = %e, "RabbitMQ source: reconnecting in {}s", wait.as_secs());
                     self.health.down(NAME, e.to_string());
+                    wait
                 }
-            }
+            };
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = shutdown.cancelled() => return,
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Health;
+use super::{Health, Reconnect};
 use crate::event::esl::{EslError, Frame, Parser, RawEvent};
 use crate::event::{FREESWITCH_EVENTS, Incoming};
 use crate::router::Router;
@@ -25,8 +25,6 @@ use crate::telemetry;
 const BATCH: usize = 1024;
 /// Reads waiting for the committer, at most: 2 MB of events with 64 KB reads.
 const READS_QUEUED: usize = 32;
-/// Longest wait between reconnect attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Time allowed for connecting and for each command's reply during setup.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that brings nothing for this long is probed with [`PROBE`].
@@ -119,26 +117,22 @@ impl EslSource {
     /// Reads until `shutdown`, reconnecting with backoff (capped at 30 s).
     pub async fn run(self, shutdown: CancellationToken) {
         let name = self.server.name();
-        let mut backoff = Duration::from_secs(1);
+        let mut reconnect = Reconnect::default();
         loop {
-            match self.session(&shutdown).await {
+            let began = Instant::now();
+            let wait = match self.session(&shutdown).await {
                 Ok(()) => return,
-                Err((e, started)) => {
-                    // Only a session that got as far as subscribing resets the backoff: a
-                    // server that refuses, rejects or drops us during setup is retried ever
-                    // more slowly.
-                    if started {
-                        backoff = Duration::from_secs(1);
-                    }
-                    tracing::error!(server = %self.server.addr, error = %e, "ESL source: reconnecting in {}s", backoff.as_secs());
+                Err((e, subscribed)) => {
+                    let wait = reconnect.wait(subscribed, began.elapsed());
+                    tracing::error!(server = %self.server.addr, error = %e, "ESL source: reconnecting in {}s", wait.as_secs());
                     self.health.down(&name, e.to_string());
+                    wait
                 }
-            }
+            };
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = shutdown.cancelled() => return,
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

@@ -6,10 +6,42 @@ pub mod esl;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::auth::now_ms;
+
+/// The wait before a source reconnects: 1 s, doubling up to 30 s. It starts again at 1 s after
+/// a session that worked (subscribed, consumed) for at least as long as the wait it would now
+/// take, so a server that refuses us during setup, or drops us as soon as we begin, is retried
+/// ever more slowly, and one that ran for a while is retried at once.
+#[derive(Debug)]
+pub struct Reconnect {
+    next: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect { next: Self::FIRST }
+    }
+}
+
+impl Reconnect {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+
+    /// The wait after a session that ended in an error: `worked` whether it got as far as
+    /// reading events, `lasted` how long it ran.
+    pub fn wait(&mut self, worked: bool, lasted: Duration) -> Duration {
+        if worked && lasted >= self.next {
+            self.next = Self::FIRST;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        wait
+    }
+}
 
 /// A source's connection state, as `/health` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,5 +75,26 @@ impl Health {
 
     pub fn snapshot(&self) -> BTreeMap<String, SourceState> {
         self.0.lock().expect("health lock").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reconnect_wait_grows_until_a_session_outlasts_it() {
+        let secs = Duration::from_secs;
+        let mut r = Reconnect::default();
+        // Refused during setup, then dropped as soon as it began: 1, 2, 4 s...
+        assert_eq!([r.wait(false, secs(5)), r.wait(true, secs(0)), r.wait(true, secs(1))], [secs(1), secs(2), secs(4)]);
+        // ...up to 30 s.
+        let capped: Vec<Duration> = (0..4).map(|_| r.wait(false, secs(0))).collect();
+        assert_eq!(capped, [secs(8), secs(16), secs(30), secs(30)]);
+        // A session that worked for less than the next wait does not reset it; one that worked
+        // as long does.
+        assert_eq!(r.wait(true, secs(29)), secs(30));
+        assert_eq!(r.wait(true, secs(30)), secs(1));
+        assert_eq!(r.wait(true, secs(2)), secs(1));
     }
 }
