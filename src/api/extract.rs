@@ -184,10 +184,11 @@ impl FromRequest<ApiState> for Body {
     async fn from_request(req: Request, state: &ApiState) -> Result<Self, Self::Rejection> {
         // Bodies are not decompressed: a compressed one is refused by its encoding rather than
         // reported as JSON that is not valid at its first byte.
-        let encoding = req.headers().get(header::CONTENT_ENCODING).map(|v| String::from_utf8_lossy(v.as_bytes()));
-        if let Some(encoding) =
-            encoding.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
-        {
+        let encodings = req.headers().get_all(header::CONTENT_ENCODING).iter();
+        let codings = encodings.flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes()).split(',').map(|c| c.trim().to_owned()).collect::<Vec<_>>()
+        });
+        if let Some(encoding) = codings.into_iter().find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity")) {
             let info = format!("Unsupported Content-Encoding {encoding:?}: send the body uncompressed");
             return Ok(Body(Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, info))));
         }

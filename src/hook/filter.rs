@@ -193,9 +193,9 @@ fn compare(actual: &Value, expected: &Scalar) -> Ordering {
 /// `share` as in [`Filter::compile_within`].
 fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
     let (pattern, flags) = split_regex_literal(src).unwrap_or((src, ""));
-    let pattern = javascript_classes(pattern, flags.contains('s'));
-    let build = |limit: usize| {
-        RegexBuilder::new(&pattern)
+    let rewritten = javascript_classes(pattern, flags.contains('s'));
+    let build_text = |text: &str, limit: usize| {
+        RegexBuilder::new(text)
             .case_insensitive(flags.contains('i'))
             .multi_line(flags.contains('m'))
             .dot_matches_new_line(flags.contains('s'))
@@ -203,69 +203,134 @@ fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
             .backtrack_limit(BACKTRACK_LIMIT)
             .build()
     };
+    let build = |limit: usize| build_text(&rewritten, limit);
     let limit = regex_share(share);
     build(limit).map_err(|e| match limit < MAX_REGEX && build(MAX_REGEX).is_ok() {
         // It compiles alone, so it is its share of the budget it exceeds.
         true => FilterError::TooLarge { share },
-        false => FilterError::BadRegex(e.to_string()),
+        // The pattern as written, where it fails too: its positions are the operator's.
+        false => FilterError::BadRegex(match build_text(pattern, MAX_REGEX) {
+            Err(written) => written.to_string(),
+            Ok(_) => format!("{e} (in the pattern as JavaScript reads it: {rewritten})"),
+        }),
     })
 }
 
-/// JavaScript's word characters, as a class body.
-const JS_WORD: &str = "0-9A-Za-z_";
-
-/// `pattern` as the original's JavaScript read it, in this engine's syntax: `\d` and `\w` (and
-/// their negations) are ASCII there, where this engine's are Unicode (`\w+` would take all of
-/// a Cyrillic name); `.` stops at `\r`, U+2028 and U+2029 as well as `\n` unless `dot_all`
-/// (the `s` flag); and inside a class `[`, `&` and `~` are plain characters (here they would
-/// start a nested class or a set operation). Everything else is passed on as it is. `\b` stays
-/// Unicode (it differs only next to a non-ASCII letter): the ASCII one would be look-arounds,
-/// which backtrack, and stop matching on values of a few tens of KB.
+/// `pattern` as the original's JavaScript read it, in this engine's syntax:
+/// - `\d` and `\w` (and their negations) are ASCII there, where this engine's are Unicode
+///   (`\w+` would take all of a Cyrillic name);
+/// - `.` stops at `\r`, U+2028 and U+2029 as well as `\n`, unless `dot_all` (the `s` flag, or
+///   an inline `(?s)`, which only this engine has);
+/// - classes follow JavaScript's grammar ([`javascript_class`]).
+///
+/// Everything else is passed on as it is. `\b`, `\B` and `\s` stay Unicode (an ASCII `\b`
+/// would be look-arounds, which backtrack and stop matching on values of a few tens of KB).
 fn javascript_classes(pattern: &str, dot_all: bool) -> String {
+    let dot_all = dot_all || inline_dot_all(pattern);
     let mut out = String::with_capacity(pattern.len() + 16);
-    let mut in_class = false;
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
-        match (c, in_class) {
-            ('\\', _) => match (chars.next(), in_class) {
-                (None, _) => out.push('\\'),
-                (Some('d'), false) => out.push_str("[0-9]"),
-                (Some('D'), false) => out.push_str("[^0-9]"),
-                (Some('w'), false) => out.push_str(&format!("[{JS_WORD}]")),
-                (Some('W'), false) => out.push_str(&format!("[^{JS_WORD}]")),
-                (Some('d'), true) => out.push_str("0-9"),
-                (Some('D'), true) => out.push_str("[^0-9]"),
-                (Some('w'), true) => out.push_str(JS_WORD),
-                (Some('W'), true) => out.push_str(&format!("[^{JS_WORD}]")),
-                // A backspace inside a class.
-                (Some('b'), true) => out.push_str("\\x08"),
-                (Some(escaped), _) => {
-                    out.push('\\');
-                    out.push(escaped);
-                }
+        match c {
+            '\\' => match chars.next() {
+                None => out.push('\\'),
+                Some(e) => out.push_str(&class_escape(e).unwrap_or_else(|| format!("\\{e}"))),
             },
-            ('[', false) => {
-                in_class = true;
-                out.push('[');
-                // A `^` or `]` first is part of the class's syntax, not a character to escape.
-                if chars.as_str().starts_with('^') {
-                    out.push('^');
-                    chars.next();
-                }
-            }
-            (']', true) => {
-                in_class = false;
-                out.push(']');
-            }
-            ('[' | '&' | '~', true) => {
-                out.push('\\');
-                out.push(c);
-            }
-            ('.', false) if !dot_all => out.push_str("[^\\n\\r\\x{2028}\\x{2029}]"),
+            '[' => javascript_class(&mut chars, &mut out),
+            '.' if !dot_all => out.push_str("[^\\n\\r\\x{2028}\\x{2029}]"),
             _ => out.push(c),
         }
     }
     out
+}
+
+/// `\d`, `\D`, `\w`, `\W` as JavaScript's ASCII classes.
+fn class_escape(e: char) -> Option<String> {
+    const WORD: &str = "0-9A-Za-z_";
+    match e {
+        'd' => Some("[0-9]".into()),
+        'D' => Some("[^0-9]".into()),
+        'w' => Some(format!("[{WORD}]")),
+        'W' => Some(format!("[^{WORD}]")),
+        _ => None,
+    }
+}
+
+/// Whether an inline flag group turns on `s` (`(?s)`, `(?is:…)`), which JavaScript does not
+/// have: a hook written for this engine with it keeps its `.`.
+fn inline_dot_all(pattern: &str) -> bool {
+    pattern.match_indices("(?").any(|(at, _)| {
+        let flags = &pattern[at + 2..];
+        let end = flags.find([':', ')']).unwrap_or(0);
+        let on = flags[..end].split('-').next().unwrap_or_default();
+        end > 0 && on.chars().all(|c| c.is_ascii_alphabetic()) && on.contains('s')
+    })
+}
+
+/// One class, after its `[`, as JavaScript reads it, written for this engine:
+/// - `[]` matches nothing and `[^]` anything;
+/// - a `-` is a range only between two single characters; next to `\d`, `\w`, `\s` (or their
+///   negations), first, last or after a range it is a `-` (this engine would read `[+-\d]` as
+///   a range and `--` as a set difference);
+/// - `[`, `&` and `~` are characters (this engine would start a nested class or a set
+///   operation with them), and `\b` is a backspace.
+fn javascript_class(chars: &mut std::str::Chars, out: &mut String) {
+    enum Atom {
+        Char(String),
+        Dash,
+        Set(String),
+    }
+    let negated = chars.as_str().starts_with('^');
+    if negated {
+        chars.next();
+    }
+    let (mut atoms, mut closed) = (Vec::new(), false);
+    loop {
+        match chars.next() {
+            None => break,
+            Some(']') => {
+                closed = true;
+                break;
+            }
+            Some('-') => atoms.push(Atom::Dash),
+            Some('\\') => match chars.next() {
+                None => atoms.push(Atom::Char("\\".into())),
+                Some('b') => atoms.push(Atom::Char("\\x08".into())),
+                Some(e @ ('s' | 'S')) => atoms.push(Atom::Set(format!("\\{e}"))),
+                Some(e) => atoms.push(class_escape(e).map_or_else(|| Atom::Char(format!("\\{e}")), Atom::Set)),
+            },
+            Some(c @ ('[' | '&' | '~' | '^')) => atoms.push(Atom::Char(format!("\\{c}"))),
+            Some(c) => atoms.push(Atom::Char(c.into())),
+        }
+    }
+    if atoms.is_empty() && closed {
+        out.push_str(if negated { "[\\s\\S]" } else { "[^\\s\\S]" });
+        return;
+    }
+    let text = |atom: &Atom| match atom {
+        Atom::Char(c) | Atom::Set(c) => c.clone(),
+        Atom::Dash => "\\-".into(),
+    };
+    out.push_str(if negated { "[^" } else { "[" });
+    let mut i = 0;
+    while i < atoms.len() {
+        match (&atoms[i], atoms.get(i + 1), atoms.get(i + 2)) {
+            (from, Some(Atom::Dash), Some(to)) => {
+                let range = !matches!(from, Atom::Set(_)) && !matches!(to, Atom::Set(_));
+                out.push_str(&text(from));
+                out.push_str(if range { "-" } else { "\\-" });
+                out.push_str(&text(to));
+                i += 3;
+            }
+            (atom, ..) => {
+                out.push_str(&text(atom));
+                i += 1;
+            }
+        }
+    }
+    // Unclosed, the class is left so for the engine to refuse.
+    if closed {
+        out.push(']');
+    }
 }
 
 fn split_regex_literal(src: &str) -> Option<(&str, &str)> {
@@ -409,6 +474,36 @@ mod tests {
         assert!(reg("/^a.b$/s", "a\rb"));
         assert!(reg("^a.b$", "a b"));
         assert!(reg("^\\.\\[\\]\\\\$", ".[]\\"));
+        // Classes as JavaScript parses them (each checked with node): a `-` next to a class
+        // escape, first, last, after a range or doubled is a character; `[]` and `[^]`.
+        let js = [
+            (r"^[+-\d]+$", "+-5", true),
+            (r"^[+-\d]+$", ",", false),
+            (r"^[!-\w]$", "+", false),
+            (r"^[\w-.]+$", "a-.b", true),
+            (r"^[\w-\.]+@([\w-]+\.)+[\w-]{2,4}$", "john.doe@mail-x.com", true),
+            (r"^[\s-\d]$", "-", true),
+            (r"^[a-\d]$", "-", true),
+            (r"^[a-z--]+$", "a-", true),
+            (r"^[+--]$", ",", true),
+            (r"^[\w--]+$", "a-", true),
+            (r"^[^]$", "a", true),
+            (r"^a[^]*b$", "a\nxb", true),
+            (r"^[]a]$", "a", false),
+            (r"^[]a]$", "]", false),
+            (r"^[^]]$", "x]", true),
+            (r"^[a-c\d]+$", "ab9", true),
+            (r"^[--a]$", "Z", true),
+            (r"^[\]x]+$", "]x", true),
+            (r"^[a^]+$", "^a", true),
+        ];
+        for (pattern, value, want) in js {
+            assert_eq!(reg(pattern, value), want, "{pattern} on {value:?}");
+        }
+        // An inline `(?s)`, which only this engine has, keeps its `.`.
+        assert!(reg("(?s)^a.b$", "a\nb"));
+        assert!(reg("(?is:A.B)", "a\rb"));
+        assert!(!reg("(?i)^a.b$", "A\rb"));
         // Look-arounds and back-references still work with the ASCII classes.
         assert!(reg("(?<=\\d)x(\\w)\\1", "5xaa"));
         assert!(!reg("(?<=\\d)x(\\w)\\1", "٣xaa"));
@@ -419,6 +514,15 @@ mod tests {
         let err = Filter::compile("h", "~=", &json!("x")).unwrap_err();
         assert_eq!(err, FilterError::UnknownOperation("~=".into()));
         assert!(matches!(Filter::compile("h", "reg", &json!("/(a/")), Err(FilterError::BadRegex(_))));
+        // Positions are in the pattern as written, not as rewritten for JavaScript's classes.
+        let Err(FilterError::BadRegex(e)) = Filter::compile("h", "reg", &json!(r"^\w+\d+.(")) else { panic!() };
+        assert!(e.contains("at position 9"), "{e}");
+        for unclosed in ["[abc", "[^", "a[\\d-"] {
+            assert!(
+                matches!(Filter::compile("h", "reg", &json!(unclosed)), Err(FilterError::BadRegex(_))),
+                "{unclosed}"
+            );
+        }
         assert_eq!(Filter::compile("h", "==", &json!({"a": 1})).unwrap_err(), FilterError::BadValue);
     }
 }
