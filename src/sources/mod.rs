@@ -15,7 +15,7 @@ use crate::auth::now_ms;
 /// The wait before a source reconnects: 1 s, doubling up to 30 s. It starts again at 1 s after
 /// a session that worked (subscribed, consumed) for at least as long as the wait it would now
 /// take, so a server that refuses us during setup, or drops us as soon as we begin, is retried
-/// ever more slowly, and one that ran for a while is retried at once.
+/// ever more slowly, and one that ran for a while is retried after 1 s.
 #[derive(Debug)]
 pub struct Reconnect {
     next: Duration,
