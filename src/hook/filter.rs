@@ -198,6 +198,7 @@ fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
         RegexBuilder::new(text)
             .case_insensitive(flags.contains('i'))
             .multi_line(flags.contains('m'))
+            .crlf(true)
             .dot_matches_new_line(flags.contains('s'))
             .delegate_size_limit(limit)
             .backtrack_limit(BACKTRACK_LIMIT)
@@ -222,6 +223,8 @@ fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
 /// - `.` stops at `\r`, U+2028 and U+2029 as well as `\n`, unless `dot_all` (the `s` flag, or
 ///   an inline `(?s)`, which only this engine has);
 /// - classes follow JavaScript's grammar ([`javascript_class`]).
+///
+/// (With `m`, `^` and `$` take `\r` for a line end as JavaScript does: the engine's CRLF mode.)
 ///
 /// Everything else is passed on as it is. `\b`, `\B` and `\s` stay Unicode (an ASCII `\b`
 /// would be look-arounds, which backtrack and stop matching on values of a few tens of KB).
@@ -500,6 +503,9 @@ mod tests {
         for (pattern, value, want) in js {
             assert_eq!(reg(pattern, value), want, "{pattern} on {value:?}");
         }
+        // With `m`, `^` and `$` take `\r` for a line end too.
+        assert!(reg("/^a$/m", "a\rb") && reg("/^b$/m", "a\rb") && reg("/^b$/m", "a\r\nb"));
+        assert!(!reg("/^a$/", "a\rb"));
         // An inline `(?s)`, which only this engine has, keeps its `.`.
         assert!(reg("(?s)^a.b$", "a\nb"));
         assert!(reg("(?is:A.B)", "a\rb"));
