@@ -255,6 +255,33 @@ async fn garbage_and_oversized_frames_drop_the_connection_not_the_process() {
     }
 }
 
+/// A switch that takes the connection and never says a word holds the first connect for the
+/// setup timeout (10 s). The source is in `/health` meanwhile, down and `connecting`: before,
+/// it was missing, so an alert on `connected == false` had nothing to see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_still_connecting_is_in_health_as_down() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(sock);
+    });
+    let s = TestServer::start(Backend::Sqlite).await;
+    let (mut config, dir, pg) = s.stop().await;
+    config.esl = vec![Server { addr: addr.to_string(), password: "ClueCon".into() }];
+    let s = TestServer::start_with(config, dir, pg).await;
+    // Well inside the 10 s the connect is held for.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut state = health(&s, &format!("esl {addr}")).await;
+    while state.is_null() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        state = health(&s, &format!("esl {addr}")).await;
+    }
+    assert_eq!((&state["connected"], &state["error"]), (&json!(false), &json!("connecting")), "{state}");
+    held.abort();
+}
+
 /// Events that came in the same read as a bad frame are committed and delivered before the
 /// connection is dropped: ESL cannot send them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Health, Reconnect};
+use super::{CONNECTING, Health, Reconnect};
 use crate::event::{Incoming, routing};
 use crate::router::Router;
 use crate::store::Store;
@@ -94,6 +94,7 @@ impl AmqpSource {
     /// Consumes until `shutdown`, reconnecting with backoff (capped at 30 s) when the broker
     /// goes away.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.health.down(NAME, CONNECTING.into());
         let mut reconnect = Reconnect::default();
         loop {
             let mut consumed = false;

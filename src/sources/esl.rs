@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Health, Reconnect};
+use super::{CONNECTING, Health, Reconnect};
 use crate::event::esl::{EslError, Frame, Parser, RawEvent};
 use crate::event::{FREESWITCH_EVENTS, Incoming};
 use crate::router::Router;
@@ -117,6 +117,7 @@ impl EslSource {
     /// Reads until `shutdown`, reconnecting with backoff (capped at 30 s).
     pub async fn run(self, shutdown: CancellationToken) {
         let name = self.server.name();
+        self.health.down(&name, CONNECTING.into());
         let mut reconnect = Reconnect::default();
         loop {
             let began = Instant::now();

@@ -43,6 +43,10 @@ impl Reconnect {
     }
 }
 
+/// A source's error in `/health` from its start until its first connection ends one way or
+/// the other, so that a source that hangs connecting is not missing from it.
+pub const CONNECTING: &str = "connecting";
+
 /// A source's connection state, as `/health` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceState {
