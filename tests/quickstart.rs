@@ -67,6 +67,12 @@ fn the_readme_quick_start_works_as_written() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let (t1, t2, t3) = (block(&readme, 1), block(&readme, 2), block(&readme, 3));
     assert_eq!((t1.len(), t2.len(), t3.len()), (1, 1, 2), "{t1:?} {t2:?} {t3:?}");
+    // The README's commands use fixed ports: one still running from trying the README would
+    // make this test wait on its own `serve` that cannot start.
+    for port in [10022, 8021, 9000] {
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        assert!(free, "port {port} is taken: stop the README's serve, simulate or receive before the tests");
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut children = Killer(Vec::new());
 
