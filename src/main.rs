@@ -35,10 +35,11 @@ struct Cli {
 enum Command {
     /// Run the service.
     Serve {
-        /// Address to listen on.
+        /// Address to listen on. Default: the config file's `listen`, else 127.0.0.1:10022.
         #[arg(long, env = "SWITCHHOOK_LISTEN")]
         listen: Option<String>,
-        /// FreeSWITCH event sockets to read, comma-separated `password@host:port`.
+        /// FreeSWITCH event sockets to read, comma-separated `[password@]host:port` (the
+        /// password is ClueCon when left out).
         #[arg(long, env = "SWITCHHOOK_ESL")]
         esl: Option<String>,
     },
@@ -138,7 +139,10 @@ enum TokenCommand {
     /// List issued tokens.
     List,
     /// Revoke a token by id.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id, as `token list` shows it (the `id` claim).
+        id: String,
+    },
 }
 
 #[derive(Args)]
