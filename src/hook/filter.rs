@@ -198,6 +198,7 @@ fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
         RegexBuilder::new(text)
             .case_insensitive(flags.contains('i'))
             .multi_line(flags.contains('m'))
+            // With `m`, `^` and `$` take `\r` for a line end too, as JavaScript's do.
             .crlf(true)
             .dot_matches_new_line(flags.contains('s'))
             .delegate_size_limit(limit)
@@ -223,8 +224,6 @@ fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
 /// - `.` stops at `\r`, U+2028 and U+2029 as well as `\n`, unless `dot_all` (the `s` flag, or
 ///   an inline `(?s)`, which only this engine has);
 /// - classes follow JavaScript's grammar ([`javascript_class`]).
-///
-/// (With `m`, `^` and `$` take `\r` for a line end as JavaScript does: the engine's CRLF mode.)
 ///
 /// Everything else is passed on as it is. `\b`, `\B` and `\s` stay Unicode (an ASCII `\b`
 /// would be look-arounds, which backtrack and stop matching on values of a few tens of KB).
@@ -309,28 +308,30 @@ fn javascript_class(chars: &mut std::str::Chars, out: &mut String) {
         out.push_str(if negated { "[\\s\\S]" } else { "[^\\s\\S]" });
         return;
     }
-    let text = |atom: &Atom| match atom {
-        Atom::Char(c) | Atom::Set(c) => c.clone(),
-        Atom::Dash => "\\-".into(),
-    };
+    fn text(atom: &Atom) -> &str {
+        match atom {
+            Atom::Char(c) | Atom::Set(c) => c,
+            Atom::Dash => "\\-",
+        }
+    }
     out.push_str(if negated { "[^" } else { "[" });
     let mut i = 0;
     while i < atoms.len() {
         match (&atoms[i], atoms.get(i + 1), atoms.get(i + 2)) {
             (from, Some(Atom::Dash), Some(to)) => {
                 let range = !matches!(from, Atom::Set(_)) && !matches!(to, Atom::Set(_));
-                out.push_str(&text(from));
+                out.push_str(text(from));
                 out.push_str(if range { "-" } else { "\\-" });
-                out.push_str(&text(to));
+                out.push_str(text(to));
                 i += 3;
             }
             (atom, ..) => {
-                out.push_str(&text(atom));
+                out.push_str(text(atom));
                 i += 1;
             }
         }
     }
-    // Unclosed, the class is left so for the engine to refuse.
+    // An unclosed class stays unclosed, for the engine to refuse.
     if closed {
         out.push(']');
     }
