@@ -343,3 +343,56 @@ async fn an_update_that_only_reorders_keys_is_stored(b: Backend) {
     let (_, v) = s.call("PUT", &path, Some(&s.root), Some(again)).await;
     assert_eq!(v["data"], json!({"ok": 1, "n": 1, "nModified": 0}));
 }
+
+/// Windows PowerShell 5.1 writes files in UTF-16 with a byte order mark (`ConvertTo-Json $hook >
+/// hook.json`, `Out-File`), which `Invoke-RestMethod -InFile` and `curl.exe --data-binary @hook.json`
+/// send as they are; its `-Body` with `-ContentType 'application/json; charset=utf-16'` sends
+/// UTF-16 without one. The original's body parser read a body in the charset its Content-Type
+/// named. Such a body was answered "not valid JSON at line 1 column 1". The same on both
+/// stores, so on SQLite only.
+#[tokio::test]
+async fn a_body_in_utf16_or_in_the_charset_it_names_is_read() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let send = |path: &'static str, content_type: &'static str, body: Vec<u8>| {
+        let req = s.http.post(s.url(path)).header("X-Access-Token", &s.root).header("Content-Type", content_type);
+        async move {
+            let r = req.body(body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let utf16 = |text: &str, bom: bool, big_endian: bool| -> Vec<u8> {
+        let text = if bom { format!("\u{FEFF}{text}") } else { text.to_owned() };
+        text.encode_utf16().flat_map(|u| if big_endian { u.to_be_bytes() } else { u.to_le_bytes() }).collect()
+    };
+    let mut body = common::seed_hook();
+    body["description"] = "Dialer’s member ☎ was complited".into();
+    let text = body.to_string();
+    let hooks = "/api/v2/hooks?domain=demo.webitel.com";
+    for (content_type, bytes) in [
+        ("application/json", utf16(&text, true, false)),
+        ("application/json", utf16(&text, true, true)),
+        ("application/json; charset=utf-16", utf16(&text, false, false)),
+        ("application/json; charset=\"UTF-16BE\"", utf16(&text, false, true)),
+        ("application/json;charset=utf-16le", utf16(&text, true, false)),
+    ] {
+        let (status, v) = send(hooks, content_type, bytes).await;
+        assert_eq!(status, 200, "{content_type}: {v}");
+        assert_eq!(v["data"]["ops"][0]["description"], body["description"], "{content_type}");
+    }
+    // ISO-8859-1, named: one byte a character.
+    let mut cafe = hook("CHANNEL_ANSWER", "https://r.example/h");
+    cafe["description"] = "Café".into();
+    let latin1: Vec<u8> = cafe.to_string().chars().map(|c| c as u8).collect();
+    let (status, v) = send(hooks, "application/json; charset=ISO-8859-1", latin1).await;
+    assert_eq!((status, &v["data"]["ops"][0]["description"]), (200, &json!("Café")), "{v}");
+    // Events too.
+    let event = json!({"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": "demo.webitel.com"}).to_string();
+    let (status, v) = send("/api/v2/events", "application/json", utf16(&event, true, false)).await;
+    assert_eq!((status, &v["data"]["accepted"]), (200, &json!(1)), "{v}");
+    // What is not UTF-16 after all is still a 400.
+    let mut odd = utf16(&text, true, false);
+    odd.push(b'}');
+    let (status, v) = send(hooks, "application/json", odd).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["info"].as_str().unwrap().starts_with("Bad request: body is not valid JSON"), "{v}");
+}

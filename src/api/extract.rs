@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value};
 
 use super::ApiState;
@@ -192,25 +192,63 @@ impl FromRequest<ApiState> for Body {
             let info = format!("Unsupported Content-Encoding {encoding:?}: send the body uncompressed");
             return Ok(Body(Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, info))));
         }
+        let charset = charset(req.headers());
         let Ok(read) = tokio::time::timeout(state.body_timeout, Bytes::from_request(req, state)).await else {
             let info =
                 format!("Request body was not received within {}", humantime::format_duration(state.body_timeout));
             return Ok(Body(Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, info))));
         };
-        // A UTF-8 byte order mark, as files saved by Windows tools start with, is not part of
-        // the JSON; the original's body parser dropped it too.
-        let read = read.map(|bytes| match bytes.starts_with(b"\xEF\xBB\xBF") {
-            true => bytes.slice(3..),
-            false => bytes,
-        });
-        Ok(Body(read.map_err(|rejection| {
+        let read = read.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
             } else {
                 ApiError::bad_request(format!("Bad request: {}", rejection.body_text()))
             }
-        })))
+        });
+        Ok(Body(read.and_then(|bytes| utf8(bytes, charset.as_deref()))))
     }
+}
+
+/// The `charset` of the request's `Content-Type`, unquoted and in lower case.
+fn charset(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    content_type.split(';').skip(1).find_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        name.trim().eq_ignore_ascii_case("charset").then(|| value.trim().trim_matches('"').to_ascii_lowercase())
+    })
+}
+
+/// The body as UTF-8, which JSON is. A byte order mark says what the rest is: UTF-8's, as files
+/// saved by Windows tools start with, is dropped, as the original's body parser dropped it;
+/// UTF-16's is how Windows PowerShell 5.1 writes files (`>`, `Out-File`). Without one, a body is
+/// read in the charset its `Content-Type` names, as the original's body parser read it: UTF-16
+/// (PowerShell's `charset=utf-16`), or ISO-8859-1 when the body is not UTF-8 already (a UTF-8
+/// body labelled Latin-1 keeps its text). Anything else is taken as UTF-8.
+fn utf8(bytes: Bytes, charset: Option<&str>) -> Result<Bytes, ApiError> {
+    let utf16 = |bytes: &[u8], big_endian: bool| {
+        let pairs = bytes.chunks(2).map(|pair| match *pair {
+            [a, b] if big_endian => Ok(u16::from_be_bytes([a, b])),
+            [a, b] => Ok(u16::from_le_bytes([a, b])),
+            _ => Err(()),
+        });
+        let units: Vec<u16> = pairs.collect::<Result<_, ()>>().map_err(|()| not_utf16())?;
+        String::from_utf16(&units).map(Bytes::from).map_err(|_| not_utf16())
+    };
+    match (bytes.get(..2), charset) {
+        _ if bytes.starts_with(b"\xEF\xBB\xBF") => Ok(bytes.slice(3..)),
+        (Some(b"\xFF\xFE"), _) => utf16(&bytes[2..], false),
+        (Some(b"\xFE\xFF"), _) => utf16(&bytes[2..], true),
+        (_, Some("utf-16" | "utf-16le")) => utf16(&bytes, false),
+        (_, Some("utf-16be")) => utf16(&bytes, true),
+        (_, Some("iso-8859-1" | "latin1")) if std::str::from_utf8(&bytes).is_err() => {
+            Ok(Bytes::from(bytes.iter().map(|&b| char::from(b)).collect::<String>()))
+        }
+        _ => Ok(bytes),
+    }
+}
+
+fn not_utf16() -> ApiError {
+    not_json("it is not the UTF-16 its byte order mark or Content-Type says")
 }
 
 #[cfg(test)]
