@@ -24,11 +24,27 @@ pub fn fields(format: &str) -> Vec<String> {
 
 /// One routing-key word, encoded as mod_amqp encodes header values.
 pub fn encode_word(value: &str) -> String {
+    encode(value, false)
+}
+
+/// [`encode_word`] as mod_amqp's `amqp_util_encode` runs where `char` is signed (x86): a byte
+/// over 0x7F is printed from a negative number, its high digit as `'0'` plus -8..=-1, one of
+/// `()*+,-./` (`é`, bytes C3 A9, is `%,3%*9`; a `.` there splits the word). As long as
+/// [`encode_word`], so [`longest_binding_key`] holds for it.
+pub fn encode_word_signed(value: &str) -> String {
+    encode(value, true)
+}
+
+fn encode(value: &str, signed: bool) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'~' | b'_' => out.push(b as char),
             b' ' => out.push('+'),
+            0x80.. if signed => {
+                let high = b'0'.wrapping_add_signed(b as i8 >> 4);
+                let _ = write!(out, "%{}{:X}", high as char, b & 0x0F);
+            }
             _ => {
                 let _ = write!(out, "%{b:02X}");
             }
@@ -72,13 +88,21 @@ pub fn binding_key(hook_event: &str, fields: &[String]) -> String {
     key_of(hook_event, fields, encode_word)
 }
 
-/// The keys to bind for `hook_event`: [`binding_key`], and where it differs, the key mod_amqp
+/// The keys to bind for `hook_event`: [`binding_key`], and where they differ, the key mod_amqp
 /// published before it encoded words (older FreeSWITCH): values as they are, `.` as `_`
-/// (`#.CUSTOM.callcenter::info.#`). A queue bound by both gets the event from either version.
+/// (`#.CUSTOM.callcenter::info.#`), and the key of a name with bytes over 0x7F as mod_amqp
+/// built for x86 encodes them (see [`encode_word_signed`]). A queue bound by all of them gets
+/// the event from any version and build.
 pub fn binding_keys(hook_event: &str, fields: &[String]) -> Vec<String> {
-    let encoded = binding_key(hook_event, fields);
-    let legacy = key_of(hook_event, fields, |word| word.replace('.', "_"));
-    if legacy == encoded { vec![encoded] } else { vec![encoded, legacy] }
+    let mut keys = vec![binding_key(hook_event, fields)];
+    for key in
+        [key_of(hook_event, fields, |word| word.replace('.', "_")), key_of(hook_event, fields, encode_word_signed)]
+    {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
 }
 
 fn key_of(hook_event: &str, fields: &[String], word: fn(&str) -> String) -> String {
@@ -163,6 +187,31 @@ mod tests {
         assert_eq!(binding_keys("CUSTOM->a.b", &fields), ["#.CUSTOM.a%2Eb.#", "#.CUSTOM.a_b.#"]);
         let old = "FreeSWITCH.fs1_example_com.CUSTOM.callcenter::info.u-1";
         assert!(binding_keys("CUSTOM->callcenter::info", &fields).iter().any(|k| topic_match(k, old)));
+    }
+
+    /// Audit: mod_amqp built for x86, where `char` is signed, prints a byte over 0x7F from a
+    /// negative number (`é` as `%,3%*9`, not `%C3%A9`), so a hook on a custom event whose
+    /// subclass is not ASCII never got its events from it.
+    #[test]
+    fn subclasses_beyond_ascii_are_bound_as_mod_amqp_on_x86_encodes_them() {
+        assert_eq!(encode_word_signed("café::naïve"), "caf%,3%*9%3A%3Ana%,3%*Fve");
+        assert_eq!(encode_word_signed("a.b c@d~"), encode_word("a.b c@d~"));
+        // 日 is E6 97 A5: a high digit of -2 prints `.`, which splits the word.
+        assert_eq!(encode_word_signed("日"), "%.6%)7%*5");
+        let fields = fields(DEFAULT_FORMAT);
+        for (name, subclass) in [("CUSTOM->café::naïve", "café::naïve"), ("CUSTOM->日本::x", "日本::x")] {
+            let event = Event(
+                json!({"Event-Name": "CUSTOM", "Event-Subclass": subclass, "FreeSWITCH-Hostname": "fs1", "Unique-ID": "u"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            );
+            let x86 = routing_key(&event, &fields).replace(&encode_word(subclass), &encode_word_signed(subclass));
+            let keys = binding_keys(name, &fields);
+            assert!(keys.iter().any(|k| topic_match(k, &x86)), "{keys:?} should match {x86}");
+            assert!(keys.iter().all(|k| k.len() <= longest_binding_key(name).len()), "{keys:?}");
+        }
+        assert_eq!(binding_keys("CUSTOM->callcenter::info", &fields).len(), 2);
     }
 
     /// What RabbitMQ's topic exchange does with a binding key and a routing key.
