@@ -396,3 +396,34 @@ async fn a_body_in_utf16_or_in_the_charset_it_names_is_read() {
     assert_eq!(status, 400, "{v}");
     assert!(v["info"].as_str().unwrap().starts_with("Bad request: body is not valid JSON"), "{v}");
 }
+
+/// Windows PowerShell 5.1's `Invoke-RestMethod -Body $json` with no charset sends Latin-1. Such
+/// a body is not UTF-8, and the answer says so, and where, instead of "invalid unicode code
+/// point at line 1 column 40".
+#[tokio::test]
+async fn a_body_that_is_not_utf8_is_told_so() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let mut cafe = hook("CHANNEL_ANSWER", "https://r.example/h");
+    cafe["description"] = "Café".into();
+    let text = cafe.to_string();
+    let at = text.find('é').unwrap() + 1;
+    let latin1: Vec<u8> = text.chars().map(|c| c as u8).collect();
+    let event = json!({"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": "demo.webitel.com", "x": "é"});
+    let event_at = event.to_string().find('é').unwrap() + 1;
+    let event: Vec<u8> = event.to_string().chars().map(|c| c as u8).collect();
+    let batch = [b"[".as_slice(), &event, b"]"].concat();
+    for (path, body, at) in [
+        ("/api/v2/hooks?domain=demo.webitel.com", latin1, at),
+        ("/api/v2/events", event, event_at),
+        ("/api/v2/events", batch, event_at + 1),
+    ] {
+        let r = s.http.post(s.url(path)).header("X-Access-Token", &s.root).body(body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let v: Value = r.json().await.unwrap();
+        let want = format!(
+            "Bad request: body is not valid JSON: byte {at} is not UTF-8; send UTF-8, or name the body's charset in \
+             Content-Type"
+        );
+        assert_eq!(v["info"], json!(want), "{path}");
+    }
+}

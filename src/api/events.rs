@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::ApiState;
 use super::error::{ApiError, ok};
-use super::extract::{Body, Caller, not_json};
+use super::extract::{Body, Caller, not_json, not_json_in};
 use crate::auth::Perm;
 use crate::event::{EventError, Incoming};
 
@@ -48,7 +48,7 @@ fn events_of(body: &[u8]) -> Result<Vec<Incoming>, ApiError> {
             if let Some(events) = std::str::from_utf8(body).ok().and_then(Incoming::all_from_text) {
                 return Ok(events);
             }
-            let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(not_json)?;
+            let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|error| not_json_in(body, error))?;
             items
                 .iter()
                 .enumerate()
@@ -58,7 +58,7 @@ fn events_of(body: &[u8]) -> Result<Vec<Incoming>, ApiError> {
                 })
                 .collect()
         }
-        _ => match serde_json::from_slice::<&RawValue>(body).map_err(not_json)? {
+        _ => match serde_json::from_slice::<&RawValue>(body).map_err(|error| not_json_in(body, error))? {
             item if item.get().starts_with('{') => Ok(vec![event(item.get())?]),
             _ => Err(ApiError::bad_request("Bad request: body must be an event object or an array of them")),
         },

@@ -165,7 +165,7 @@ impl Body {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Object(Map::new()));
         }
-        serde_json::from_slice(&bytes).map_err(not_json)
+        serde_json::from_slice(&bytes).map_err(|error| not_json_in(&bytes, error))
     }
 
     pub fn bytes(self) -> Result<Bytes, ApiError> {
@@ -176,6 +176,19 @@ impl Body {
 /// The answer to a body that is not JSON.
 pub fn not_json(error: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!("Bad request: body is not valid JSON: {error}"))
+}
+
+/// [`not_json`] for `body`, which `error` came from. A body that is not UTF-8 is told so, with
+/// where: a Latin-1 body sent with no charset (Windows PowerShell 5.1's `-Body`) would otherwise
+/// read "invalid unicode code point".
+pub fn not_json_in(body: &[u8], error: serde_json::Error) -> ApiError {
+    match std::str::from_utf8(body) {
+        Err(bad) => not_json(format!(
+            "byte {} is not UTF-8; send UTF-8, or name the body's charset in Content-Type",
+            bad.valid_up_to() + 1
+        )),
+        Ok(_) => not_json(error),
+    }
 }
 
 impl FromRequest<ApiState> for Body {
