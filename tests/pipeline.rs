@@ -382,6 +382,7 @@ async fn exhausted_retries_fail_and_manual_retry_requeues(b: Backend) {
     assert!(attempts[0]["durationMs"].is_u64() && attempts[0]["at"].is_i64());
     assert_eq!(s.deliveries(D, &id, "status=failed").await.len(), 1);
     assert_eq!(s.deliveries(D, &id, "status=delivered").await.len(), 0);
+    assert_eq!(s.deliveries(D, &id, "status=FAILED").await.len(), 1, "the status is read in any case");
     let (status, _) =
         s.call("GET", &format!("/api/v2/hooks/{id}/deliveries?domain={D}&status=lost"), Some(&s.root), None).await;
     assert_eq!(status, 400);
@@ -398,6 +399,19 @@ async fn exhausted_retries_fail_and_manual_retry_requeues(b: Backend) {
     assert_eq!((status, &v["info"]), (409, &json!("Only failed deliveries can be retried; this one is delivered")));
     let (status, _) = s.call("POST", "/api/v2/deliveries/not-a-uuid/retry?domain=x", Some(&s.root), None).await;
     assert_eq!(status, 400);
+
+    // A failed delivery of a hook deleted since has nowhere to go: refused up front, where it
+    // was queued and then failed again ("the hook was deleted").
+    r.script("/gone", [Reply::status(500)]);
+    let gone = s.create_hook(D, json!({"event": "CHANNEL_HANGUP", "action": web(&r.url("/gone"))})).await;
+    s.ingest(channel("CHANNEL_HANGUP", D, "u-2")).await;
+    let failed = s.settled(D, &gone, 1).await[0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = s.call("DELETE", &format!("/api/v2/hooks/{gone}?domain={D}"), Some(&s.root), None).await;
+    assert_eq!(status, 200);
+    let path = format!("/api/v2/deliveries/{failed}/retry?domain={D}");
+    let (status, v) = s.call("POST", &path, Some(&s.root), None).await;
+    assert_eq!((status, &v["info"]), (409, &json!("The hook of this delivery was deleted; it cannot be retried")));
+    assert_eq!(s.deliveries(D, &gone, "").await[0]["status"], "failed", "the log is kept as it was");
 }
 
 /// A hook whose receiver is down (nothing listens on the port), and events for it, one per

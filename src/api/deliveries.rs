@@ -26,7 +26,7 @@ pub async fn list(
     let status = match params.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(
-            Status::parse(s)
+            Status::parse(&s.to_ascii_lowercase())
                 .ok_or_else(|| ApiError::bad_request("Bad request: status must be pending, delivered or failed"))?,
         ),
     };
@@ -53,5 +53,8 @@ pub async fn retry(
             StatusCode::CONFLICT,
             format!("Only failed deliveries can be retried; this one is {}", status.as_str()),
         )),
+        RetryOutcome::HookDeleted => {
+            Err(ApiError::new(StatusCode::CONFLICT, "The hook of this delivery was deleted; it cannot be retried"))
+        }
     }
 }

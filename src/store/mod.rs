@@ -218,6 +218,8 @@ pub enum RetryOutcome {
     NotFound,
     /// Only failed deliveries can be retried.
     NotFailed(Status),
+    /// A delivery of a deleted hook has nowhere to go.
+    HookDeleted,
 }
 
 /// What revoking a token found.

@@ -834,7 +834,8 @@ where
     async fn retry_delivery(&self, domain: &str, id: &str, now_ms: i64) -> Result<RetryOutcome> {
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'pending', next_at = $3, updated_at = $3, retry_from = attempts, \
-             lease_until = NULL, lease_owner = NULL WHERE id = $1 AND domain = $2 AND status = 'failed'",
+             lease_until = NULL, lease_owner = NULL WHERE id = $1 AND domain = $2 AND status = 'failed' \
+             AND hook_id IN (SELECT id FROM hooks WHERE domain = $2)",
         )
         .bind(id.to_owned())
         .bind(domain.to_owned())
@@ -844,19 +845,19 @@ where
         if DB::rows_affected(&done) > 0 {
             return Ok(RetryOutcome::Queued);
         }
-        let row = sqlx::query("SELECT status FROM deliveries WHERE id = $1 AND domain = $2")
-            .bind(id.to_owned())
-            .bind(domain.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            None => RetryOutcome::NotFound,
-            Some(row) => {
-                let status: String = row.try_get(0)?;
-                RetryOutcome::NotFailed(
-                    Status::parse(&status).ok_or_else(|| corrupt(id, format!("status {status:?}")))?,
-                )
-            }
+        let row = sqlx::query(
+            "SELECT status, (SELECT COUNT(*) FROM hooks h WHERE h.id = d.hook_id AND h.domain = $2) \
+             FROM deliveries d WHERE id = $1 AND domain = $2",
+        )
+        .bind(id.to_owned())
+        .bind(domain.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(RetryOutcome::NotFound) };
+        let (status, hooks): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(match Status::parse(&status).ok_or_else(|| corrupt(id, format!("status {status:?}")))? {
+            Status::Failed if hooks == 0 => RetryOutcome::HookDeleted,
+            status => RetryOutcome::NotFailed(status),
         })
     }
 
