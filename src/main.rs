@@ -25,7 +25,8 @@ struct Cli {
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// Store: sqlite:<path> or postgres://... Default: SQLite in the data folder.
-    #[arg(long, global = true, env = "SWITCHHOOK_DATABASE_URL")]
+    // `--help` names the variable but not its value, which holds the database password.
+    #[arg(long, global = true, env = "SWITCHHOOK_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -40,7 +41,8 @@ enum Command {
         listen: Option<String>,
         /// FreeSWITCH event sockets to read, comma-separated `[password@]host:port` (the
         /// password is ClueCon when left out).
-        #[arg(long, env = "SWITCHHOOK_ESL")]
+        // `--help` names the variable but not its value, which holds the passwords.
+        #[arg(long, env = "SWITCHHOOK_ESL", hide_env_values = true)]
         esl: Option<String>,
     },
     /// Issue, list and revoke access tokens.

@@ -502,3 +502,23 @@ fn a_closed_standard_output_ends_a_command_without_a_panic() {
         }
     }
 }
+
+/// `--help` shows each option's variable, and clap prints its value too unless told not to: the
+/// database URL's and the event sockets' passwords were printed by `serve --help` wherever the
+/// variables were set (a container's environment, a systemd unit).
+#[test]
+fn help_does_not_print_the_passwords_set_in_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["--help"][..], &["serve", "--help"], &["token", "--help"], &["migrate", "--help"]] {
+        let out = switchhook(dir.path(), args)
+            .env("SWITCHHOOK_DATABASE_URL", "postgres://u:Pg5ecretPW@127.0.0.1/db")
+            .env("SWITCHHOOK_ESL", "Es1SecretPW@127.0.0.1:8021")
+            .output()
+            .unwrap();
+        let help = stdout(&out);
+        assert!(help.contains("SWITCHHOOK_DATABASE_URL"), "{args:?}: the variable is still named: {help}");
+        for secret in ["Pg5ecretPW", "Es1SecretPW"] {
+            assert!(!help.contains(secret), "{args:?} prints {secret}: {help}");
+        }
+    }
+}
