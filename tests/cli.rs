@@ -522,3 +522,19 @@ fn help_does_not_print_the_passwords_set_in_variables() {
         }
     }
 }
+
+/// A PostgreSQL that refuses connections (not running, wrong port) is named as such at start-up:
+/// the pool retries a refused connection until its timeout and then says only `pool timed out
+/// while waiting for an open connection`, which left the operator guessing.
+#[test]
+fn a_postgres_that_cannot_be_reached_is_named_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let url = format!("postgres://switchhook:Pg5ecretPW@127.0.0.1:{closed}/db");
+    let out = run(dir.path(), &["serve", "--listen", "127.0.0.1:0", "--database-url", &url]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot open store postgres://switchhook:***@127.0.0.1:{closed}/db")), "{err}");
+    assert!(err.contains("Connection refused"), "the cause is named: {err}");
+    assert!(!err.contains("Pg5ecretPW"), "{err}");
+}

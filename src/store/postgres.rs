@@ -3,8 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection as _, Postgres};
 use tokio::sync::mpsc;
 
 use super::sql::{Dialect, SqlStore};
@@ -85,8 +85,21 @@ fn connect_options(url: &str) -> Result<PgConnectOptions> {
 
 pub async fn open(url: &str) -> Result<SqlStore<Postgres>> {
     let options = connect_options(url)?;
-    let pool =
-        PgPoolOptions::new().max_connections(10).acquire_timeout(Duration::from_secs(5)).connect_with(options).await?;
+    let pool = match PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.clone())
+        .await
+    {
+        Ok(pool) => pool,
+        // The pool retries a connection that fails on I/O (refused, unreachable) until its
+        // timeout, and then names only the timeout: one more attempt of its own names the cause.
+        Err(sqlx::Error::PoolTimedOut) => {
+            sqlx::PgConnection::connect_with(&options).await?;
+            return Err(sqlx::Error::PoolTimedOut.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let store = SqlStore { pool };
     store.migrate().await?;
     Ok(store)
