@@ -96,9 +96,15 @@ impl Services {
         if usable {
             return Ok(());
         }
-        let (_, token) = self.issue_token(Role::Root, None, ROOT_TOKEN_TTL).await?;
+        let (record, token) = self.issue_token(Role::Root, None, ROOT_TOKEN_TTL).await?;
         let path = root_token_path(config);
-        write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+        if let Err(e) = write_private(&path, &token) {
+            // Nobody has this token: left active, it would keep the next start from writing one.
+            if let Err(revoking) = self.store.revoke_token(&record.id, now_ms()).await {
+                tracing::error!(error = %revoking, id = %record.id, "cannot revoke the root token that was not written");
+            }
+            return Err(e).with_context(|| format!("cannot write {}", path.display()));
+        }
         tracing::info!(path = %path.display(), "issued a root token; it is in this file");
         Ok(())
     }

@@ -538,3 +538,27 @@ fn a_postgres_that_cannot_be_reached_is_named_at_start_up() {
     assert!(err.contains("Connection refused"), "the cause is named: {err}");
     assert!(!err.contains("Pg5ecretPW"), "{err}");
 }
+
+/// A first start that cannot write `root.token` (a full disk, a read-only folder; here a folder
+/// in its place) fails, and must not leave the root token it issued active in the store: the
+/// next start wrote none because the store had one, and said nothing, so nobody had a root
+/// token once the disk was fixed.
+#[test]
+fn a_root_token_that_could_not_be_written_is_written_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let root_path = dir.path().join("root.token");
+    std::fs::create_dir(&root_path).unwrap();
+    let out = run(dir.path(), &["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write") && err.contains("root.token"), "{err}");
+
+    std::fs::remove_dir(&root_path).unwrap();
+    let serve = Serve::start(dir.path());
+    let root = std::fs::read_to_string(&root_path).expect("the next start writes root.token").trim().to_owned();
+    assert_eq!(get(&serve.base, "/api/v2/hooks?domain=a.com", Some(&root)).0, 200);
+    let list = stdout(&run(dir.path(), &["token", "list"]));
+    let active = list.lines().filter(|l| l.contains(" root ") && l.ends_with("active")).count();
+    assert_eq!(active, 1, "only the root token in the file is active: {list}");
+    serve.terminate();
+}
