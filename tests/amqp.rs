@@ -541,3 +541,31 @@ async fn the_reconnect_backoff_starts_again_after_a_session_that_consumed() {
     s.stop().await;
     t.cleanup().await;
 }
+
+/// A wrong password in `amqp.url`: RabbitMQ closes the connection at login without a reason
+/// (amqprs does not ask for one), and /health and the log said only `Connection reset by peer`,
+/// which reads as a network fault. The error now says what a closed login usually means.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_is_named_as_the_likely_cause() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url.clone()).await;
+    let mut settings = t.settings();
+    let mut wrong = url::Url::parse(&url).unwrap();
+    wrong.set_password(Some("not-the-password")).unwrap();
+    settings.url = wrong.to_string();
+    let s = serve(settings).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let error = loop {
+        let (_, v) = s.call("GET", "/health", None, None).await;
+        if let Some(error) = v["data"]["sources"]["amqp"]["error"].as_str().filter(|e| *e != "connecting") {
+            break error.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no error in /health: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(error.starts_with("cannot connect: "), "{error}");
+    assert!(error.contains("user name or password"), "{error}");
+    assert!(!error.contains("not-the-password"), "{error}");
+    s.stop().await;
+    t.cleanup().await;
+}

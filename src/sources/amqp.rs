@@ -71,6 +71,13 @@ enum AmqpError {
     Refused { context: &'static str, reason: String },
     #[error("{0}")]
     Url(String),
+    /// The broker hung up during the handshake: RabbitMQ refuses a login so, without a reason,
+    /// to a client that does not ask for one (amqprs does not).
+    #[error(
+        "cannot connect: {0} (the broker closed the connection while logging in, as RabbitMQ does when it \
+         refuses the user name or password of amqp.url)"
+    )]
+    LoginClosed(#[source] amqprs::error::Error),
 }
 
 trait Context<T> {
@@ -118,7 +125,14 @@ impl AmqpSource {
     /// One connection, until shutdown (`Ok`) or an error; `consumed` is set once it consumes.
     async fn session(&self, shutdown: &CancellationToken, consumed: &mut bool) -> Result<(), AmqpError> {
         let args = connection_args(&self.settings.url).map_err(AmqpError::Url)?;
-        let conn = Connection::open(&args).await.context("cannot connect")?;
+        let conn = Connection::open(&args).await.map_err(|e| match &e {
+            amqprs::error::Error::NetworkError(m)
+                if ["reset by peer", "peer shutdown", "connection interrupted"].iter().any(|c| m.contains(c)) =>
+            {
+                AmqpError::LoginClosed(e)
+            }
+            _ => AmqpError::Broker { context: "cannot connect", source: e },
+        })?;
         for exchange in &self.settings.exchanges {
             Declared::Exchange(exchange).ensure(&conn).await?;
         }
