@@ -327,6 +327,10 @@ impl Config {
                 .filter_map(|(i, s)| {
                     let address = s.address.unwrap_or_else(|| esl::DEFAULT_ADDR.into());
                     let password = s.password.unwrap_or_else(|| esl::DEFAULT_PASSWORD.into());
+                    if let Err(e) = esl::check_password(&password) {
+                        l.problem("esl.servers", format!("entry {}: {e}", i + 1));
+                        return None;
+                    }
                     let parsed = esl::Server::parse(&format!("{password}@{address}"));
                     parsed.map_err(|e| l.problem("esl.servers", format!("entry {}: address {e}", i + 1))).ok()
                 })
@@ -797,6 +801,13 @@ mod tests {
         let err = build(file, Overrides::default(), &[]).unwrap_err();
         assert_eq!(err.0[0].key, "esl.servers");
         assert_eq!(err.0[0].problem, "entry 2: address is not [password@]host:port with a port number");
+        // A line break would end the `auth` command and send the rest as commands of their own.
+        let file = "[[esl.servers]]\naddress = \"fs1:8021\"\npassword = \"S3CRET\\n\\nevent json ALL\"";
+        let err = build(file, Overrides::default(), &[]).unwrap_err();
+        assert_eq!(err.0[0].problem, "entry 1: password has a line break, which would end FreeSWITCH's auth command");
+        let err =
+            build("", Overrides { esl: Some("S3\rCRET@fs1:8021".into()), ..Default::default() }, &[]).unwrap_err();
+        assert_eq!(err.0[0].problem, "entry 1: password has a line break, which would end FreeSWITCH's auth command");
     }
 
     #[test]

@@ -58,11 +58,21 @@ impl Server {
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(bad());
         }
+        check_password(&password)?;
         Ok(Server { addr: addr.to_owned(), password })
     }
 
     fn name(&self) -> String {
         format!("esl {}", self.addr)
+    }
+}
+
+/// The password goes in `auth <password>`: a line break would end that command and send the
+/// rest to FreeSWITCH as commands of their own.
+pub fn check_password(password: &str) -> Result<(), String> {
+    match password.contains(['\r', '\n']) {
+        true => Err("password has a line break, which would end FreeSWITCH's auth command".into()),
+        false => Ok(()),
     }
 }
 
