@@ -84,18 +84,15 @@ impl Services {
         Ok((record, self.keys.sign(&claims)))
     }
 
-    /// On a first start (no usable root token recorded), issues one into `<data dir>/root.token`.
-    async fn ensure_root_token(&self, config: &Config) -> anyhow::Result<()> {
+    /// Whether the store has a root token that is neither revoked nor expired.
+    async fn has_root_token(&self) -> anyhow::Result<bool> {
         let now = now_ms();
-        let usable = self
-            .store
-            .tokens()
-            .await?
-            .iter()
-            .any(|t| t.role == Role::Root && t.revoked_at_ms.is_none() && t.expires_at_ms > now);
-        if usable {
-            return Ok(());
-        }
+        let tokens = self.store.tokens().await?;
+        Ok(tokens.iter().any(|t| t.role == Role::Root && t.revoked_at_ms.is_none() && t.expires_at_ms > now))
+    }
+
+    /// On a first start (no usable root token recorded), issues one into `<data dir>/root.token`.
+    async fn write_root_token(&self, config: &Config) -> anyhow::Result<()> {
         let (record, token) = self.issue_token(Role::Root, None, ROOT_TOKEN_TTL).await?;
         let path = root_token_path(config);
         if let Err(e) = write_private(&path, &token) {
@@ -129,12 +126,24 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 /// Runs the service on `listener` until `shutdown` is cancelled.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     open_files_for(&config);
-    let services = Services::open(&config).await?;
-    services.ensure_root_token(&config).await?;
+    // Start-up can wait on the store as long as another session holds a lock (a migration on
+    // another node, a locked table): a shutdown meanwhile stops it, as nothing has started yet.
+    // Issuing and writing the root token is not cut short, so it is never issued unwritten.
+    let Some(services) = unless_shut_down(&shutdown, Services::open(&config)).await.transpose()? else {
+        return Ok(());
+    };
+    match unless_shut_down(&shutdown, services.has_root_token()).await.transpose()? {
+        Some(true) => {}
+        Some(false) => services.write_root_token(&config).await?,
+        None => return Ok(()),
+    }
     telemetry::init();
     let store = services.store.clone();
 
-    let (index, broken) = HookIndex::new(store.all_hooks().await.context("cannot load hooks")?);
+    let Some(hooks) = unless_shut_down(&shutdown, store.all_hooks()).await else {
+        return Ok(());
+    };
+    let (index, broken) = HookIndex::new(hooks.context("cannot load hooks")?);
     for (id, error) in broken {
         tracing::error!(hook = %id, %error, "stored hook does not compile; it is left out");
     }
@@ -203,6 +212,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     while tasks.join_next().await.is_some() {}
     tracing::info!("switchhook stopped");
     Ok(())
+}
+
+/// `work`'s output, or `None` when `shutdown` comes first.
+async fn unless_shut_down<T>(shutdown: &CancellationToken, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        out = work => Some(out),
+        () = shutdown.cancelled() => None,
+    }
 }
 
 /// Raises the open-file limit to what the system allows (1024 by default on many), since every

@@ -269,3 +269,60 @@ async fn concurrent_ingests_commit_as_many_at_a_time_as_the_store_has_writers_an
     }
     r.wait_for("/h", POSTS, Duration::from_secs(20)).await;
 }
+
+/// `serve` waiting on the store at start-up (a table locked by another session, a migration
+/// lock another node holds) stops at SIGTERM: it went on waiting, as long as the lock was held,
+/// and only a kill stopped it. Nothing has started yet, so there is nothing to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_start_up_waiting_on_the_store() {
+    use sqlx::Connection;
+    let Some(admin) = std::env::var("SWITCHHOOK_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) else {
+        println!("skipped: SWITCHHOOK_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let db = PgDatabase::create(&admin).await;
+    let bin = env!("CARGO_BIN_EXE_switchhook");
+    let data = tempfile::tempdir().unwrap();
+    let migrate = std::process::Command::new(bin)
+        .args(["migrate", "--database-url", &db.url, "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(migrate.status.success());
+    let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+
+    let mut serve = std::process::Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url, "--data-dir"])
+        .arg(data.path())
+        .env("SWITCHHOOK_LOG", "warn")
+        .spawn()
+        .unwrap();
+    // Until it waits on the lock (seen from another session: one in a transaction keeps its
+    // first view of pg_stat_activity).
+    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock'";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sqlx::query_scalar::<_, i64>(waiting).fetch_one(&mut watcher).await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "serve never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::process::Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("serve kept waiting on the store after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+    let _ = locker.close().await;
+    let _ = watcher.close().await;
+    assert!(!data.path().join("root.token").exists(), "no root token is issued once stopped");
+}
