@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio::sync::Notify;
 
 use crate::api::{self, ApiState};
-use crate::auth::{Claims, Role, TokenKeys, now_ms};
+use crate::auth::{Claims, Role, TokenError, TokenKeys, now_ms};
 use crate::config::Config;
 use crate::delivery::{self, worker, worker::Dispatcher};
 use crate::router::{HookIndex, HotPath, Router};
@@ -105,6 +105,23 @@ impl Services {
         tracing::info!(path = %path.display(), "issued a root token; it is in this file");
         Ok(())
     }
+
+    /// Warns when `root.token` is there but the token secret in use refuses it: no new one is
+    /// written while the store has an active root token, so nothing else would tell.
+    fn check_root_token_file(&self, config: &Config) {
+        let path = root_token_path(config);
+        let Ok(token) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        if self.keys.verify(token.trim(), now_ms()) == Err(TokenError::Invalid) {
+            tracing::warn!(
+                path = %path.display(),
+                "root.token was not signed with the token secret in use (SWITCHHOOK_TOKEN_SECRET set, changed \
+                 or unset since it was written), so every request with it is refused; \
+                 `switchhook token create --root` prints a root token that works"
+            );
+        }
+    }
 }
 
 pub fn root_token_path(config: &Config) -> PathBuf {
@@ -133,7 +150,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         return Ok(());
     };
     match unless_shut_down(&shutdown, services.has_root_token()).await.transpose()? {
-        Some(true) => {}
+        Some(true) => services.check_root_token_file(&config),
         Some(false) => services.write_root_token(&config).await?,
         None => return Ok(()),
     }

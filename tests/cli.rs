@@ -562,3 +562,22 @@ fn a_root_token_that_could_not_be_written_is_written_at_the_next_start() {
     assert_eq!(active, 1, "only the root token in the file is active: {list}");
     serve.terminate();
 }
+
+/// `root.token` signed with another secret than the one in use (SWITCHHOOK_TOKEN_SECRET set,
+/// changed or unset since the first start) is `Invalid token` to every request, and start-up
+/// writes no new one as the store has an active root token: the log now says so, and what to do.
+#[test]
+fn a_root_token_file_the_secret_in_use_refuses_is_named_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with(dir.path(), &[("SWITCHHOOK_TOKEN_SECRET", "first-secret-0001")]);
+    let (_, log) = serve.terminate();
+    assert!(!log.contains("root.token does not"), "{log}");
+    let serve = Serve::start_with(dir.path(), &[("SWITCHHOOK_TOKEN_SECRET", "second-secret-0002")]);
+    let root = std::fs::read_to_string(dir.path().join("root.token")).unwrap().trim().to_owned();
+    assert_eq!(get(&serve.base, "/api/v2/hooks?domain=a.com", Some(&root)).0, 401);
+    let (_, log) = serve.terminate();
+    let warning = log.lines().find(|l| l.contains("WARN") && l.contains("root.token")).unwrap_or_default();
+    assert!(warning.contains("was not signed with the token secret in use"), "{log}");
+    assert!(warning.contains("token create --root"), "{warning}");
+    assert!(!log.contains("second-secret-0002") && !log.contains(&root), "{log}");
+}
