@@ -374,20 +374,29 @@ fn time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// Cancels `shutdown` on SIGINT or SIGTERM.
+/// Cancels `shutdown` on SIGINT or SIGTERM. A second one exits at once, as a crash would: what
+/// the store has taken is kept, what was read and not yet committed is not.
 async fn on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler can be installed");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    // The exit status a shell gives a process the signal ended: 128 + its number.
+    let mut signal = async || -> i32 {
+        #[cfg(unix)]
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => 130,
+            _ = term.recv() => 143,
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            130
+        }
+    };
+    signal().await;
     shutdown.cancel();
-    tracing::info!("shutting down");
+    tracing::info!("shutting down (a second Ctrl-C or SIGTERM stops at once)");
+    let status = signal().await;
+    tracing::warn!("a second signal: stopping at once, without waiting for work in flight");
+    std::process::exit(status);
 }

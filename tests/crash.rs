@@ -321,3 +321,55 @@ async fn kill_9_during_amqp_consumption_loses_no_message() {
     let _ = ch.exchange_delete(ExchangeDeleteArguments::new(&exchange)).await;
     let _ = conn.close().await;
 }
+
+/// A shutdown waits for the attempts in flight (up to 15 s); a second SIGTERM (or Ctrl-C) ends
+/// it at once, as an operator expects of a second Ctrl-C. It was ignored: only a kill helped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once() {
+    switchhook::app::install_crypto_provider();
+    // A receiver that takes connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/h", silent.local_addr().unwrap());
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let (http, token) = (reqwest::Client::new(), root());
+    let mut child = serve(dir.path(), port, &[]);
+    wait_up(&http, &base).await;
+    let hook =
+        json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}, "timeout": 60000});
+    for (path, body) in
+        [(format!("/api/v2/hooks?domain={D}"), hook), ("/api/v2/events".into(), channel("CHANNEL_ANSWER", D, "u-1"))]
+    {
+        let r = http.post(format!("{base}{path}")).header("X-Access-Token", &token).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}");
+    }
+    tokio::time::timeout(Duration::from_secs(10), accepted.recv()).await.expect("the attempt reached the receiver");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().to_string();
+    let term = || Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    term();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the first signal waits for the attempt in flight");
+    term();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve went on waiting after a second SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM, as a shell reports a process the signal ended");
+}
