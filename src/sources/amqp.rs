@@ -125,14 +125,7 @@ impl AmqpSource {
     /// One connection, until shutdown (`Ok`) or an error; `consumed` is set once it consumes.
     async fn session(&self, shutdown: &CancellationToken, consumed: &mut bool) -> Result<(), AmqpError> {
         let args = connection_args(&self.settings.url).map_err(AmqpError::Url)?;
-        let conn = Connection::open(&args).await.map_err(|e| match &e {
-            amqprs::error::Error::NetworkError(m)
-                if ["reset by peer", "peer shutdown", "connection interrupted"].iter().any(|c| m.contains(c)) =>
-            {
-                AmqpError::LoginClosed(e)
-            }
-            _ => AmqpError::Broker { context: "cannot connect", source: e },
-        })?;
+        let conn = Connection::open(&args).await.map_err(connect_error)?;
         for exchange in &self.settings.exchanges {
             Declared::Exchange(exchange).ensure(&conn).await?;
         }
@@ -426,6 +419,35 @@ impl Declared<'_> {
     }
 }
 
+/// Why a connection did not open. A broker that refuses it (an unknown vhost, a user without
+/// access to it) sends `connection.close` with a reason, which amqprs passes on only inside the
+/// frame's Debug text; the reason is taken from there.
+fn connect_error(e: amqprs::error::Error) -> AmqpError {
+    use amqprs::error::Error;
+    match &e {
+        Error::NetworkError(m)
+            if ["reset by peer", "peer shutdown", "connection interrupted"].iter().any(|c| m.contains(c)) =>
+        {
+            AmqpError::LoginClosed(e)
+        }
+        Error::ConnectionOpenError(m) => match close_reason(m) {
+            Some(reason) => AmqpError::Refused { context: "cannot connect", reason },
+            None => AmqpError::Broker { context: "cannot connect", source: e },
+        },
+        _ => AmqpError::Broker { context: "cannot connect", source: e },
+    }
+}
+
+/// `530: NOT_ALLOWED - vhost x not found` from amqprs's Debug text of a `connection.close`
+/// (`… reply_code: 530, reply_text: ShortStr(34, "NOT_ALLOWED - vhost x not found"), class_id …`).
+fn close_reason(debug: &str) -> Option<String> {
+    let code = debug.split_once("reply_code: ")?.1;
+    let code = &code[..code.find(|c: char| !c.is_ascii_digit())?];
+    let text = debug.split_once("reply_text: ShortStr(")?.1.split_once('"')?.1;
+    let text = text.rsplit_once("\"), class_id")?.0;
+    Some(format!("{code}: {}", text.replace("\\\"", "\"")))
+}
+
 /// A channel, and what ends its use: the broker closing it (with its reason) or cancelling its
 /// consumer.
 async fn watched_channel(conn: &Connection) -> Result<(Channel, mpsc::UnboundedReceiver<AmqpError>), AmqpError> {
@@ -450,6 +472,17 @@ fn with_reason(e: AmqpError, ended: &mut mpsc::UnboundedReceiver<AmqpError>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_connection_is_told_by_the_brokers_reason() {
+        let debug = "failed to open connection, reason: Close(MethodHeader { class_id: 10, method_id: 50 }, Close { \
+                     reply_code: 530, reply_text: ShortStr(40, \"NOT_ALLOWED - vhost \\\"a\\\" not found\"), \
+                     class_id: 10, method_id: 40 })";
+        let e = connect_error(amqprs::error::Error::ConnectionOpenError(debug.into()));
+        assert_eq!(e.to_string(), "cannot connect: the broker refused: 530: NOT_ALLOWED - vhost \"a\" not found");
+        let other = connect_error(amqprs::error::Error::ConnectionOpenError("no frame".into()));
+        assert_eq!(other.to_string(), "cannot connect: AMQP connection open error: no frame");
+    }
 
     #[test]
     fn uris_decode_the_vhost_and_default_to_guest() {
