@@ -517,3 +517,67 @@ async fn deleting_a_hook_keeps_the_events_another_hook_still_needs() {
     r.wait_for("/answer", before + 3, WAIT).await;
     sim.kill().await;
 }
+
+/// A frame cut short, with the stream going on after it, is what FreeSWITCH writes when it
+/// gives up a write (after 600 s of a reader that does not read: a long store outage at a low
+/// event rate) and sends the next event. From there every frame's body swallows the next
+/// frame's `Content-Length`: each later event was rejected, for good, on a connection that
+/// `/health` showed as up. The header block that holds JSON shows the frame boundary is lost;
+/// the source reconnects, and FreeSWITCH starts the new connection on a frame boundary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_cut_short_in_a_stream_that_goes_on_reconnects_to_find_the_frames_again() {
+    let event = |uid: &str, seq: usize| {
+        let body =
+            json!({"Event-Name": "CHANNEL_ANSWER", "Core-UUID": "frame-cut-short", "Event-Sequence": seq.to_string(),
+            "Unique-ID": uid, "variable_domain_name": D1, "Event-Date-GMT": "Tue, 14 May 2024 07:21:07 GMT"})
+            .to_string();
+        format!("Content-Length: {}\nContent-Type: text/event-json\n\n{body}", body.len()).into_bytes()
+    };
+    let mut first = event("before-the-cut", 1);
+    let cut = event("cut-short", 2);
+    let next = event("after-the-cut-3", 3);
+    // The cut frame's body takes the next frame's first line and `Content-`, so that frame is
+    // read from `Type: text/event-json`: a header block that parses.
+    let taken = next.iter().position(|&b| b == b'\n').unwrap() + 1 + "Content-".len();
+    first.extend(&cut[..cut.len() - taken]);
+    first.extend(&next);
+    for n in 4..10 {
+        first.extend(event(&format!("after-the-cut-{n}"), n));
+    }
+    let again = event("on-the-next-connection", 10);
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let (addr, connections) = counting_switch(move |mut sock| {
+        let out = if sessions.fetch_add(1, Ordering::SeqCst) == 0 { first.clone() } else { again.clone() };
+        async move {
+            let mut buf = [0u8; 1024];
+            let _ = sock.write_all(b"Content-Type: auth/request\n\n").await;
+            let _ = sock.read(&mut buf).await;
+            let _ = sock.write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n").await;
+            let _ = sock.read(&mut buf).await;
+            let _ =
+                sock.write_all(b"Content-Type: command/reply\nReply-Text: +OK event listener enabled json\n\n").await;
+            let _ = sock.write_all(&out).await;
+            // The switch keeps the connection: it does not know it wrote a broken frame.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    })
+    .await;
+    let r = Receiver::start().await;
+    let s = TestServer::start(Backend::Sqlite).await;
+    s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/answer"))})).await;
+    let (mut config, dir, pg) = s.stop().await;
+    config.esl = vec![Server { addr: addr.to_string(), password: "ClueCon".into() }];
+    let s = TestServer::start_with(config, dir, pg).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !r.at("/answer").iter().any(|req| uid(req) == "on-the-next-connection") {
+        let got: Vec<String> = r.at("/answer").iter().map(uid).collect();
+        let h = health(&s, &format!("esl {addr}")).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} connections, delivered {got:?}, health {h}",
+            connections.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(r.at("/answer").iter().any(|req| uid(req) == "before-the-cut"));
+}

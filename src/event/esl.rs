@@ -76,7 +76,7 @@ impl RawEvent {
 pub enum EslError {
     #[error("ESL frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")]
     FrameTooLarge { size: u64 },
-    #[error("ESL header line without ':': {line:?}")]
+    #[error("ESL header line is not `Name: value`: {line:?}")]
     BadHeaderLine { line: String },
     #[error("ESL Content-Length is not a byte count: {value:?}")]
     BadContentLength { value: String },
@@ -239,7 +239,8 @@ fn parse_head(block: &[u8], body_start: usize) -> Result<Head, EslError> {
         if line.is_empty() {
             continue;
         }
-        let (name, value) = split_header(line).ok_or_else(|| bad_line(line))?;
+        let (name, value) =
+            split_header(line).filter(|(name, _)| is_header_name(name)).ok_or_else(|| bad_line(line))?;
         // Header names are case-insensitive in FreeSWITCH's own client; the first of a repeated
         // header wins, as there.
         if name.eq_ignore_ascii_case(b"Content-Type") && content_type.is_empty() {
@@ -288,6 +289,16 @@ fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let value = &line[colon + 1..];
     let skip = value.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
     Some((&line[..colon], &value[skip..]))
+}
+
+/// What mod_event_socket puts before the colon (`Content-Length`, `Reply-Text`, `Job-UUID`): no
+/// spaces, quotes or braces. A name with them is a piece of an event body, so the frame boundary
+/// is lost (FreeSWITCH gave up a write halfway and sent the next frame): then every body after
+/// it swallows the next frame's `Content-Length`, and only a new connection finds the frames
+/// again. A JSON body starts with `{"`, so a stream of them fails at the latest on the second
+/// frame after the cut, instead of rejecting every event that follows.
+fn is_header_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic() && !matches!(b, b'"' | b'{' | b'}'))
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {

@@ -359,6 +359,17 @@ fn header_line_without_colon_is_an_error() {
 }
 
 #[test]
+fn a_header_name_that_is_a_piece_of_an_event_body_is_an_error() {
+    // What follows a frame cut short: the next body glued to the next frame's first line.
+    let err = error_of(b"{\"Event-Name\":\"CHANNEL_ANSWER\"}Content-Length: 30\nContent-Type: text/event-json\n\n");
+    assert!(matches!(&err, EslError::BadHeaderLine { line } if line.starts_with("{\"Event-Name\"")), "{err:?}");
+    for line in [&b": no name"[..], b"Two words: x", b"\"quoted\": x", b"tail}: x"] {
+        let err = error_of(&[line, b"\n\n"].concat());
+        assert!(matches!(err, EslError::BadHeaderLine { .. }), "{err:?}");
+    }
+}
+
+#[test]
 fn headers_that_never_end_fail_at_max_frame() {
     let mut parser = Parser::new();
     parser.push(&vec![b'x'; MAX_FRAME]);
