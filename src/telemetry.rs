@@ -47,6 +47,12 @@ pub fn render() -> String {
     handle.render()
 }
 
+/// Whether a source, named as in `/health` (`esl 10.0.0.5:8021`, `amqp`), is connected: 1, or 0
+/// from start-up until it first connects and whenever it is not.
+pub fn source_connected(source: &str, connected: bool) {
+    gauge!("switchhook_source_connected", "source" => source.to_owned()).set(f64::from(u8::from(connected)));
+}
+
 /// Events a source handed over and the store took: all of them, those that matched a hook,
 /// and those that can match none (no domain or event name, or unreadable).
 pub fn events_accepted(received: usize, matched: usize, dropped: usize) {

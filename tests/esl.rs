@@ -116,6 +116,12 @@ async fn new_hooks_subscribe_without_reconnecting_and_restarts_resume() {
     assert_eq!(cc[0].json()["data"]["Event-Subclass"], "callcenter::info");
     let h = health(&s, &key).await;
     assert_eq!((&h["connected"], &h["since"]), (&json!(true), &since), "same connection: {h}");
+    let gauge = format!("switchhook_source_connected{{source=\"{key}\"}}");
+    let connected = async || {
+        let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        metrics.lines().find_map(|l| l.strip_prefix(&gauge)?.trim().parse::<f64>().ok())
+    };
+    assert_eq!(connected().await, Some(1.0));
 
     // Kill the simulator: the source notices, and reconnects when a new one comes up.
     sim.kill().await;
@@ -124,6 +130,7 @@ async fn new_hooks_subscribe_without_reconnecting_and_restarts_resume() {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(connected().await, Some(0.0), "the gauge follows /health");
     let before = r.at("/answer").len();
     let sim = Simulator::start(addr, 40.0, None, 8).await;
     let got = r.wait_for("/answer", before + 2, WAIT).await;

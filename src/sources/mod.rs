@@ -73,6 +73,7 @@ impl Health {
     fn set(&self, source: &str, state: SourceState) {
         let mut states = self.0.lock().expect("health lock");
         if states.get(source).map(|s| (s.connected, &s.error)) != Some((state.connected, &state.error)) {
+            crate::telemetry::source_connected(source, state.connected);
             states.insert(source.to_owned(), state);
         }
     }
