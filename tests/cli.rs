@@ -539,6 +539,30 @@ fn a_postgres_that_cannot_be_reached_is_named_at_start_up() {
     assert!(!err.contains("Pg5ecretPW"), "{err}");
 }
 
+/// A PostgreSQL that takes connections and never answers (a stuck proxy, a port that is not
+/// PostgreSQL) stops start-up after the connect timeouts, not never.
+#[test]
+fn a_postgres_that_never_answers_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // the kernel accepts; nobody answers
+    let url = format!("postgres://switchhook@{}/db", silent.local_addr().unwrap());
+    let mut child = switchhook(dir.path(), &["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("start-up still waits on a PostgreSQL that never answers");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("timed out"), "{err}");
+}
+
 /// A first start that cannot write `root.token` (a full disk, a read-only folder; here a folder
 /// in its place) fails, and must not leave the root token it issued active in the store: the
 /// next start wrote none because the store had one, and said nothing, so nobody had a root

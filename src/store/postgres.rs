@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection as _, Postgres};
+use sqlx::{Connection as _, PgConnection, Postgres};
 use tokio::sync::mpsc;
 
 use super::sql::{Dialect, SqlStore};
@@ -83,19 +83,25 @@ fn connect_options(url: &str) -> Result<PgConnectOptions> {
     Ok(PgConnectOptions::from_str(parsed.as_str())?)
 }
 
+/// How long start-up waits for PostgreSQL to take a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub async fn open(url: &str) -> Result<SqlStore<Postgres>> {
     let options = connect_options(url)?;
     let pool = match PgPoolOptions::new()
         .max_connections(10)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(CONNECT_TIMEOUT)
         .connect_with(options.clone())
         .await
     {
         Ok(pool) => pool,
-        // The pool retries a connection that fails on I/O (refused, unreachable) until its
-        // timeout, and then names only the timeout: one more attempt of its own names the cause.
+        // The pool retries a connection that is refused (or a server still starting up) until
+        // its timeout, and then names only the timeout: one more attempt of its own names the
+        // cause. It is bounded too: a server that takes connections and never answers has none.
         Err(sqlx::Error::PoolTimedOut) => {
-            sqlx::PgConnection::connect_with(&options).await?;
+            if let Ok(Err(cause)) = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+                return Err(cause.into());
+            }
             return Err(sqlx::Error::PoolTimedOut.into());
         }
         Err(e) => return Err(e.into()),
