@@ -353,7 +353,7 @@ async fn an_update_that_only_reorders_keys_is_stored(b: Backend) {
 #[tokio::test]
 async fn a_body_in_utf16_or_in_the_charset_it_names_is_read() {
     let s = TestServer::start(Backend::Sqlite).await;
-    let send = |path: &'static str, content_type: &'static str, body: Vec<u8>| {
+    let send = |path: &'static str, content_type: &str, body: Vec<u8>| {
         let req = s.http.post(s.url(path)).header("X-Access-Token", &s.root).header("Content-Type", content_type);
         async move {
             let r = req.body(body).send().await.unwrap();
@@ -374,6 +374,8 @@ async fn a_body_in_utf16_or_in_the_charset_it_names_is_read() {
         ("application/json; charset=utf-16", utf16(&text, false, false)),
         ("application/json; charset=\"UTF-16BE\"", utf16(&text, false, true)),
         ("application/json;charset=utf-16le", utf16(&text, true, false)),
+        // No byte order mark: JSON's first character tells the byte order.
+        ("application/json; charset=utf-16", utf16(&text, false, true)),
     ] {
         let (status, v) = send(hooks, content_type, bytes).await;
         assert_eq!(status, 200, "{content_type}: {v}");
@@ -385,6 +387,24 @@ async fn a_body_in_utf16_or_in_the_charset_it_names_is_read() {
     let latin1: Vec<u8> = cafe.to_string().chars().map(|c| c as u8).collect();
     let (status, v) = send(hooks, "application/json; charset=ISO-8859-1", latin1).await;
     assert_eq!((status, &v["data"]["ops"][0]["description"]), (200, &json!("Café")), "{v}");
+    // A UTF-8 body labelled Latin-1 keeps its text; so does one labelled with a charset not read
+    // here.
+    for label in ["ISO-8859-1", "windows-1251"] {
+        let (status, v) = send(hooks, &format!("application/json; charset={label}"), cafe.to_string().into()).await;
+        assert_eq!((status, &v["data"]["ops"][0]["description"]), (200, &json!("Café")), "{label}: {v}");
+    }
+    // The label ISO-8859-1 is read as windows-1252, as browsers read it: 0x92 is ’.
+    let mut quote = hook("CHANNEL_ANSWER", "https://r.example/h");
+    quote["description"] = "Dialer\u{92}s €".into();
+    let cp1252: Vec<u8> = quote.to_string().chars().map(|c| if c == '€' { 0x80 } else { c as u8 }).collect();
+    for label in ["ISO-8859-1", "windows-1252"] {
+        let (status, v) = send(hooks, &format!("application/json; charset={label}"), cp1252.clone()).await;
+        assert_eq!((status, &v["data"]["ops"][0]["description"]), (200, &json!("Dialer’s €")), "{label}: {v}");
+    }
+    // Not UTF-8, in a charset not read here: 415 naming it.
+    let (status, v) = send(hooks, "application/json; charset=windows-1251", cp1252).await;
+    assert_eq!(status, 415, "{v}");
+    assert_eq!(v["info"], "Unsupported charset \"windows-1251\": send UTF-8, UTF-16 or ISO-8859-1");
     // Events too.
     let event = json!({"Event-Name": "CHANNEL_ANSWER", "variable_domain_name": "demo.webitel.com"}).to_string();
     let (status, v) = send("/api/v2/events", "application/json", utf16(&event, true, false)).await;

@@ -32,8 +32,8 @@ pub async fn ingest(State(state): State<ApiState>, caller: Caller, body: Body) -
 
 /// One event object, or an array of them, each kept as JSON text for the router (see
 /// [`Incoming`]). The body must be valid JSON throughout, and not empty.
-fn events_of(body: &[u8]) -> Result<Vec<Incoming>, ApiError> {
-    let body = body.trim_ascii();
+fn events_of(whole: &[u8]) -> Result<Vec<Incoming>, ApiError> {
+    let body = whole.trim_ascii();
     let event = |text: &str| match Incoming::from_text(text.to_owned()) {
         Ok(event) => Ok(event),
         Err(EventError::Json(error)) => Err(not_json(error)),
@@ -48,7 +48,7 @@ fn events_of(body: &[u8]) -> Result<Vec<Incoming>, ApiError> {
             if let Some(events) = std::str::from_utf8(body).ok().and_then(Incoming::all_from_text) {
                 return Ok(events);
             }
-            let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|error| not_json_in(body, error))?;
+            let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|error| not_json_in(whole, error))?;
             items
                 .iter()
                 .enumerate()
@@ -58,7 +58,7 @@ fn events_of(body: &[u8]) -> Result<Vec<Incoming>, ApiError> {
                 })
                 .collect()
         }
-        _ => match serde_json::from_slice::<&RawValue>(body).map_err(|error| not_json_in(body, error))? {
+        _ => match serde_json::from_slice::<&RawValue>(body).map_err(|error| not_json_in(whole, error))? {
             item if item.get().starts_with('{') => Ok(vec![event(item.get())?]),
             _ => Err(ApiError::bad_request("Bad request: body must be an event object or an array of them")),
         },

@@ -233,35 +233,57 @@ fn charset(headers: &HeaderMap) -> Option<String> {
 
 /// The body as UTF-8, which JSON is. A byte order mark says what the rest is: UTF-8's, as files
 /// saved by Windows tools start with, is dropped, as the original's body parser dropped it;
-/// UTF-16's is how Windows PowerShell 5.1 writes files (`>`, `Out-File`). Without one, a body is
-/// read in the charset its `Content-Type` names, as the original's body parser read it: UTF-16
-/// (PowerShell's `charset=utf-16`), or ISO-8859-1 when the body is not UTF-8 already (a UTF-8
-/// body labelled Latin-1 keeps its text). Anything else is taken as UTF-8.
+/// UTF-16's is how Windows PowerShell 5.1 writes files (`>`, `Out-File`). Without one, the
+/// charset its `Content-Type` names: UTF-16 (PowerShell's `charset=utf-16`), or ISO-8859-1, read
+/// as windows-1252 as browsers read that label, when the body is not UTF-8 already (a UTF-8 body
+/// labelled Latin-1 keeps its text). A body that is UTF-8 is read whatever its label; one that is
+/// not, in a charset not read here, is 415 naming it. No charset: UTF-8.
 fn utf8(bytes: Bytes, charset: Option<&str>) -> Result<Bytes, ApiError> {
-    let utf16 = |bytes: &[u8], big_endian: bool| {
-        let pairs = bytes.chunks(2).map(|pair| match *pair {
-            [a, b] if big_endian => Ok(u16::from_be_bytes([a, b])),
-            [a, b] => Ok(u16::from_le_bytes([a, b])),
-            _ => Err(()),
-        });
-        let units: Vec<u16> = pairs.collect::<Result<_, ()>>().map_err(|()| not_utf16())?;
-        String::from_utf16(&units).map(Bytes::from).map_err(|_| not_utf16())
-    };
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Ok(bytes.slice(3..));
+    }
     match (bytes.get(..2), charset) {
-        _ if bytes.starts_with(b"\xEF\xBB\xBF") => Ok(bytes.slice(3..)),
         (Some(b"\xFF\xFE"), _) => utf16(&bytes[2..], false),
         (Some(b"\xFE\xFF"), _) => utf16(&bytes[2..], true),
-        (_, Some("utf-16" | "utf-16le")) => utf16(&bytes, false),
+        // JSON starts with an ASCII character: a zero byte first is its big-endian high byte.
+        (first, Some("utf-16")) => utf16(&bytes, first.is_some_and(|f| f[0] == 0)),
+        (_, Some("utf-16le")) => utf16(&bytes, false),
         (_, Some("utf-16be")) => utf16(&bytes, true),
-        (_, Some("iso-8859-1" | "latin1")) if std::str::from_utf8(&bytes).is_err() => {
-            Ok(Bytes::from(bytes.iter().map(|&b| char::from(b)).collect::<String>()))
+        (_, None | Some("utf-8" | "utf8" | "us-ascii")) => Ok(bytes),
+        _ if std::str::from_utf8(&bytes).is_ok() => Ok(bytes),
+        (_, Some("iso-8859-1" | "iso8859-1" | "latin1" | "l1" | "windows-1252" | "cp1252")) => {
+            Ok(Bytes::from(bytes.iter().map(|&b| windows_1252(b)).collect::<String>()))
         }
-        _ => Ok(bytes),
+        (_, Some(other)) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Unsupported charset {other:?}: send UTF-8, UTF-16 or ISO-8859-1"),
+        )),
     }
 }
 
-fn not_utf16() -> ApiError {
-    not_json("it is not the UTF-16 its byte order mark or Content-Type says")
+fn utf16(bytes: &[u8], big_endian: bool) -> Result<Bytes, ApiError> {
+    let not_utf16 = || not_json("it is not the UTF-16 its byte order mark or Content-Type says");
+    if bytes.len() % 2 != 0 {
+        return Err(not_utf16());
+    }
+    let units = bytes.chunks_exact(2).map(|pair| match big_endian {
+        true => u16::from_be_bytes([pair[0], pair[1]]),
+        false => u16::from_le_bytes([pair[0], pair[1]]),
+    });
+    char::decode_utf16(units).collect::<Result<String, _>>().map(Bytes::from).map_err(|_| not_utf16())
+}
+
+/// A windows-1252 byte as a character: ISO-8859-1's, but for the typographic ones Windows puts
+/// in 0x80..=0x9F (`’` is 0x92); the five it leaves unassigned stay control characters.
+fn windows_1252(b: u8) -> char {
+    const HIGH: [char; 32] = [
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8D}', 'Ž', '\u{8F}', '\u{90}', '‘',
+        '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9D}', 'ž', 'Ÿ',
+    ];
+    match b {
+        0x80..=0x9F => HIGH[usize::from(b - 0x80)],
+        _ => char::from(b),
+    }
 }
 
 #[cfg(test)]
