@@ -484,15 +484,7 @@ async fn a_refused_declare_reports_the_brokers_reason() {
     let mut settings = t.settings();
     settings.queue = format!("amq.switchhook.{}", t.tag);
     let s = serve(settings).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let error = loop {
-        let (_, v) = s.call("GET", "/health", None, None).await;
-        if let Some(error) = v["data"]["sources"]["amqp"]["error"].as_str().filter(|e| *e != "connecting") {
-            break error.to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "no error in /health: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let error = amqp_error(&s).await;
     let want = format!(
         "cannot declare the queue: the broker refused: '403: ACCESS_REFUSED - queue name 'amq.switchhook.{}' \
          contains reserved prefix 'amq.*'', (class_id = 50, method_id = 10)",
@@ -542,6 +534,38 @@ async fn the_reconnect_backoff_starts_again_after_a_session_that_consumed() {
     t.cleanup().await;
 }
 
+/// The RabbitMQ source's first error in `/health`, once it has one.
+async fn amqp_error(s: &TestServer) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, v) = s.call("GET", "/health", None, None).await;
+        if let Some(error) = v["data"]["sources"]["amqp"]["error"].as_str().filter(|e| *e != "connecting") {
+            return error.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no error in /health: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A virtual host that does not exist (or that the user may not use): RabbitMQ closes the
+/// connection with its reason, which /health showed inside a Debug dump of the close frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_vhost_is_named_with_the_brokers_reason() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url.clone()).await;
+    let mut settings = t.settings();
+    let mut elsewhere = url::Url::parse(&url).unwrap();
+    elsewhere.set_path(&format!("/no-such-vhost-{}", t.tag));
+    settings.url = elsewhere.to_string();
+    let s = serve(settings).await;
+    let error = amqp_error(&s).await;
+    let want =
+        format!("cannot connect: the broker refused: 530: NOT_ALLOWED - vhost no-such-vhost-{} not found", t.tag);
+    assert_eq!(error, want);
+    s.stop().await;
+    t.cleanup().await;
+}
+
 /// A wrong password in `amqp.url`: RabbitMQ closes the connection at login without a reason
 /// (amqprs does not ask for one), and /health and the log said only `Connection reset by peer`,
 /// which reads as a network fault. The error now says what a closed login usually means.
@@ -554,15 +578,7 @@ async fn a_refused_password_is_named_as_the_likely_cause() {
     wrong.set_password(Some("not-the-password")).unwrap();
     settings.url = wrong.to_string();
     let s = serve(settings).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    let error = loop {
-        let (_, v) = s.call("GET", "/health", None, None).await;
-        if let Some(error) = v["data"]["sources"]["amqp"]["error"].as_str().filter(|e| *e != "connecting") {
-            break error.to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "no error in /health: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let error = amqp_error(&s).await;
     assert!(error.starts_with("cannot connect: "), "{error}");
     assert!(error.contains("user name or password"), "{error}");
     assert!(!error.contains("not-the-password"), "{error}");

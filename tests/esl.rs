@@ -575,7 +575,7 @@ async fn a_frame_cut_short_in_a_stream_that_goes_on_reconnects_to_find_the_frame
     let (mut config, dir, pg) = s.stop().await;
     config.esl = vec![Server { addr: addr.to_string(), password: "ClueCon".into() }];
     let s = TestServer::start_with(config, dir, pg).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + WAIT;
     while !r.at("/answer").iter().any(|req| uid(req) == "on-the-next-connection") {
         let got: Vec<String> = r.at("/answer").iter().map(uid).collect();
         let h = health(&s, &format!("esl {addr}")).await;

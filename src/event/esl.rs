@@ -76,7 +76,9 @@ impl RawEvent {
 pub enum EslError {
     #[error("ESL frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")]
     FrameTooLarge { size: u64 },
-    #[error("ESL header line is not `Name: value`: {line:?}")]
+    /// The line is not in the message, which `/health` shows without a token: after a frame
+    /// boundary is lost it is a piece of an event. The log has it (`detail`).
+    #[error("ESL header line is not `Name: value` (the frame boundary is lost, or this is not FreeSWITCH)")]
     BadHeaderLine { line: String },
     #[error("ESL Content-Length is not a byte count: {value:?}")]
     BadContentLength { value: String },

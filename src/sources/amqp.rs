@@ -71,10 +71,11 @@ enum AmqpError {
     Refused { context: &'static str, reason: String },
     #[error("{0}")]
     Url(String),
-    /// The broker hung up during the handshake: RabbitMQ refuses a login so, without a reason,
-    /// to a client that does not ask for one (amqprs does not).
+    /// The peer hung up during the handshake: RabbitMQ refuses a login so, without a reason, to a
+    /// client that does not ask for one (amqprs does not). A proxy with no broker behind it, or a
+    /// port that is not AMQP, can do the same.
     #[error(
-        "cannot connect: {0} (the broker closed the connection while logging in, as RabbitMQ does when it \
+        "cannot connect: {0} (the connection was closed during the AMQP handshake, as RabbitMQ does when it \
          refuses the user name or password of amqp.url)"
     )]
     LoginClosed(#[source] amqprs::error::Error),

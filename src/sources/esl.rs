@@ -135,7 +135,9 @@ impl EslSource {
                 Ok(()) => return,
                 Err((e, subscribed)) => {
                     let wait = reconnect.wait(subscribed, began.elapsed());
-                    tracing::error!(server = %self.server.addr, error = %e, "ESL source: reconnecting in {}s", wait.as_secs());
+                    tracing::error!(
+                        server = %self.server.addr, error = %e, detail = ?e, "ESL source: reconnecting in {}s", wait.as_secs()
+                    );
                     self.health.down(&name, e.to_string());
                     wait
                 }
