@@ -128,16 +128,27 @@ pub fn root_token_path(config: &Config) -> PathBuf {
     config.data_dir.join("root.token")
 }
 
-/// Writes a file only its owner can read.
+/// Writes a file only its owner can read, whole or not at all: the text goes to a file beside
+/// it that then takes its name, so a stop halfway (a second Ctrl-C) leaves no empty file.
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    #[cfg(unix)]
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    writeln!(file, "{text}")
+    let partial = path.with_extension("partial");
+    let write = || {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&partial)?;
+        #[cfg(unix)]
+        std::fs::set_permissions(&partial, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        writeln!(file, "{text}")?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path)
+    };
+    let written = write();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
@@ -145,7 +156,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     open_files_for(&config);
     // Start-up can wait on the store as long as another session holds a lock (a migration on
     // another node, a locked table): a shutdown meanwhile stops it, as nothing has started yet.
-    // Issuing and writing the root token is not cut short, so it is never issued unwritten.
+    // Issuing and writing the root token is not cut short by it, so it is not issued unwritten.
     let Some(services) = unless_shut_down(&shutdown, Services::open(&config)).await.transpose()? else {
         return Ok(());
     };

@@ -342,7 +342,7 @@ async fn a_second_signal_stops_at_once() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let (http, token) = (reqwest::Client::new(), root());
-    let mut child = serve(dir.path(), port, &[]);
+    let mut child = common::KillOnDrop(serve(dir.path(), port, &[]));
     wait_up(&http, &base).await;
     let hook =
         json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}, "timeout": 60000});
@@ -354,22 +354,12 @@ async fn a_second_signal_stops_at_once() {
     }
     tokio::time::timeout(Duration::from_secs(10), accepted.recv()).await.expect("the attempt reached the receiver");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     let term = || Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     term();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(child.try_wait().unwrap().is_none(), "the first signal waits for the attempt in flight");
+    assert!(child.0.try_wait().unwrap().is_none(), "the first signal waits for the attempt in flight");
     term();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve went on waiting after a second SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = child.exited_within(Duration::from_secs(3)).await.expect("serve stops at a second SIGTERM");
     assert_eq!(status.code(), Some(143), "128 + SIGTERM, as a shell reports a process the signal ended");
 }

@@ -292,12 +292,14 @@ async fn sigterm_stops_a_start_up_waiting_on_the_store() {
     let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::raw_sql("BEGIN; LOCK TABLE tokens IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
 
-    let mut serve = std::process::Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url, "--data-dir"])
-        .arg(data.path())
-        .env("SWITCHHOOK_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut serve = common::KillOnDrop(
+        std::process::Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url, "--data-dir"])
+            .arg(data.path())
+            .env("SWITCHHOOK_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
     // Until it waits on the lock (seen from another session: one in a transaction keeps its
     // first view of pg_stat_activity).
     let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -308,18 +310,9 @@ async fn sigterm_stops_a_start_up_waiting_on_the_store() {
         assert!(Instant::now() < deadline, "serve never waited on the lock");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    std::process::Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = serve.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = serve.kill();
-            panic!("serve kept waiting on the store after SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    std::process::Command::new("kill").args(["-TERM", &serve.0.id().to_string()]).status().unwrap();
+    let status =
+        serve.exited_within(Duration::from_secs(5)).await.expect("serve stops waiting on the store at SIGTERM");
     assert!(status.success(), "{status}");
     sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
     let _ = locker.close().await;

@@ -53,26 +53,21 @@ impl Server {
         };
         // The entry is not quoted: written the wrong way round, or without its address, what
         // stands where the address should is the password.
-        let bad = || "is not [password@]host:port with a port number".to_owned();
+        let bad = || "address is not [password@]host:port with a port number".to_owned();
         let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(bad());
         }
-        check_password(&password)?;
+        // The password goes in `auth <password>`: a line break would end that command and send
+        // the rest to FreeSWITCH as commands of their own.
+        if password.contains(['\r', '\n']) {
+            return Err("password has a line break, which would end FreeSWITCH's auth command".into());
+        }
         Ok(Server { addr: addr.to_owned(), password })
     }
 
     fn name(&self) -> String {
         format!("esl {}", self.addr)
-    }
-}
-
-/// The password goes in `auth <password>`: a line break would end that command and send the
-/// rest to FreeSWITCH as commands of their own.
-pub fn check_password(password: &str) -> Result<(), String> {
-    match password.contains(['\r', '\n']) {
-        true => Err("password has a line break, which would end FreeSWITCH's auth command".into()),
-        false => Ok(()),
     }
 }
 

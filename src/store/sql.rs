@@ -835,7 +835,7 @@ where
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'pending', next_at = $3, updated_at = $3, retry_from = attempts, \
              lease_until = NULL, lease_owner = NULL WHERE id = $1 AND domain = $2 AND status = 'failed' \
-             AND hook_id IN (SELECT id FROM hooks WHERE domain = $2)",
+             AND EXISTS (SELECT 1 FROM hooks h WHERE h.id = deliveries.hook_id AND h.domain = $2)",
         )
         .bind(id.to_owned())
         .bind(domain.to_owned())

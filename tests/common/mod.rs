@@ -341,3 +341,29 @@ pub fn web(url: &str) -> Value {
 pub fn hook(event: &str, url: &str) -> Value {
     serde_json::json!({"event": event, "action": {"type": "web", "method": "POST", "url": url}})
 }
+
+/// A child process, killed when dropped: a test that fails leaves none running behind it.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// How the process ended, once it has, or `None` if it is still running after `timeout`.
+    pub async fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
