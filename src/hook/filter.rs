@@ -223,6 +223,8 @@ fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
 ///   (`\w+` would take all of a Cyrillic name);
 /// - `.` stops at `\r`, U+2028 and U+2029 as well as `\n`, unless `dot_all` (the `s` flag, or
 ///   an inline `(?s)`, which only this engine has);
+/// - `\<` and `\>` are the characters `<` and `>`, and `{,` is `{` and `,`, where this engine
+///   would read word boundaries and a `{,n}` quantifier;
 /// - classes follow JavaScript's grammar ([`javascript_class`]).
 ///
 /// Everything else is passed on as it is. `\b`, `\B` and `\s` stay Unicode (an ASCII `\b`
@@ -235,8 +237,12 @@ fn javascript_classes(pattern: &str, dot_all: bool) -> String {
         match c {
             '\\' => match chars.next() {
                 None => out.push('\\'),
+                // Word boundaries here, the characters themselves there.
+                Some(e @ ('<' | '>')) => out.push(e),
                 Some(e) => out.push_str(&class_escape(e).unwrap_or_else(|| format!("\\{e}"))),
             },
+            // `{,n}` is a quantifier here; there a `{` that no digit follows is a character.
+            '{' if chars.as_str().starts_with(',') => out.push_str("\\{"),
             '[' => javascript_class(&mut chars, &mut out),
             '.' if !dot_all => out.push_str("[^\\n\\r\\x{2028}\\x{2029}]"),
             _ => out.push(c),
@@ -514,6 +520,26 @@ mod tests {
         // Look-arounds and back-references still work with the ASCII classes.
         assert!(reg("(?<=\\d)x(\\w)\\1", "5xaa"));
         assert!(!reg("(?<=\\d)x(\\w)\\1", "٣xaa"));
+    }
+
+    /// JavaScript (without the `u` flag) reads an escaped character that means nothing to it
+    /// as that character, and a `{` that does not start a quantifier as a `{`; this engine
+    /// reads `\<` and `\>` as word boundaries and `{,n}` as a quantifier, with no error to say
+    /// so. Each case checked with node.
+    #[test]
+    fn escaped_angle_brackets_and_a_brace_before_a_comma_are_characters_as_in_javascript() {
+        let reg = |pattern: &str, value: &str| passes("reg", json!(pattern), Some(json!(value)));
+        assert!(reg(r"^\<$", "<"));
+        assert!(reg(r"^\>$", ">"));
+        assert!(reg(r"^\<sip:\d+@[^>]+\>$", "<sip:100@pbx>"));
+        assert!(!reg(r"^\<sip", "sip:100@pbx"));
+        assert!(reg(r"^[\<\>]+$", "<>"));
+        assert!(reg(r"^a{,3}$", "a{,3}"));
+        assert!(!reg(r"^a{,3}$", "aa"));
+        assert!(reg(r"^a{1,3}$", "aa"));
+        // Escaped, they are characters to both.
+        assert!(reg(r"^\\<$", "\\<"));
+        assert!(reg(r"^\{,\}$", "{,}"));
     }
 
     #[test]
