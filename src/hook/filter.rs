@@ -79,12 +79,14 @@ enum Cond {
 struct Scalar {
     text: String,
     number: Option<f64>,
+    /// Written as a JSON number, not as text.
+    typed: bool,
 }
 
 impl Scalar {
     fn new(text: String) -> Self {
         let number = text.trim().parse::<f64>().ok().filter(|n| n.is_finite());
-        Self { text, number }
+        Self { text, number, typed: false }
     }
 }
 
@@ -117,7 +119,10 @@ impl Filter {
         };
         let cond = match operation {
             "==" | "!=" if text == "null" => Cond::Absent { negate: operation == "!=" },
-            "==" | "!=" => Cond::Equal { value: Scalar::new(text), negate: operation == "!=" },
+            "==" | "!=" => Cond::Equal {
+                value: Scalar { typed: value.is_number(), ..Scalar::new(text) },
+                negate: operation == "!=",
+            },
             "<" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_lt },
             ">" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_gt },
             "<=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_le },
@@ -176,8 +181,10 @@ fn number_of(v: &Value) -> Option<f64> {
 
 fn equal(actual: &Value, expected: &Scalar) -> bool {
     match (actual, expected.number) {
-        // A typed number (engine events) compares by value: 5 == "5.0".
+        // A typed number (engine events) compares by value: 5 == "5.0"; so does a filter value
+        // written as a number, as JavaScript's loose equality did: 10 == "10.0".
         (Value::Number(_), Some(n)) => number_of(actual) == Some(n),
+        (_, Some(n)) if expected.typed => number_of(actual) == Some(n),
         _ => text_of(actual) == expected.text,
     }
 }
@@ -369,6 +376,23 @@ mod tests {
         assert!(passes("!=", json!("a"), Some(json!("b"))));
         assert!(passes("!=", json!("a"), None));
         assert!(!passes("==", json!("a"), None));
+    }
+
+    /// A filter value written as a JSON number compares by value with a header that reads as a
+    /// number, as the original's loose equality did (`10 == "10.0"` in JavaScript); a value
+    /// written as text compares as text with a text header (`"10" == "10.0"` is false there).
+    #[test]
+    fn a_typed_number_value_equals_a_header_of_the_same_number() {
+        assert!(passes("==", json!(10), Some(json!("10.0"))));
+        assert!(passes("==", json!(10), Some(json!(" 10"))));
+        assert!(passes("==", json!(1000), Some(json!("1e3"))));
+        assert!(passes("==", json!(-2.5), Some(json!("-2.50"))));
+        assert!(!passes("!=", json!(10), Some(json!("+10"))));
+        assert!(passes("!=", json!(10), Some(json!("11"))));
+        assert!(!passes("==", json!(10), Some(json!("ten"))));
+        assert!(!passes("==", json!(10), Some(json!(""))));
+        assert!(!passes("==", json!("10"), Some(json!("10.0"))));
+        assert!(passes("!=", json!("10"), Some(json!("10.0"))));
     }
 
     #[test]
