@@ -230,24 +230,22 @@ fn write_escaped(value: Option<&Value>, out: &mut String) {
     out.push_str(&quoted[1..quoted.len() - 1]);
 }
 
-/// Outside a string literal: a JSON value. Strings that are JSON scalars (`12`, `true`) keep
-/// their meaning, other strings are quoted, and missing values become `null`, so the body
-/// stays valid JSON whatever the event holds.
+/// Outside a string literal: a JSON value. Strings that are JSON text (`12`, `true`, an object
+/// or array a FreeSWITCH variable holds as text) keep their meaning, as the original's plain
+/// substitution gave them; other strings are quoted, and missing values become `null`, so the
+/// body stays valid JSON whatever the event holds.
 fn write_json(value: Option<&Value>, out: &mut String) {
     match value {
         None => out.push_str("null"),
-        Some(Value::String(s)) if is_json_scalar(s) => out.push_str(s),
+        Some(Value::String(s)) if is_json_text(s) => out.push_str(s),
         Some(other) => {
             let _ = write!(out, "{other}");
         }
     }
 }
 
-fn is_json_scalar(s: &str) -> bool {
-    matches!(s, "true" | "false" | "null")
-        || (!s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
-            && serde_json::from_str::<serde_json::Number>(s).is_ok())
+fn is_json_text(s: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
 }
 
 #[cfg(test)]
@@ -285,6 +283,16 @@ mod tests {
     fn json_quotes_text_and_nulls_missing_outside_strings() {
         let out = render(r#"{"a": ${a}, "b": ${b}, "c": ${c}}"#, Syntax::Json, json!({"a": "x y", "c": true}));
         assert_eq!(out, r#"{"a": "x y", "b": null, "c": true}"#);
+    }
+
+    /// Outside a string literal a value that is JSON text (an object or array a FreeSWITCH
+    /// variable holds as text, a quoted string) is that JSON, as the original's plain
+    /// substitution made it; other text is still quoted.
+    #[test]
+    fn json_text_outside_strings_is_written_as_json() {
+        let vars = json!({"meta": "{\"crm_id\": 5}", "list": "[1, \"a\"]", "s": "\"x\"", "q": "{broken", "e": ""});
+        let out = render(r#"{"meta": ${meta}, "list": ${list}, "s": ${s}, "q": ${q}, "e": ${e}}"#, Syntax::Json, vars);
+        assert_eq!(out, r#"{"meta": {"crm_id": 5}, "list": [1, "a"], "s": "x", "q": "{broken", "e": ""}"#);
     }
 
     #[test]
