@@ -212,10 +212,20 @@ impl JsonState {
 }
 
 /// Plain text: strings as they are, other scalars in JSON form, missing and null as nothing.
+/// An array of scalars is their text joined by commas, as the original's JavaScript wrote an
+/// array into text (`vip,2`); other arrays and objects are their JSON text.
 fn write_text(value: Option<&Value>, out: &mut String) {
     match value {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => out.push_str(s),
+        Some(Value::Array(items)) if items.iter().all(|item| !item.is_array() && !item.is_object()) => {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_text(Some(item), out);
+            }
+        }
         Some(other) => {
             let _ = write!(out, "{other}");
         }
@@ -293,6 +303,17 @@ mod tests {
         let vars = json!({"meta": "{\"crm_id\": 5}", "list": "[1, \"a\"]", "s": "\"x\"", "q": "{broken", "e": ""});
         let out = render(r#"{"meta": ${meta}, "list": ${list}, "s": ${s}, "q": ${q}, "e": ${e}}"#, Syntax::Json, vars);
         assert_eq!(out, r#"{"meta": {"crm_id": 5}, "list": [1, "a"], "s": "x", "q": "{broken", "e": ""}"#);
+    }
+
+    /// An array of scalars in text, or inside a JSON string, is its items joined by commas, as
+    /// the original's JavaScript wrote it (`vip,2`); other arrays and objects are JSON text, and
+    /// outside a string an array stays an array.
+    #[test]
+    fn arrays_of_scalars_in_text_are_joined_by_commas() {
+        let vars = json!({"tags": ["vip", 2, true, null, "x"], "objs": [{"a": 1}], "none": []});
+        assert_eq!(render("${tags}|${objs}|${none}", Syntax::Text, vars.clone()), r#"vip,2,true,,x|[{"a":1}]|"#);
+        let out = render(r#"{"t": "${tags}", "v": ${tags}}"#, Syntax::Json, vars);
+        assert_eq!(out, r#"{"t": "vip,2,true,,x", "v": ["vip",2,true,null,"x"]}"#);
     }
 
     #[test]
