@@ -131,7 +131,9 @@ pub fn root_token_path(config: &Config) -> PathBuf {
 /// Writes a file only its owner can read, whole or not at all: the text goes to a file beside
 /// it that then takes its name, so a stop halfway (a second Ctrl-C) leaves no empty file.
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let partial = path.with_extension("partial");
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
     let write = || {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
