@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ async fn receiver(seen: Seen) -> String {
 }
 
 struct Node {
-    child: Child,
+    child: common::KillOnDrop,
     base: String,
 }
 
@@ -73,7 +73,7 @@ fn start_node(dir: &Path, database_url: &str, config: &str) -> Node {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Node { child, base: format!("http://127.0.0.1:{port}") }
+    Node { child: common::KillOnDrop(child), base: format!("http://127.0.0.1:{port}") }
 }
 
 async fn wait_up(http: &reqwest::Client, node: &Node) {
@@ -224,8 +224,8 @@ async fn three_nodes_lose_nothing_when_one_dies() {
             }
         }
         if i == 1500 {
-            nodes[1].child.kill().unwrap(); // SIGKILL
-            nodes[1].child.wait().unwrap();
+            nodes[1].child.0.kill().unwrap(); // SIGKILL
+            nodes[1].child.0.wait().unwrap();
             killed = true;
         }
         if i % 50 == 0 {
@@ -297,8 +297,8 @@ async fn three_nodes_lose_nothing_when_one_dies() {
     );
 
     for n in &mut nodes {
-        let _ = n.child.kill();
-        let _ = n.child.wait();
+        let _ = n.child.0.kill();
+        let _ = n.child.0.wait();
     }
     stop_sim.cancel();
     let _ = answered;

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ async fn receiver(tally: Arc<Mutex<Tally>>) -> String {
     url
 }
 
-fn serve(dir: &Path, port: u16, env: &[(&str, String)]) -> Child {
+fn serve(dir: &Path, port: u16, env: &[(&str, String)]) -> common::KillOnDrop {
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
@@ -61,7 +61,7 @@ fn serve(dir: &Path, port: u16, env: &[(&str, String)]) -> Child {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("start serve")
+    common::KillOnDrop(cmd.spawn().expect("start serve"))
 }
 
 async fn wait_up(http: &reqwest::Client, base: &str) {
@@ -82,7 +82,7 @@ struct Node {
     base: String,
     http: reqwest::Client,
     token: String,
-    child: Child,
+    child: common::KillOnDrop,
 }
 
 impl Node {
@@ -207,8 +207,8 @@ async fn run_http_crash(env: &[(&str, String)]) {
     while done.load(Ordering::SeqCst) < EVENTS / 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
     for s in senders {
         s.await.unwrap();
     }
@@ -249,8 +249,8 @@ async fn run_http_crash(env: &[(&str, String)]) {
     let queued_twice = unique - EVENTS as usize;
     assert!(queued_twice % 100 == 0 && queued_twice <= 100 * repushed, "{queued_twice} events queued twice");
     assert_eq!(extra, resent + queued_twice, "every other duplicate is a resend of one delivery");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,8 +299,8 @@ async fn kill_9_during_amqp_consumption_loses_no_message() {
         all.push(format!("m{i}"));
         if i == EVENTS / 2 {
             if let Some(mut child) = first.take() {
-                child.kill().unwrap(); // SIGKILL while it consumes
-                child.wait().unwrap();
+                child.0.kill().unwrap(); // SIGKILL while it consumes
+                child.0.wait().unwrap();
             }
         }
     }
@@ -315,8 +315,8 @@ async fn kill_9_during_amqp_consumption_loses_no_message() {
     );
     // Unacknowledged messages come back; at most a prefetch window of them.
     assert!(extra <= 500 + 512 + 256, "{extra} duplicates");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let _ = ch.queue_delete(QueueDeleteArguments::new(&queue)).await;
     let _ = ch.exchange_delete(ExchangeDeleteArguments::new(&exchange)).await;
     let _ = conn.close().await;
@@ -342,7 +342,7 @@ async fn a_second_signal_stops_at_once() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let (http, token) = (reqwest::Client::new(), root());
-    let mut child = common::KillOnDrop(serve(dir.path(), port, &[]));
+    let mut child = serve(dir.path(), port, &[]);
     wait_up(&http, &base).await;
     let hook =
         json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": "POST", "url": url}, "timeout": 60000});
