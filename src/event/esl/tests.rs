@@ -363,6 +363,8 @@ fn a_header_name_that_is_a_piece_of_an_event_body_is_an_error() {
     // What follows a frame cut short: the next body glued to the next frame's first line.
     let err = error_of(b"{\"Event-Name\":\"CHANNEL_ANSWER\"}Content-Length: 30\nContent-Type: text/event-json\n\n");
     assert!(matches!(&err, EslError::BadHeaderLine { line } if line.starts_with("{\"Event-Name\"")), "{err:?}");
+    // The message is what `/health` shows without a token: no piece of the event in it.
+    assert!(!err.to_string().contains("CHANNEL_ANSWER"), "{err}");
     for line in [&b": no name"[..], b"Two words: x", b"\"quoted\": x", b"tail}: x"] {
         let err = error_of(&[line, b"\n\n"].concat());
         assert!(matches!(err, EslError::BadHeaderLine { .. }), "{err:?}");
