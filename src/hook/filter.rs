@@ -72,6 +72,8 @@ enum Cond {
         accept: fn(Ordering) -> bool,
     },
     Regex(Regex),
+    /// `reg` with an empty value, which the original took for no pattern.
+    Never,
 }
 
 /// A filter value with its numeric reading worked out once.
@@ -127,6 +129,7 @@ impl Filter {
             ">" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_gt },
             "<=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_le },
             ">=" => Cond::Order { value: Scalar::new(text), accept: Ordering::is_ge },
+            "reg" if text.is_empty() => Cond::Never,
             "reg" => Cond::Regex(compile_regex(&text, share)?),
             other => return Err(FilterError::UnknownOperation(other.to_owned())),
         };
@@ -160,6 +163,7 @@ impl Filter {
             // An error is the backtracking limit, hit only by look-arounds and back-references
             // on a pathological value: no match, rather than minutes of CPU.
             Cond::Regex(re) => actual.is_some_and(|a| re.is_match(text_of(a).as_ref()).unwrap_or(false)),
+            Cond::Never => false,
         }
     }
 }
@@ -196,11 +200,19 @@ fn compare(actual: &Value, expected: &Scalar) -> Ordering {
     }
 }
 
-/// `/pattern/flags` (flags i, m, s honoured; g, u, y ignored) or a bare pattern.
+/// `/pattern/flags` (flags i, m, s and y honoured; g and u ignored) or a bare pattern.
 /// `share` as in [`Filter::compile_within`].
 fn compile_regex(src: &str, share: usize) -> Result<Regex, FilterError> {
     let (pattern, flags) = split_regex_literal(src).unwrap_or((src, ""));
-    let rewritten = javascript_classes(pattern, flags.contains('s'));
+    // The flags are ASCII (`split_regex_literal`), so char positions are byte positions.
+    if let Some((_, c)) = flags.char_indices().find(|&(at, c)| flags[at + 1..].contains(c)) {
+        return Err(FilterError::BadRegex(format!("the flag {c} is given twice in {src}")));
+    }
+    let mut rewritten = javascript_classes(pattern, flags.contains('s'));
+    // Sticky: JavaScript's `test` from `lastIndex` 0 matches only at the start.
+    if flags.contains('y') {
+        rewritten = format!("\\A(?:{rewritten})");
+    }
     let build_text = |text: &str, limit: usize| {
         RegexBuilder::new(text)
             .case_insensitive(flags.contains('i'))
@@ -450,6 +462,24 @@ mod tests {
         assert!(!passes("reg", json!(".*"), None));
     }
 
+    /// The original read an empty value as no pattern (`value || null`) and never matched it.
+    #[test]
+    fn an_empty_pattern_matches_nothing() {
+        assert!(!passes("reg", json!(""), Some(json!("anything"))));
+        assert!(!passes("reg", json!(""), Some(json!(""))));
+        assert!(passes("reg", json!("//"), Some(json!("anything"))));
+    }
+
+    /// `y` (sticky, from `lastIndex` 0) anchors the match at the start of the value.
+    #[test]
+    fn the_sticky_flag_anchors_at_the_start() {
+        assert!(passes("reg", json!("/gw1/y"), Some(json!("gw1/100"))));
+        assert!(!passes("reg", json!("/gw1/y"), Some(json!("sip/gw1/100"))));
+        assert!(!passes("reg", json!("/a|gw1/y"), Some(json!("sip/gw1"))));
+        assert!(passes("reg", json!("/GW1/iy"), Some(json!("gw1/100"))));
+        assert!(!passes("reg", json!("/^gw1/my"), Some(json!("sip\ngw1"))));
+    }
+
     /// Look-arounds over a long value (a CHANNEL_HANGUP_COMPLETE variable of several KB) stay
     /// within the backtracking limit.
     #[test]
@@ -581,5 +611,8 @@ mod tests {
             );
         }
         assert_eq!(Filter::compile("h", "==", &json!({"a": 1})).unwrap_err(), FilterError::BadValue);
+        // JavaScript refuses a flag given twice.
+        let Err(FilterError::BadRegex(e)) = Filter::compile("h", "reg", &json!("/a/gig")) else { panic!() };
+        assert_eq!(e, "the flag g is given twice in /a/gig");
     }
 }
