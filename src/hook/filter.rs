@@ -169,17 +169,13 @@ impl Filter {
 }
 
 fn text_of(v: &Value) -> std::borrow::Cow<'_, str> {
-    match v {
-        Value::String(s) => s.into(),
-        other => other.to_string().into(),
-    }
+    super::template::plain_text(v)
 }
 
 fn number_of(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
-        _ => None,
+        other => text_of(other).trim().parse::<f64>().ok().filter(|n| n.is_finite()),
     }
 }
 
@@ -594,6 +590,23 @@ mod tests {
         // Escaped, they are characters to both.
         assert!(reg(r"^\\<$", "\\<"));
         assert!(reg(r"^\{,\}$", "{,}"));
+    }
+
+    /// An engine event's array of plain values (skills, tags) is tested as the original's
+    /// JavaScript turned it into text, its items joined by commas, as templates write it:
+    /// `/^vip,2$/.test(["vip", 2])`, `["vip"] == "vip"` and `[5] > 3` are all true there.
+    /// Objects, and arrays holding one, are their JSON text.
+    #[test]
+    fn arrays_of_plain_values_are_tested_as_their_items_joined_by_commas() {
+        assert!(passes("reg", json!("^vip,2$"), Some(json!(["vip", 2]))));
+        assert!(passes("reg", json!("/^sales(,|$)/"), Some(json!(["sales", "support"]))));
+        assert!(passes("==", json!("vip"), Some(json!(["vip"]))));
+        assert!(passes("==", json!("a,"), Some(json!(["a", null]))));
+        assert!(passes("!=", json!("vip"), Some(json!(["vip", "gold"]))));
+        assert!(passes("==", json!(5), Some(json!(["5"]))));
+        assert!(passes(">", json!(9), Some(json!([10]))));
+        assert!(passes("reg", json!("\"crm\":5"), Some(json!({"crm": 5}))));
+        assert!(passes("reg", json!("^\\[\\{"), Some(json!([{"a": 1}]))));
     }
 
     #[test]

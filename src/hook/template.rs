@@ -5,6 +5,7 @@
 //! whether it sits inside a string literal, so rendering can keep the body valid JSON whatever
 //! the value holds.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde_json::Value;
@@ -212,23 +213,30 @@ impl JsonState {
 }
 
 /// Plain text: strings as they are, other scalars in JSON form, missing and null as nothing.
-/// An array of scalars is their text joined by commas, as the original's JavaScript wrote an
-/// array into text (`vip,2`); other arrays and objects are their JSON text.
 fn write_text(value: Option<&Value>, out: &mut String) {
+    if let Some(value) = value {
+        out.push_str(&plain_text(value));
+    }
+}
+
+/// A value as the original's JavaScript turned it into text, which templates write and filters
+/// test: strings as they are, other scalars in JSON form, null as nothing, an array of scalars
+/// as their text joined by commas (`vip,2`); other arrays and objects are their JSON text.
+pub fn plain_text(value: &Value) -> Cow<'_, str> {
     match value {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => out.push_str(s),
-        Some(Value::Array(items)) if items.iter().all(|item| !item.is_array() && !item.is_object()) => {
+        Value::Null => Cow::Borrowed(""),
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Array(items) if items.iter().all(|item| !item.is_array() && !item.is_object()) => {
+            let mut out = String::new();
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_text(Some(item), out);
+                out.push_str(&plain_text(item));
             }
+            Cow::Owned(out)
         }
-        Some(other) => {
-            let _ = write!(out, "{other}");
-        }
+        other => Cow::Owned(other.to_string()),
     }
 }
 
