@@ -71,7 +71,7 @@ where
     for chunk in keys.chunks(CHUNK) {
         let mut insert = sqlx::QueryBuilder::<DB>::new("INSERT INTO seen_events (core_uuid, sequence, seen_at) ");
         insert.push_values(chunk, |mut row, (core, seq)| {
-            row.push_bind(clean(core)).push_bind(*seq).push_bind(now);
+            row.push_bind(key(core)).push_bind(*seq).push_bind(now);
         });
         insert.push(" ON CONFLICT (core_uuid, sequence) DO NOTHING RETURNING core_uuid, sequence");
         for row in insert.build().persistent(false).fetch_all(&mut **tx).await? {
@@ -80,7 +80,7 @@ where
     }
     Ok(deliveries
         .iter()
-        .filter(|d| d.event_key.as_ref().is_some_and(|(core, seq)| !new.contains(&(clean(core), *seq))))
+        .filter(|d| d.event_key.as_ref().is_some_and(|(core, seq)| !new.contains(&(key(core), *seq))))
         .map(|d| d.id.clone())
         .collect())
 }
@@ -191,6 +191,23 @@ where
 /// error texts and event headers can carry one.
 fn clean(text: &str) -> String {
     text.replace('\0', "\u{fffd}")
+}
+
+/// The longest event header kept as it is in an indexed column (a call's `Unique-ID`, an event
+/// socket's `Core-UUID`); FreeSWITCH's are 36 bytes.
+const MAX_KEY: usize = 256;
+
+/// An event header as an indexed column holds it: [`clean`], or past [`MAX_KEY`] bytes its
+/// SHA-256, which keeps equal keys equal. Publishers over HTTP and RabbitMQ may send any text,
+/// and PostgreSQL refuses an index entry over about 2.7 KB: one such key failed every commit of
+/// its batch, and a RabbitMQ source retried that batch for ever.
+fn key(text: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    if text.len() <= MAX_KEY {
+        return clean(text);
+    }
+    format!("sha256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(text)))
 }
 
 /// What differs between backends, beyond the SQL they share.
@@ -544,7 +561,7 @@ where
                     .push_bind(d.hook_id.clone())
                     .push_bind(d.domain.clone())
                     .push_bind(d.event_name.clone())
-                    .push_bind(d.order_key.as_deref().map(clean))
+                    .push_bind(d.order_key.as_deref().map(key))
                     .push_bind(d.order_seq)
                     .push_bind(Status::Pending.as_str().to_owned())
                     .push_bind(d.created_at_ms)
