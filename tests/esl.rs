@@ -234,6 +234,37 @@ async fn an_acl_rejection_shows_in_health_and_backs_off() {
     assert!((2..=3).contains(&tries), "{tries} connections in 4.5 s");
 }
 
+/// mod_event_socket answers a connection with a disconnect notice instead of the greeting while
+/// it shuts down. `/health` says so, as it does for a notice later on, rather than showing a
+/// debug dump of the frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_notice_instead_of_the_greeting_shows_in_health_as_a_disconnect() {
+    let (addr, _) = counting_switch(|mut sock| async move {
+        let _ = sock
+            .write_all(
+                b"Content-Type: text/disconnect-notice\nContent-Length: 67\n\n\
+                  Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n",
+            )
+            .await;
+    })
+    .await;
+    let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
+    let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
+    let started = std::time::Instant::now();
+    loop {
+        let h = health(&s, &format!("esl {addr}")).await;
+        if h["error"].is_string() && h["error"] != "connecting" {
+            assert_eq!(
+                (&h["connected"], &h["error"]),
+                (&json!(false), &json!("FreeSWITCH disconnected: Disconnected, goodbye."))
+            );
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{h}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_drop_the_connection_not_the_process() {
     let huge = format!("Content-Length: {}\nContent-Type: text/event-json\n\n", 9 * 1024 * 1024).into_bytes();

@@ -392,9 +392,7 @@ impl Conn {
                 // but reading on is what linger asks for.
                 Frame::DisconnectNotice { linger: true, .. } => tracing::info!(%server, "FreeSWITCH lingers"),
                 // mod_event_socket sends the notice as the listener ends: nothing follows it.
-                Frame::DisconnectNotice { body, linger: false } => {
-                    return Err(SessionError::Disconnected(body.lines().next().unwrap_or_default().to_owned()));
-                }
+                Frame::DisconnectNotice { body, linger: false } => return Err(disconnected(&body)),
                 frame if is_rejection(&frame) => return Err(SessionError::Rejected),
                 _ => {}
             }
@@ -418,6 +416,8 @@ impl Conn {
                 match self.parser.next_frame()? {
                     // FreeSWITCH's ACL refusal comes instead of the greeting.
                     Some(frame) if is_rejection(&frame) => return Err(SessionError::Rejected),
+                    // One that is shutting down says goodbye instead of the greeting or reply.
+                    Some(Frame::DisconnectNotice { body, linger: false }) => return Err(disconnected(&body)),
                     Some(frame) => return Ok(frame),
                     None => {}
                 }
@@ -431,6 +431,11 @@ impl Conn {
         .await
         .map_err(|_| SessionError::Timeout)?
     }
+}
+
+/// The end a `text/disconnect-notice` puts to the session, named by its body's first line.
+fn disconnected(body: &str) -> SessionError {
+    SessionError::Disconnected(body.lines().next().unwrap_or_default().to_owned())
 }
 
 /// FreeSWITCH's answer to an address its event socket ACL does not allow.
