@@ -326,11 +326,15 @@ async fn read_limited(mut response: reqwest::Response, limit: usize, body: &mut 
     Ok(())
 }
 
+/// The first KiB of `body` as text. A UTF-8 character cut at the end (by this cut, or by the
+/// read) is left out; bytes that are not UTF-8 (a page in a legacy charset) become
+/// replacement characters.
 fn excerpt(body: &[u8]) -> String {
     let mut end = body.len().min(RESPONSE_EXCERPT);
-    // Cut on a character boundary when the excerpt is UTF-8.
-    while end > 0 && end < body.len() && std::str::from_utf8(&body[..end]).is_err() {
-        end -= 1;
+    if let Err(e) = std::str::from_utf8(&body[..end])
+        && e.error_len().is_none()
+    {
+        end = e.valid_up_to();
     }
     String::from_utf8_lossy(&body[..end]).into_owned()
 }
@@ -398,5 +402,19 @@ mod tests {
         let e = excerpt(body.as_bytes());
         assert!(e.len() <= RESPONSE_EXCERPT && e.chars().all(|c| c == 'é'), "{}", e.len());
         assert_eq!(excerpt(b"short"), "short");
+        // An auth answer is read 1 KiB at most: the read may split its last character too.
+        let mut read = "é".repeat(511).into_bytes();
+        read.extend_from_slice(b"a\xc3");
+        assert_eq!(excerpt(&read), "é".repeat(511) + "a");
+    }
+
+    /// A long error page in a legacy charset (Latin-1, Windows-1251) keeps its first KiB,
+    /// with replacement characters, rather than only the text before its first such byte.
+    #[test]
+    fn a_long_body_not_in_utf8_keeps_its_first_kib() {
+        let body = b"caf\xe9 ".repeat(600);
+        let e = excerpt(&body);
+        assert_eq!(e, String::from_utf8_lossy(&body[..RESPONSE_EXCERPT]));
+        assert!(e.starts_with("caf\u{fffd} caf\u{fffd} "), "{e}");
     }
 }
