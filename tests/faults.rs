@@ -21,6 +21,7 @@ on_both_stores!(
     a_2xx_whose_body_stalls_or_breaks_is_delivered_once,
     retry_after_is_honoured,
     gone_410_is_retried_like_any_failure,
+    a_redirect_is_not_followed_and_the_log_says_where_it_pointed,
     exponential_backoff_doubles_the_wait,
 );
 
@@ -229,6 +230,24 @@ async fn gone_410_is_retried_like_any_failure(b: Backend) {
     assert_eq!((&log[0]["status"], &log[0]["attempts"]), (&json!("failed"), &json!(3)));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(r.at("/gone").len(), 3);
+}
+
+/// A receiver that moved (most often from http to https) answers 301: it is not followed, and
+/// the log names where it pointed, resolved against the hook's URL, without its query (which
+/// may carry credentials) so the operator can fix `action.url`.
+async fn a_redirect_is_not_followed_and_the_log_says_where_it_pointed(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    r.script("/old", [Reply::status(301).header("Location", "/new/hook?token=s3cret")]);
+    let id = s.create_hook(D, hook(&r.url("/old"), json!({}))).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    let log = s.settled(D, &id, 1).await;
+    let attempt = &log[0]["log"][0];
+    assert_eq!(attempt["statusCode"], 301);
+    let want = format!("answered 301, a redirect to {} (redirects are not followed)", r.url("/new/hook"));
+    assert_eq!(attempt["error"], want.as_str());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(r.at("/new/hook").is_empty());
 }
 
 async fn exponential_backoff_doubles_the_wait(b: Backend) {

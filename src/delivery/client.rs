@@ -152,6 +152,7 @@ impl Client {
         };
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
+        let moved = response.status().is_redirection().then(|| redirect_target(&response)).flatten();
         let mut body = Vec::new();
         let trouble =
             match tokio::time::timeout_at(deadline, read_limited(response, RESPONSE_READ_LIMIT, &mut body)).await {
@@ -161,7 +162,10 @@ impl Client {
             };
         let error = match trouble {
             _ if (200..300).contains(&status) => None,
-            None => Some(format!("answered {status}")),
+            None => Some(match moved {
+                Some(to) => format!("answered {status}, a redirect to {to} (redirects are not followed)"),
+                None => format!("answered {status}"),
+            }),
             Some(trouble) => Some(format!("answered {status}, then the body failed: {trouble}")),
         };
         AttemptResult {
@@ -302,6 +306,20 @@ fn cookie_values(headers: &HeaderMap) -> HashMap<String, String> {
         .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
         .filter(|(n, _)| !n.is_empty())
         .collect()
+}
+
+/// Where a 3xx answer's `Location` points, resolved against the request's URL, for the
+/// operator to fix `action.url` by: without its query, fragment and user info, which may
+/// carry credentials.
+fn redirect_target(response: &reqwest::Response) -> Option<url::Url> {
+    let location = response.headers().get(http::header::LOCATION)?.to_str().ok()?;
+    let mut to = response.url().join(location).ok()?;
+    to.set_query(None);
+    to.set_fragment(None);
+    let _ = to.set_username("");
+    let _ = to.set_password(None);
+    // Bounded as the response excerpt is.
+    (to.as_str().len() <= RESPONSE_EXCERPT).then_some(to)
 }
 
 /// `Retry-After` as seconds or an HTTP date.
