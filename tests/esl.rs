@@ -203,49 +203,25 @@ async fn bad_switch(reply: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
 /// disconnect notice) shows in health and is retried ever more slowly, not every second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_rejection_shows_in_health_and_backs_off() {
-    let (addr, connections) = counting_switch(|mut sock| async move {
-        let _ = sock
-            .write_all(
-                b"Content-Type: text/rude-rejection\nContent-Length: 24\n\nAccess Denied, go away.\n\
-                  Content-Type: text/disconnect-notice\nContent-Length: 67\n\n\
-                  Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n",
-            )
-            .await;
-    })
+    let (h, connections, started, _service) = health_error_after(
+        b"Content-Type: text/rude-rejection\nContent-Length: 24\n\nAccess Denied, go away.\n\
+          Content-Type: text/disconnect-notice\nContent-Length: 67\n\n\
+          Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n",
+    )
     .await;
-    let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
-    let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
-    let started = std::time::Instant::now();
-    loop {
-        let h = health(&s, &format!("esl {addr}")).await;
-        if h["error"].is_string() {
-            assert_eq!(
-                h["error"],
-                "FreeSWITCH refused the connection (its event socket ACL does not allow this address)"
-            );
-            break;
-        }
-        assert!(started.elapsed() < WAIT, "{h}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(h["error"], "FreeSWITCH refused the connection (its event socket ACL does not allow this address)");
     // Tries at 0, 1 and 3 s (then 7 s); resetting the backoff each time would make five.
     tokio::time::sleep(Duration::from_millis(4500).saturating_sub(started.elapsed())).await;
     let tries = connections.load(Ordering::SeqCst);
     assert!((2..=3).contains(&tries), "{tries} connections in 4.5 s");
 }
 
-/// mod_event_socket answers a connection with a disconnect notice instead of the greeting while
-/// it shuts down. `/health` says so, as it does for a notice later on, rather than showing a
-/// debug dump of the frame.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disconnect_notice_instead_of_the_greeting_shows_in_health_as_a_disconnect() {
-    let (addr, _) = counting_switch(|mut sock| async move {
-        let _ = sock
-            .write_all(
-                b"Content-Type: text/disconnect-notice\nContent-Length: 67\n\n\
-                  Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n",
-            )
-            .await;
+/// A switch that answers every connection with `frames` and closes it; returns the first
+/// `/health` entry of that source with an error, the connections counter, when it started, and
+/// the service, which keeps reconnecting while it is held.
+async fn health_error_after(frames: &'static [u8]) -> (Value, Arc<AtomicUsize>, std::time::Instant, TestServer) {
+    let (addr, connections) = counting_switch(move |mut sock| async move {
+        let _ = sock.write_all(frames).await;
     })
     .await;
     let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
@@ -254,15 +230,27 @@ async fn a_disconnect_notice_instead_of_the_greeting_shows_in_health_as_a_discon
     loop {
         let h = health(&s, &format!("esl {addr}")).await;
         if h["error"].is_string() && h["error"] != "connecting" {
-            assert_eq!(
-                (&h["connected"], &h["error"]),
-                (&json!(false), &json!("FreeSWITCH disconnected: Disconnected, goodbye."))
-            );
-            break;
+            return (h, connections, started, s);
         }
         assert!(started.elapsed() < WAIT, "{h}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// mod_event_socket answers a connection with a disconnect notice instead of the greeting while
+/// it shuts down. `/health` says so, as it does for a notice later on, rather than showing a
+/// debug dump of the frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_notice_instead_of_the_greeting_shows_in_health_as_a_disconnect() {
+    let (h, ..) = health_error_after(
+        b"Content-Type: text/disconnect-notice\nContent-Length: 67\n\n\
+          Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n",
+    )
+    .await;
+    assert_eq!(
+        (&h["connected"], &h["error"]),
+        (&json!(false), &json!("FreeSWITCH disconnected: Disconnected, goodbye."))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
