@@ -44,3 +44,52 @@ async fn an_auth_servers_retry_after_is_honoured() {
     let log = s.settled(D, &id, 1).await;
     assert_eq!(log[0]["log"][0]["error"], "auth request answered 429: slow down", "{}", log[0]);
 }
+
+/// An auth server that cannot be reached fails the attempt with the reason, said once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_auth_server_is_named_in_the_log() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let r = Receiver::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let id = s
+        .create_hook(
+            D,
+            json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")),
+            "auth": {"enabled": true, "url": format!("http://{closed}/auth")}}),
+        )
+        .await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+
+    let log = s.settled(D, &id, 1).await;
+    let error = log[0]["log"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("auth request: connection failed: "), "{error}");
+    assert!(r.at("/h").is_empty());
+}
+
+/// An auth answer whose JSON is cut off at the 64 KiB read limit has no fields to give the
+/// webhook's headers: the attempt fails saying so, rather than sending empty credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_answer_too_large_to_read_fails_the_attempt() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let r = Receiver::start().await;
+    let padding = "x".repeat(70 * 1024);
+    let answer = format!(r#"{{"token": "t-1", "padding": "{padding}"}}"#);
+    r.script("/auth", [Reply::status(200).body(&answer)]);
+    let id = s
+        .create_hook(
+            D,
+            json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")),
+            "headers": {"Authorization": "Bearer ${auth:body:token}"},
+            "auth": {"enabled": true, "url": r.url("/auth")}}),
+        )
+        .await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+
+    let log = s.settled(D, &id, 1).await;
+    assert_eq!(
+        log[0]["log"][0]["error"], "the auth answer is JSON larger than 64 KiB, whose fields cannot be read",
+        "{}",
+        log[0]
+    );
+    assert!(r.at("/h").is_empty());
+}

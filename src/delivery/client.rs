@@ -212,8 +212,7 @@ impl Client {
             builder = builder.json(&params);
         }
         let timeout = Duration::from_millis(u64::from(timeout_ms));
-        let response =
-            builder.timeout(timeout).send().await.map_err(|e| format!("auth request failed: {}", describe(&e)))?;
+        let response = builder.timeout(timeout).send().await.map_err(|e| format!("auth request: {}", describe(&e)))?;
         // SPEC §4: anything but 200 fails the attempt.
         let status = response.status();
         if status != http::StatusCode::OK {
@@ -239,10 +238,18 @@ impl Client {
         }
         let cookie = auth.cookie.then(|| cookie_header(response.headers())).flatten();
         let cookies = cookie_values(response.headers());
+        // One byte past the limit tells a cut-off answer from one that fits.
         let mut body = Vec::new();
-        read_limited(response, RESPONSE_READ_LIMIT, &mut body)
+        read_limited(response, RESPONSE_READ_LIMIT + 1, &mut body)
             .await
             .map_err(|e| format!("auth answer: {}", describe(&e)))?;
+        if body.len() > RESPONSE_READ_LIMIT && body.trim_ascii_start().starts_with(b"{") {
+            let error = format!(
+                "the auth answer is JSON larger than {} KiB, whose fields cannot be read",
+                RESPONSE_READ_LIMIT >> 10
+            );
+            return Err(error.into());
+        }
         if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) {
             for (key, value) in fields {
                 let text = match value {
