@@ -93,3 +93,33 @@ async fn an_auth_answer_too_large_to_read_fails_the_attempt() {
     );
     assert!(r.at("/h").is_empty());
 }
+
+/// Correcting a hook's URL rescues the deliveries still waiting to be retried: each next
+/// attempt goes where the hook now points, with the body, headers and delivery id it had.
+/// A GET delivery keeps the query its event rendered, under the new address and path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_go_to_the_hooks_corrected_url() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let r = Receiver::start().await;
+    for (method, wrong, right) in [("POST", "/wrong", "/right"), ("GET", "/wrong-get?k=1", "/right-get?k=2")] {
+        r.script(wrong.split('?').next().unwrap(), [Reply::status(404)]);
+        let mut doc = json!({"event": "CHANNEL_ANSWER", "action": {"type": "web", "method": method, "url": r.url(wrong)},
+            "headers": {"X-Call": "${Unique-ID}"}, "retries": 2, "delay": 1});
+        let id = s.create_hook(D, doc.clone()).await;
+        s.ingest(channel("CHANNEL_ANSWER", D, &format!("u-{method}"))).await;
+        let first = r.wait_for(wrong.split('?').next().unwrap(), 1, Duration::from_secs(10)).await;
+
+        doc["action"]["url"] = r.url(right).into();
+        let (status, v) = s.call("PUT", &format!("/api/v2/hooks/{id}?domain={D}"), Some(&s.root), Some(doc)).await;
+        assert_eq!(status, 200, "{v}");
+
+        let retried = r.wait_for(right.split('?').next().unwrap(), 1, Duration::from_secs(10)).await;
+        let (before, after) = (&first[0], &retried[0]);
+        assert_eq!(after.header("webhook-id"), before.header("webhook-id"));
+        assert_eq!(after.header("x-call"), Some(format!("u-{method}").as_str()));
+        assert_eq!(after.body, before.body);
+        assert_eq!(after.target.split_once('?').map(|(_, q)| q), before.target.split_once('?').map(|(_, q)| q));
+        let log = s.settled(D, &id, 1).await;
+        assert_eq!(log[0]["status"], "delivered", "{}", log[0]);
+    }
+}

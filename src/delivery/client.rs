@@ -1,6 +1,7 @@
 //! Sending one attempt: the auth pre-request when the hook has one, the signed webhook
 //! request, and what came back. One keep-alive HTTP client serves every hook.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use serde_json::Value;
 
 use super::{destination, sign};
 use crate::event::Event;
-use crate::hook::payload::{attempt_headers, client_headers, header_safe, header_value, with_query};
+use crate::hook::payload::{Request, attempt_headers, client_headers, header_safe, header_value, with_query};
 use crate::hook::template::{Lookup, MAX_RENDERED, Template};
 use crate::hook::{CompiledAuth, CompiledHook};
 use crate::store::LeasedDelivery;
@@ -132,7 +133,7 @@ impl Client {
             let signature = sign::signature(key, &d.id, now_secs, d.request.body.as_bytes());
             headers.insert("webhook-signature", header_value(&signature)?);
         }
-        let mut builder = self.request(d.request.method.clone(), &d.request.url)?.headers(headers);
+        let mut builder = self.request(d.request.method.clone(), &target(hook, &d.request))?.headers(headers);
         if !d.request.body.is_empty() {
             builder = builder.body(d.request.body.clone());
         }
@@ -269,6 +270,18 @@ struct AuthAnswer {
     /// Each cookie the auth server set, by its name: its value.
     cookies: HashMap<String, String>,
     cookie: Option<String>,
+}
+
+/// Where an attempt goes: the hook's URL as it is now, so that correcting it rescues the
+/// deliveries waiting for a retry. A GET keeps the query its event rendered.
+fn target<'a>(hook: &'a CompiledHook, request: &Request) -> Cow<'a, str> {
+    if request.method != http::Method::GET {
+        return Cow::Borrowed(hook.url.as_str());
+    }
+    let rendered = url::Url::parse(&request.url).ok();
+    let mut url = hook.url.clone();
+    url.set_query(rendered.as_ref().and_then(url::Url::query));
+    Cow::Owned(url.into())
 }
 
 /// Header templates see `auth:body:<key>` and `auth:header:<name>` before the event. As in
