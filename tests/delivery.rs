@@ -123,3 +123,31 @@ async fn retries_go_to_the_hooks_corrected_url() {
         assert_eq!(log[0]["status"], "delivered", "{}", log[0]);
     }
 }
+
+/// Correcting a hook's fixed header (a wrong API key) rescues the deliveries waiting for a
+/// retry too. A header rendered from the event keeps the value its event gave; a header the
+/// hook no longer has is no longer sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_send_the_hooks_corrected_fixed_headers() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let r = Receiver::start().await;
+    r.script("/h", [Reply::status(401)]);
+    let mut doc = json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h")), "retries": 2, "delay": 1,
+        "headers": {"X-Api-Key": "wrong", "X-Call": "${Unique-ID}", "X-Old": "gone"}});
+    let id = s.create_hook(D, doc.clone()).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    r.wait_for("/h", 1, Duration::from_secs(10)).await;
+
+    doc["headers"] = json!({"X-Api-Key": "right", "X-Call": "${Caller-Caller-ID-Number}", "X-New": "${Unique-ID}"});
+    let (status, v) = s.call("PUT", &format!("/api/v2/hooks/{id}?domain={D}"), Some(&s.root), Some(doc)).await;
+    assert_eq!(status, 200, "{v}");
+
+    let sent = r.wait_for("/h", 2, Duration::from_secs(10)).await;
+    let retry = &sent[1];
+    assert_eq!(retry.header("x-api-key"), Some("right"));
+    assert_eq!(retry.header("x-call"), Some("u-1"));
+    assert_eq!((retry.header("x-old"), retry.header("x-new")), (None, None));
+    assert_eq!(retry.header("content-type"), Some("application/json"));
+    assert_eq!(retry.header("webhook-id"), sent[0].header("webhook-id"));
+    assert_eq!(s.settled(D, &id, 1).await[0]["status"], "delivered");
+}

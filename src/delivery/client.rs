@@ -114,8 +114,9 @@ impl Client {
                 &rendered
             }
             _ => {
+                rendered = hook.current_headers(&d.request.headers);
                 auth_cookie = None;
-                &d.request.headers
+                &rendered
             }
         };
         let mut headers = attempt_headers(pairs, &d.id)?;

@@ -136,6 +136,26 @@ impl CompiledHook {
         headers
     }
 
+    /// The headers an attempt of a stored request sends: the hook's as they are now, so that
+    /// correcting a fixed one (a wrong API key) rescues the deliveries waiting for a retry. A
+    /// header rendered from the event keeps the value its event gave (the event is not kept);
+    /// one the hook did not have then is left out. The content type defaulted at rendering
+    /// stays, unless the hook now sets its own.
+    pub fn current_headers(&self, stored: &[(String, String)]) -> Vec<(String, String)> {
+        let was = |name: &str| stored.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let own_type = self.headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE);
+        let default_type = (!own_type).then(|| was("content-type")).flatten();
+        let default_type = default_type.map(|value| ("content-type".to_owned(), value));
+        let hooks = self.headers.iter().filter_map(|(name, template)| {
+            let value = match template.is_literal() {
+                true => header_safe(template.render(&Empty)),
+                false => was(name.as_str())?,
+            };
+            Some((name.as_str().to_owned(), value))
+        });
+        default_type.into_iter().chain(hooks).collect()
+    }
+
     /// The event's data as the default body carries it: every header, or only `fields`, with
     /// keys renamed by `map`. A renamed value takes the place of a header the event has under
     /// the new name, as the original's rename overwrote it, wherever that header comes.
