@@ -449,6 +449,35 @@ async fn a_message_exactly_as_mod_amqp_publishes_it_is_delivered() {
     t.cleanup().await;
 }
 
+/// Audit: a body that starts with a UTF-8 byte order mark (a producer writing JSON as Windows
+/// tools save text) was rejected as "not valid JSON". Here the contact-center engine's event, as
+/// its broker publishes it (`text/json`, no delivery mode, no headers, its routing key), with
+/// the engine's typed values: numbers, and a member variable holding an object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_event_after_a_utf8_byte_order_mark_is_delivered_with_its_types() {
+    let Some(url) = broker() else { return };
+    let t = Topology::new(url).await;
+    let r = Receiver::start().await;
+    let s = serve(t.default_settings()).await;
+    s.create_hook(D, json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/member"))})).await;
+    wait_connected(&s).await;
+
+    let member = with(
+        dialer_member_end(D),
+        json!({"expire": 1_501_880_400_000_u64, "agentId": "1000", "variable_crm": {"lead": {"id": 17, "vip": true}}}),
+    );
+    let mut body = "\u{feff}".as_bytes().to_vec();
+    body.extend(member.to_string().into_bytes());
+    let props = BasicProperties::default().with_content_type("text/json").finish();
+    let args = BasicPublishArguments::new(&t.fs_exchange(), ".CUSTOM.engine%3A%3Adialer_member_end..");
+    t.channel.basic_publish(props, body, args).await.unwrap();
+
+    let got = r.wait_for("/member", 1, WAIT).await;
+    assert_eq!(got[0].json()["data"], member);
+    s.stop().await;
+    t.cleanup().await;
+}
+
 /// Audit: RabbitMQ refuses to redeclare a queue with other arguments (PRECONDITION_FAILED,
 /// which closes the channel). A queue the operator made beforehand, as a quorum queue for high
 /// availability or with a length limit, was declared again with none, so the source never

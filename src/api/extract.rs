@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::ApiState;
 use super::error::ApiError;
 use crate::auth::{Perm, Principal, Role, TokenError, now_ms};
+use crate::event::UTF8_BOM;
 
 /// Query parameters the API understands; the rest are ignored.
 #[derive(Debug, Default)]
@@ -239,8 +240,8 @@ fn charset(headers: &HeaderMap) -> Option<String> {
 /// labelled Latin-1 keeps its text). A body that is UTF-8 is read whatever its label; one that is
 /// not, in a charset not read here, is 415 naming it. No charset: UTF-8.
 fn utf8(bytes: Bytes, charset: Option<&str>) -> Result<Bytes, ApiError> {
-    if bytes.starts_with(b"\xEF\xBB\xBF") {
-        return Ok(bytes.slice(3..));
+    if bytes.starts_with(UTF8_BOM) {
+        return Ok(bytes.slice(UTF8_BOM.len()..));
     }
     match (bytes.get(..2), charset) {
         (Some(b"\xFF\xFE"), _) => utf16(&bytes[2..], false),

@@ -270,6 +270,9 @@ impl Headers for Event {
 
 pub use json::RoutingHeaders;
 
+/// UTF-8's byte order mark.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// An event as a source hands it to the router.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
@@ -305,8 +308,12 @@ impl Incoming {
     }
 
     /// [`Incoming::from_json`] that hands the body back with the error, for a source that logs
-    /// what it rejected without copying every body it accepts.
-    pub fn from_body(body: Vec<u8>) -> Result<Self, (EventError, Vec<u8>)> {
+    /// what it rejected without copying every body it accepts. A UTF-8 byte order mark before
+    /// the JSON, as Windows tools save text, is skipped: JSON parsers refuse it.
+    pub fn from_body(mut body: Vec<u8>) -> Result<Self, (EventError, Vec<u8>)> {
+        if body.starts_with(UTF8_BOM) {
+            body.drain(..UTF8_BOM.len());
+        }
         match String::from_utf8(body) {
             Ok(text) => Self::parse_text(text).map_err(|(e, text)| (e, text.into_bytes())),
             Err(invalid) => match Event::from_json(invalid.as_bytes()) {
@@ -524,6 +531,29 @@ mod tests {
             assert!(Incoming::from_json(bad.to_vec()).is_err(), "{bad:?}");
             let Err((_, body)) = Incoming::from_body(bad.to_vec()) else { panic!("{bad:?}") };
             assert_eq!(body, bad, "the body comes back whole");
+        }
+    }
+
+    /// Audit: a producer that writes a UTF-8 byte order mark before its JSON (as Windows tools
+    /// save text) had every message refused as "not valid JSON" by the decoding RabbitMQ and ESL
+    /// share; HTTP ingest already skipped the mark.
+    #[test]
+    fn a_utf8_byte_order_mark_before_the_json_is_skipped() {
+        let member = "{\"Event-Name\":\"CUSTOM\",\"Event-Subclass\":\"engine::dialer_member_end\",\
+                      \"variable_domain_name\":\"d.com\",\"currentProbe\":2}";
+        let Ok(Incoming::Json(json)) = Incoming::from_body(format!("\u{feff}{member}").into_bytes()) else {
+            panic!("read as text")
+        };
+        assert_eq!(json.text(), member, "the text sent on has no mark");
+        let nested = format!("\u{feff}{}", member.replace('2', "{\"n\":[2]}"));
+        let Ok(Incoming::Event(event)) = Incoming::from_body(nested.into_bytes()) else { panic!("parsed") };
+        assert_eq!(event.get("currentProbe"), Some(&json!({"n": [2]})));
+        let latin1 = b"\xEF\xBB\xBF{\"Event-Name\":\"A\",\"Caller-Name\":\"Jos\xe9\"}".to_vec();
+        let Ok(Incoming::Event(event)) = Incoming::from_body(latin1) else { panic!("parsed") };
+        assert_eq!(event.get("Caller-Name"), Some(&json!("Jos\u{fffd}")));
+        // Only one mark, and only first.
+        for bad in ["\u{feff}\u{feff}{}", " \u{feff}{}", "{\"a\":1}\u{feff}", "\u{feff}"] {
+            assert!(Incoming::from_body(bad.into()).is_err(), "{bad:?}");
         }
     }
 
