@@ -3,7 +3,8 @@
 //!
 //! A key is the `format_fields` joined by `.`: `#text` is the literal text, any other field is
 //! that header's value with `[A-Za-z0-9-~_]` kept, `.` as `%2E`, space as `+` and every other
-//! byte as `%XX`; a missing header gives an empty word.
+//! byte as `%XX` (a value that is only `#` or `*` is kept as it is); a missing header gives an
+//! empty word.
 
 use std::fmt::Write as _;
 
@@ -36,6 +37,11 @@ pub fn encode_word_signed(value: &str) -> String {
 }
 
 fn encode(value: &str, signed: bool) -> String {
+    // mod_amqp copies these as they are. In a binding the word is then a wildcard: the queue
+    // gets more than the hook needs, and the router, reading the name from the body, drops it.
+    if value == "#" || value == "*" {
+        return value.to_owned();
+    }
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         match b {
@@ -212,6 +218,17 @@ mod tests {
             assert!(keys.iter().all(|k| k.len() <= longest_binding_key(name).len()), "{keys:?}");
         }
         assert_eq!(binding_keys("CUSTOM->callcenter::info", &fields).len(), 2);
+    }
+
+    /// Audit: mod_amqp's `amqp_util_encode` copies a value that is exactly `#` or `*` as it
+    /// is; the binding for a subclass so named looked for `%2A` and never matched.
+    #[test]
+    fn a_value_that_is_a_lone_wildcard_is_kept_as_mod_amqp_keeps_it() {
+        assert_eq!((encode_word("*"), encode_word("#")), ("*".to_owned(), "#".to_owned()));
+        assert_eq!((encode_word("**"), encode_word("#x")), ("%2A%2A".to_owned(), "%23x".to_owned()));
+        let published = "FreeSWITCH.fs1.CUSTOM.*.u-1";
+        let keys = binding_keys("CUSTOM->*", &fields(DEFAULT_FORMAT));
+        assert!(keys.iter().any(|k| topic_match(k, published)), "{keys:?} should match {published}");
     }
 
     /// What RabbitMQ's topic exchange does with a binding key and a routing key.
