@@ -13,7 +13,7 @@ use crate::auth::Perm;
 use crate::event::{EventError, Incoming};
 
 /// Largest ingest body.
-pub const BODY_LIMIT: usize = 10 << 20;
+pub const BODY_LIMIT: usize = crate::event::MAX_BODY;
 
 pub async fn ingest(State(state): State<ApiState>, caller: Caller, body: Body) -> Result<Response, ApiError> {
     // Injecting events creates deliveries: it takes the create permission. A domain token
@@ -37,7 +37,7 @@ fn events_of(whole: &[u8]) -> Result<Vec<Incoming>, ApiError> {
     let event = |text: &str| match Incoming::from_text(text.to_owned()) {
         Ok(event) => Ok(event),
         Err(EventError::Json(error)) => Err(not_json(error)),
-        Err(error @ EventError::NotAnObject) => Err(ApiError::bad_request(format!("Bad request: {error}"))),
+        Err(error) => Err(ApiError::bad_request(format!("Bad request: {error}"))),
     };
     match body.first() {
         // Not an empty event: that would be an event without a domain, which a domain token

@@ -201,8 +201,13 @@ impl Event {
     }
 }
 
+/// The largest body an event source takes: an HTTP ingest request, a RabbitMQ message.
+pub const MAX_BODY: usize = 10 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
+    #[error("a body of {size} bytes, over the {} MiB limit", MAX_BODY >> 20)]
+    TooLarge { size: usize },
     #[error("not valid JSON: {0}")]
     Json(String),
     #[error("not a JSON object")]
@@ -311,6 +316,9 @@ impl Incoming {
     /// what it rejected without copying every body it accepts. A UTF-8 byte order mark before
     /// the JSON, as Windows tools save text, is skipped: JSON parsers refuse it.
     pub fn from_body(mut body: Vec<u8>) -> Result<Self, (EventError, Vec<u8>)> {
+        if body.len() > MAX_BODY {
+            return Err((EventError::TooLarge { size: body.len() }, body));
+        }
         if body.starts_with(UTF8_BOM) {
             body.drain(..UTF8_BOM.len());
         }

@@ -212,7 +212,7 @@ impl AmqpSource {
                         exchange = deliver.map_or("", |d| d.exchange().as_str()),
                         routing_key = deliver.map_or("", |d| d.routing_key().as_str()),
                         body = ?String::from_utf8_lossy(&body[..body.len().min(LOGGED_BODY)]),
-                        "RabbitMQ source: rejected a message that is not a JSON object event"
+                        "RabbitMQ source: rejected a message (not requeued)"
                     );
                     channel.basic_reject(BasicRejectArguments::new(tag, false)).await.context("cannot reject")?;
                 }
