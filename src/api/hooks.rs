@@ -1,5 +1,7 @@
 //! `/api/v2/hooks`: list, item, create, update, delete, with MongoDB-shaped results.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -22,7 +24,7 @@ const DEFAULT_LIMIT: u32 = 40;
 pub async fn list(State(state): State<ApiState>, caller: Caller, params: Params) -> Result<Response, ApiError> {
     let domain = caller.scope(Perm::Read, &params)?;
     let (limit, offset) = params.paging(DEFAULT_LIMIT)?;
-    let columns = params.columns.as_deref().map(columns).filter(|c| !c.is_empty());
+    let columns = params.columns.as_deref().map(Columns::parse).filter(|c| !c.0.is_empty());
     let hooks = state.store.hooks(&domain, limit, offset).await?;
     let docs: Vec<Value> = hooks
         .iter()
@@ -233,40 +235,66 @@ fn dry_run(hook: &CompiledHook, event: &Event, blocked: Option<String>) -> Resul
     }))
 }
 
-/// `columns=_id,action.type,` as dotted paths; empty entries dropped.
-fn columns(raw: &str) -> Vec<Vec<&str>> {
-    raw.split(',').map(str::trim).filter(|c| !c.is_empty()).map(|c| c.split('.').collect()).collect()
+/// How deep a hook document can be: request bodies are read to 128 levels of nesting.
+const MAX_COLUMN_DEPTH: usize = 128;
+
+/// `columns=_id,action.type,` as a tree of dotted paths, empty entries dropped; `None` keeps
+/// the whole value, whatever deeper paths also name it. Built once per request, so projecting
+/// a hook costs a lookup per field, however long the list of columns (a URL holds thousands).
+#[derive(Debug, Default)]
+struct Columns(HashMap<String, Option<Columns>>);
+
+impl Columns {
+    fn parse(raw: &str) -> Self {
+        let mut root = Columns::default();
+        for column in raw.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            root.insert(column);
+        }
+        root
+    }
+
+    /// Adds a dotted path, without recursion: a URL holds a path of 30000 parts. Parts past
+    /// [`MAX_COLUMN_DEPTH`] are left out, which changes nothing, as no hook is nested deeper.
+    fn insert(&mut self, path: &str) {
+        let mut parts = path.split('.').take(MAX_COLUMN_DEPTH + 1).enumerate().peekable();
+        let mut node = self;
+        while let Some((depth, part)) = parts.next() {
+            if depth == MAX_COLUMN_DEPTH {
+                return;
+            }
+            let entry = node.0.entry(part.to_owned()).or_insert_with(|| Some(Columns::default()));
+            if parts.peek().is_none() {
+                *entry = None;
+                return;
+            }
+            match entry {
+                Some(below) => node = below,
+                None => return,
+            }
+        }
+    }
+
+    /// The fields of `value` the columns name, in the value's own order.
+    fn pick(&self, value: &Value) -> Map<String, Value> {
+        let Value::Object(map) = value else {
+            return Map::new();
+        };
+        let picked = map.iter().filter_map(|(key, child)| match self.0.get(key)? {
+            None => Some((key.clone(), child.clone())),
+            Some(below) if child.is_object() => Some((key.clone(), Value::Object(below.pick(child)))),
+            Some(_) => None,
+        });
+        picked.collect()
+    }
 }
 
 /// A MongoDB inclusion projection: `_id` always, then the listed paths, in document order.
-fn project(doc: &Value, columns: &[Vec<&str>]) -> Value {
+fn project(doc: &Value, columns: &Columns) -> Value {
     let mut out = Map::new();
     if let Some(id) = doc.get("_id") {
         out.insert("_id".into(), id.clone());
     }
-    if let Value::Object(fields) = project_paths(doc, columns) {
-        out.extend(fields);
-    }
-    Value::Object(out)
-}
-
-fn project_paths(value: &Value, paths: &[Vec<&str>]) -> Value {
-    let Value::Object(map) = value else {
-        return Value::Object(Map::new());
-    };
-    let mut out = Map::new();
-    for (key, child) in map {
-        let below: Vec<Vec<&str>> =
-            paths.iter().filter(|p| p.first() == Some(&key.as_str())).map(|p| p[1..].to_vec()).collect();
-        if below.is_empty() {
-            continue;
-        }
-        if below.iter().any(Vec::is_empty) {
-            out.insert(key.clone(), child.clone());
-        } else if child.is_object() {
-            out.insert(key.clone(), project_paths(child, &below));
-        }
-    }
+    out.extend(columns.pick(doc));
     Value::Object(out)
 }
 
@@ -278,11 +306,18 @@ mod tests {
     fn projection_keeps_id_and_dotted_paths_in_document_order() {
         let doc = json!({"_id": "1", "domain": "d", "event": "E", "enable": true,
             "action": {"type": "web", "method": "POST"}, "description": ""});
-        let cols = columns("_id,enable,event,action.type,description,nope.x,");
+        let cols = Columns::parse("_id,enable,event,action.type,description,nope.x,");
         assert_eq!(
             project(&doc, &cols).to_string(),
             r#"{"_id":"1","event":"E","enable":true,"action":{"type":"web"},"description":""}"#
         );
-        assert_eq!(project(&doc, &columns("unknown")), json!({"_id": "1"}));
+        assert_eq!(project(&doc, &Columns::parse("unknown")), json!({"_id": "1"}));
+        // A column named whole keeps it whole, before or after deeper paths into it.
+        for whole in ["action.type,action", "action,action.type", "action,action,action.method.x"] {
+            assert_eq!(project(&doc, &Columns::parse(whole))["action"], doc["action"], "{whole}");
+        }
+        // A path of 30000 parts is read as far as a hook can be deep, without recursion.
+        let deep = ["action"; 30_000].join(".");
+        assert_eq!(project(&doc, &Columns::parse(&deep)), json!({"_id": "1", "action": {}}));
     }
 }
