@@ -734,6 +734,11 @@ async fn a_list_with_a_long_columns_list_costs_no_more_than_its_hooks() {
         let stored = switchhook::store::StoredHook { id: new_id(), doc: doc.clone() };
         s.services.store.insert_hook(&stored, now_ms()).await.unwrap();
     }
+    // Timed against the plain list in the same run, so a loaded machine slows both.
+    let started = std::time::Instant::now();
+    let (status, _) = s.call("GET", &format!("/api/v2/hooks?domain={DOMAIN}&limit=5000"), Some(&s.root), None).await;
+    let plain = started.elapsed();
+    assert_eq!(status, 200);
     let columns = ["action"; 9000].join(",");
     let started = std::time::Instant::now();
     let path = format!("/api/v2/hooks?domain={DOMAIN}&limit=5000&columns={columns},event.x,action.type");
@@ -744,5 +749,8 @@ async fn a_list_with_a_long_columns_list_costs_no_more_than_its_hooks() {
     assert_eq!(data.len(), 1500);
     assert_eq!(data[0]["action"], json!({"type": "web", "method": "POST", "url": "http://127.0.0.1:9/x"}));
     assert_eq!(data[0].as_object().unwrap().keys().collect::<Vec<_>>(), ["_id", "action"]);
-    assert!(took < std::time::Duration::from_secs(2), "the list took {took:?}");
+    assert!(
+        took < plain * 4 + std::time::Duration::from_millis(500),
+        "the list took {took:?}, {plain:?} without columns"
+    );
 }
