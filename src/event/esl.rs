@@ -7,7 +7,8 @@
 //! Wire format (mod_event_socket): header lines `Name: value` up to a blank line, then exactly
 //! `Content-Length` bytes of body when that header is present. Outer header values are sent raw.
 //! A `text/event-plain` body is itself a header block (values percent-encoded by
-//! `switch_url_encode`), optionally followed by its own `Content-Length` and the event body.
+//! `switch_url_encode`), then, when the event has a body, its own `Content-Length`, a blank
+//! line and the body.
 
 mod plain;
 #[cfg(test)]
@@ -57,12 +58,12 @@ pub struct RawEvent {
 
 impl RawEvent {
     /// The event for the router: JSON stays text with its routing headers read (see
-    /// [`Incoming`]), `text/event-plain` is parsed. A body that does not parse costs only its
-    /// own event: the stream goes on, which matters because FreeSWITCH does not replay the
-    /// events sent while a client reconnects.
+    /// [`Incoming`]), `text/event-plain` is parsed. A JSON body that does not parse costs only
+    /// its own event: the stream goes on, which matters because FreeSWITCH does not replay the
+    /// events sent while a client reconnects. A plain body always gives an event.
     pub fn into_incoming(self) -> Result<Incoming, EslError> {
         if self.plain {
-            plain::parse(&self.body).map(Incoming::Event)
+            Ok(Incoming::Event(plain::parse(&self.body)))
         } else {
             Incoming::from_json(self.body).map_err(EslError::BadEventJson)
         }
@@ -70,8 +71,8 @@ impl RawEvent {
 }
 
 /// The frame decoder's errors (frame too large, bad header line, bad `Content-Length`) leave no
-/// way to find the next frame: the caller reconnects. The others come from
-/// [`RawEvent::into_incoming`] and cost only that event.
+/// way to find the next frame: the caller reconnects. [`EslError::BadEventJson`] comes from
+/// [`RawEvent::into_incoming`] and costs only that event.
 #[derive(Debug, thiserror::Error)]
 pub enum EslError {
     #[error("ESL frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")]
@@ -84,10 +85,6 @@ pub enum EslError {
     BadContentLength { value: String },
     #[error("text/event-json body: {0}")]
     BadEventJson(#[source] EventError),
-    #[error("text/event-plain inner Content-Length is not a byte count: {value:?}")]
-    BadEventContentLength { value: String },
-    #[error("text/event-plain inner Content-Length is {declared} but only {available} bytes follow")]
-    EventBodyTruncated { declared: usize, available: usize },
 }
 
 /// Finds frames at the front of a buffer the caller owns (a `Vec`, a `BytesMut`): the form a

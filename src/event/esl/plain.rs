@@ -4,16 +4,17 @@
 //! have produced for the same event, so hooks see one shape whichever format was subscribed:
 //! values percent-decoded, `_undef_` (how the plain serializer writes an empty value) back to
 //! `""`, `ARRAY::a|:b` as `["a","b"]`, and an event body as `Content-Length` plus `_body`.
+//! A header that comes twice keeps its first place and its last value, as the JSON parse does
+//! with the key FreeSWITCH's JSON writes twice.
 
 use std::borrow::Cow;
 
 use memchr::{memchr, memchr_iter};
 use serde_json::{Map, Value};
 
-use super::{EslError, parse_length};
 use crate::event::Event;
 
-pub(super) fn parse(raw: &[u8]) -> Result<Event, EslError> {
+pub(super) fn parse(raw: &[u8]) -> Event {
     // Validate once, then work on `&str`: names and values are cut at ASCII bytes, so they are
     // valid too and need no check of their own (checking each piece costs a sixth of the parse).
     // Invalid bytes are replaced rather than refused: one bad byte must not cost the event.
@@ -25,7 +26,7 @@ pub(super) fn parse(raw: &[u8]) -> Result<Event, EslError> {
     let mut map = Map::with_capacity(memchr_iter(b'\n', raw).count());
     let mut rest: &str = &text;
     let mut lines = 0;
-    let mut inner_len = None;
+    let mut has_body = false;
     while !rest.is_empty() {
         let line;
         (line, rest) = match memchr(b'\n', rest.as_bytes()) {
@@ -45,26 +46,25 @@ pub(super) fn parse(raw: &[u8]) -> Result<Event, EslError> {
             continue;
         };
         let (name, raw_value) = (&line[..colon], line[colon + 1..].trim_start_matches([' ', '\t']));
-        if inner_len.is_none() && name.eq_ignore_ascii_case("Content-Length") {
-            let length = parse_length(raw_value.as_bytes())
-                .ok_or_else(|| EslError::BadEventContentLength { value: raw_value.to_owned() })?;
-            inner_len = Some(length);
-        }
+        has_body |= name.eq_ignore_ascii_case("Content-Length");
         map.insert(name.to_owned(), value(raw_value));
     }
-    if let Some(declared) = inner_len {
-        // The length counts bytes as sent; replacement characters make the text longer, so then
-        // find the body in the bytes, past as many newlines (each survives replacement).
-        let rest = match text {
+    if has_body {
+        // The body is all that follows the blank line, which is how FreeSWITCH's own client
+        // reads it (libs/esl/src/esl.c): `switch_event_serialize` writes it last. No count is
+        // needed, and the first `Content-Length` may not be the body's: an event that came
+        // through `sendevent` keeps the client's as a header, and that one also counts a NUL
+        // FreeSWITCH cut the body at.
+        // Replacement characters make the text longer than the bytes, so then find the body in
+        // the bytes, past as many newlines (each survives replacement).
+        let body = match text {
             Cow::Borrowed(_) => rest.as_bytes(),
             Cow::Owned(_) if rest.is_empty() => &[],
             Cow::Owned(_) => after_lines(raw, lines),
         };
-        let declared = usize::try_from(declared).unwrap_or(usize::MAX);
-        let body = rest.get(..declared).ok_or(EslError::EventBodyTruncated { declared, available: rest.len() })?;
         map.insert("_body".to_owned(), Value::String(super::text(body)));
     }
-    Ok(Event(map))
+    Event(map)
 }
 
 fn after_lines(raw: &[u8], lines: usize) -> &[u8] {
