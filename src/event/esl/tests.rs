@@ -145,6 +145,14 @@ fn auth_request_and_command_replies() {
     assert_eq!(only_frame(AUTH_ACCEPTED), reply("+OK accepted"));
     assert_eq!(only_frame(AUTH_DENIED), reply("-ERR invalid"));
     assert_eq!(only_frame(SUBSCRIBED), reply("+OK event listener enabled json"));
+    // Replies mod_event_socket writes with more headers than Reply-Text (`~` replies: bgapi,
+    // userauth).
+    let bgapi = b"Content-Type: command/reply\nReply-Text: +OK Job-UUID: 6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f\n\
+Job-UUID: 6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f\n\n";
+    assert_eq!(only_frame(bgapi), reply("+OK Job-UUID: 6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f"));
+    let userauth = b"Content-Type: command/reply\nReply-Text: +OK accepted\nAllowed-Events: all\n\
+Allowed-API: all\nAllowed-LOG: true\n\n";
+    assert_eq!(only_frame(userauth), reply("+OK accepted"));
 }
 
 #[test]
@@ -248,6 +256,37 @@ variable_cc_queue_names: ARRAY%3A%3Asupport%7C%3Asales\nContent-Length: 11\n\nhe
         br#"{"Event-Name":"CUSTOM","Event-Subclass":"callcenter::info","CC-Queue":"support@demo.example.com","CC-Agent-Status":"","variable_cc_queue_names":["support","sales"],"Content-Length":"11","_body":"hello\nworld"}"#,
     );
     assert_eq!(only_event(&plain), only_event(&json));
+}
+
+/// Shapes seen in captured CHANNEL_HANGUP_COMPLETE events: `Hangup-Cause` written twice (the
+/// JSON form has the key twice), arrays whose items hold `;` and spaces
+/// (`variable_originated_legs`), a value with a literal `%` (`variable_ringback`), and `:` and `/`
+/// that `switch_url_encode` escapes or keeps. Both forms read the same.
+#[test]
+fn a_header_written_twice_and_arrays_of_call_legs_read_as_in_json() {
+    let plain = frame(
+        "text/event-plain",
+        b"Event-Name: CHANNEL_HANGUP_COMPLETE\nHangup-Cause: NORMAL_CLEARING\nChannel-State: CS_REPORTING\n\
+Answer-State: hangup\nHangup-Cause: NORMAL_CLEARING\n\
+Caller-Transfer-Source: 1796024728%3Ab1e2f3a4-0000-4abc-9def-111122223333%3Abl_xfer%3A1003/default/XML\n\
+variable_domain_name: demo.example.com\nvariable_DP_MATCH: ARRAY%3A%3A1003%7C%3A1003\n\
+variable_ringback: %25(2000,4000,440,480)\n\
+variable_originated_legs: ARRAY%3A%3Ac0ffee00-1111-4222-8333-444455556666%3BOutbound%20Call%3B1003%7C%3A\
+c0ffee00-1111-4222-8333-444455556666%3BOutbound%20Call%3B1003\n\
+variable_caller_id: %221001%22%20%3C1001%3E\n\n",
+    );
+    let json = frame(
+        "text/event-json",
+        br#"{"Event-Name":"CHANNEL_HANGUP_COMPLETE","Hangup-Cause":"NORMAL_CLEARING","Channel-State":"CS_REPORTING","Answer-State":"hangup","Hangup-Cause":"NORMAL_CLEARING","Caller-Transfer-Source":"1796024728:b1e2f3a4-0000-4abc-9def-111122223333:bl_xfer:1003/default/XML","variable_domain_name":"demo.example.com","variable_DP_MATCH":["1003","1003"],"variable_ringback":"%(2000,4000,440,480)","variable_originated_legs":["c0ffee00-1111-4222-8333-444455556666;Outbound Call;1003","c0ffee00-1111-4222-8333-444455556666;Outbound Call;1003"],"variable_caller_id":"\"1001\" <1001>"}"#,
+    );
+    let event = only_event(&plain);
+    assert_eq!(event, only_event(&json));
+    let keys: Vec<&str> = event.0.keys().map(String::as_str).collect();
+    assert_eq!(keys[..4], ["Event-Name", "Hangup-Cause", "Channel-State", "Answer-State"]);
+    assert_eq!(event.get("variable_ringback"), Some(&json!("%(2000,4000,440,480)")));
+    assert_eq!(event.get("variable_caller_id"), Some(&json!("\"1001\" <1001>")));
+    assert_eq!(event.hook_event_name().as_deref(), Some("CHANNEL_HANGUP_COMPLETE"));
+    assert_eq!(event.domain().as_deref(), Some("demo.example.com"));
 }
 
 /// An event fired through `sendevent` keeps the client's own `Content-Length` among its headers
