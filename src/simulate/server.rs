@@ -58,14 +58,13 @@ enum Format {
     Json,
 }
 
-/// What one client asked for.
+/// What one client asked for, kept as mod_event_socket keeps it: event names (`CUSTOM` among
+/// them once named) and the custom subclasses named after `CUSTOM`.
 #[derive(Debug, Default)]
 struct Subscription {
     format: Option<Format>,
     all: bool,
     names: HashSet<String>,
-    /// Subscribed to `CUSTOM` without naming subclasses: every custom event.
-    all_custom: bool,
     subclasses: HashSet<String>,
 }
 
@@ -78,7 +77,7 @@ impl Subscription {
                 "ALL" => self.all = true,
                 "CUSTOM" => {
                     custom = true;
-                    self.all_custom |= words.last() == Some(&"CUSTOM");
+                    self.names.insert(word.to_owned());
                 }
                 sub if custom => {
                     self.subclasses.insert(sub.to_owned());
@@ -90,6 +89,8 @@ impl Subscription {
         }
     }
 
+    /// `nixevent <names>`: `CUSTOM` itself stays, as in mod_event_socket (only the subclasses
+    /// after it go).
     fn remove(&mut self, words: &[&str]) {
         let mut custom = false;
         for &word in words {
@@ -106,13 +107,16 @@ impl Subscription {
         }
     }
 
+    /// mod_event_socket's `event_handler`: a custom event with a subclass goes out only when
+    /// that subclass was named; bare `CUSTOM` brings the custom events without one.
     fn wants(&self, e: &Outgoing) -> Option<Format> {
         let format = self.format?;
         let wanted = self.all
-            || match &e.subclass {
-                Some(sub) if e.name == "CUSTOM" => self.all_custom || self.subclasses.contains(sub),
-                _ => self.names.contains(&e.name),
-            };
+            || self.names.contains(&e.name)
+                && match &e.subclass {
+                    Some(sub) if e.name == "CUSTOM" => self.subclasses.contains(sub),
+                    _ => true,
+                };
         wanted.then_some(format)
     }
 }
@@ -340,8 +344,14 @@ mod tests {
         assert_eq!(sub.wants(&member), None);
         sub.remove(&["CUSTOM", "callcenter::info"]);
         assert_eq!(sub.wants(&cc), None);
+        // mod_event_socket's event_handler: a custom event with a subclass goes out only when
+        // that subclass was named; bare `CUSTOM` brings the custom events without one, and
+        // `nixevent CUSTOM` does not stop those.
+        let bare = outgoing(json!({"Event-Name": "CUSTOM"}));
+        assert_eq!(sub.wants(&bare), Some(Format::Json));
         sub.add(&["CUSTOM"]);
-        assert_eq!(sub.wants(&member), Some(Format::Json));
+        assert_eq!(sub.wants(&member), None);
+        assert_eq!(sub.wants(&bare), Some(Format::Json));
         sub.add(&["ALL"]);
         assert!(sub.wants(&outgoing(json!({"Event-Name": "HEARTBEAT"}))).is_some());
     }
