@@ -754,3 +754,21 @@ async fn a_list_with_a_long_columns_list_costs_no_more_than_its_hooks() {
         "the list took {took:?}, {plain:?} without columns"
     );
 }
+
+/// An admin form keeps what was typed in the auth section after auth is switched off: a half
+/// typed URL there is kept as it is, not refused, and checked when auth is switched on.
+#[tokio::test]
+async fn a_disabled_auths_unfinished_url_is_kept_and_checked_when_enabled() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let mut doc = seed_hook();
+    doc["auth"] = json!({"enabled": false, "url": "crm.local/auth", "method": "POST"});
+    let id = create(&s, &s.root, doc.clone()).await;
+    let path = format!("/api/v2/hooks/{id}?domain={DOMAIN}");
+    let (_, v) = s.call("GET", &path, Some(&s.root), None).await;
+    assert_eq!(v["data"]["auth"]["url"], "crm.local/auth");
+
+    doc["auth"]["enabled"] = true.into();
+    let (status, v) = s.call("PUT", &path, Some(&s.root), Some(doc)).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["info"].as_str().unwrap().starts_with("Bad request: auth.url"), "{v}");
+}

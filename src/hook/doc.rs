@@ -407,8 +407,10 @@ fn auth(map: &Map<String, Value>) -> Result<Auth, DocError> {
         .transpose()?;
     let cookie = boolean(obj, "cookie").map_err(|_| bad(field("cookie"), "must be true or false"))?;
     let enabled = enabled.unwrap_or(false);
+    // A disabled auth's URL is kept unchecked: an admin form keeps what was typed there when
+    // auth is switched off. It is checked when auth is switched on.
     match &url {
-        Some(u) if !u.is_empty() => {
+        Some(u) if !u.is_empty() && enabled => {
             http_url(u, "auth.url")?;
         }
         _ if enabled => return Err(bad("auth.url", "is required when auth is enabled")),
