@@ -84,6 +84,42 @@ impl Services {
         Ok((record, self.keys.sign(&claims)))
     }
 
+    /// Revokes a token given by its id, or given whole. A token signed elsewhere with this
+    /// secret (the Webitel engine's) has no record, so its id alone is "no token" (a mistyped
+    /// id must not pass as revoked); given whole, its signature is checked and a record of it
+    /// is made, revoked. Returns the token's id and what became of it.
+    pub async fn revoke_token(&self, given: &str, now: i64) -> anyhow::Result<(String, store::Revocation)> {
+        if given.split('.').count() != 3 {
+            return Ok((given.to_owned(), self.store.revoke_token(given, now).await?));
+        }
+        // Any expiry: an expired token may be revoked too.
+        let claims = self.keys.verify(given, i64::MIN).map_err(|_| {
+            anyhow::anyhow!(
+                "this token is not signed with this service's secret (SWITCHHOOK_TOKEN_SECRET); it is refused already"
+            )
+        })?;
+        let principal = claims.principal().map_err(|_| {
+            anyhow::anyhow!("this token's claims (t, r, d, id) make it one this service refuses already")
+        })?;
+        let id = principal.token_id;
+        let done = match self.store.revoke_token(&id, now).await? {
+            store::Revocation::NotFound => {
+                let record = TokenRecord {
+                    id: id.clone(),
+                    role: principal.role,
+                    domain: principal.domain,
+                    created_at_ms: now,
+                    expires_at_ms: claims.exp,
+                    revoked_at_ms: Some(now),
+                };
+                self.store.insert_token(&record).await.context("cannot record the revocation")?;
+                store::Revocation::Revoked
+            }
+            done => done,
+        };
+        Ok((id, done))
+    }
+
     /// Whether the store has a root token that is neither revoked nor expired.
     async fn has_root_token(&self) -> anyhow::Result<bool> {
         let now = now_ms();

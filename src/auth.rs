@@ -117,8 +117,12 @@ impl Claims {
 
     /// What the token grants. A domain token without `r` is shaped like the Webitel engine's
     /// own (the seed document's admin calls use one), so it gets the hook permissions an admin
-    /// has; a domain token must name its domain.
+    /// has; a domain token must name its domain, and every token needs an id.
     pub fn principal(&self) -> Result<Principal, TokenError> {
+        // A token is revoked by its id: one without could never be.
+        if self.id.is_empty() {
+            return Err(TokenError::Invalid);
+        }
         let role = match (self.t.as_str(), self.r.as_deref()) {
             ("root", None | Some("root")) => Role::Root,
             ("domain", None | Some("admin")) => Role::Admin,

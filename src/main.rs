@@ -140,10 +140,11 @@ enum TokenCommand {
     Create(CreateToken),
     /// List issued tokens.
     List,
-    /// Revoke a token by id.
+    /// Revoke a token by id, or given whole (one signed elsewhere with this secret).
     Revoke {
-        /// The token's id, as `token list` shows it (the `id` claim).
-        id: String,
+        /// The token's id, as `token list` shows it (the `id` claim), or the token itself.
+        #[arg(value_name = "ID|TOKEN")]
+        token: String,
     },
 }
 
@@ -360,10 +361,12 @@ async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
             }
         }
         // Revoked is what was asked, so a token revoked before is no error; its time stays.
-        TokenCommand::Revoke { id } => match services.store.revoke_token(&id, now_ms()).await? {
-            Revocation::Revoked => eprintln!("token {id} revoked"),
-            Revocation::AlreadyRevoked { at_ms } => eprintln!("token {id} was already revoked at {}", time(at_ms)),
-            Revocation::NotFound => bail!("no token with id {id}"),
+        TokenCommand::Revoke { token } => match services.revoke_token(&token, now_ms()).await? {
+            (id, Revocation::Revoked) => eprintln!("token {id} revoked"),
+            (id, Revocation::AlreadyRevoked { at_ms }) => {
+                eprintln!("token {id} was already revoked at {}", time(at_ms))
+            }
+            (id, Revocation::NotFound) => bail!("no token with id {id}"),
         },
     }
     Ok(())

@@ -611,3 +611,42 @@ fn a_root_token_file_the_secret_in_use_refuses_is_named_at_start_up() {
     assert!(warning.contains("token create --root"), "{warning}");
     assert!(!log.contains("second-secret-0002") && !log.contains(&root), "{log}");
 }
+
+/// A token signed elsewhere with the same secret (the Webitel engine's) has no record here, so
+/// its id alone cannot be revoked (a mistyped id must not pass as revoked). Given the token
+/// itself, `token revoke` checks its signature and records its id as revoked: the API then
+/// refuses it. A token not signed with this secret is refused by name; and a token without an
+/// id, which could never be revoked, is not accepted at all.
+#[test]
+fn a_token_signed_elsewhere_is_revoked_by_giving_the_token() {
+    use switchhook::auth::{Claims, Role, TokenKeys, now_ms};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = [("SWITCHHOOK_TOKEN_SECRET", "the-engines-secret")];
+    let revoke = |token: &str| switchhook(dir.path(), &["token", "revoke", token]).envs(secret).output().unwrap();
+    let keys = TokenKeys::new(b"the-engines-secret").unwrap();
+    let id = "e26569d5-1c2a-4b5e-9f3d-3a1b2c4d5e6f";
+    let mut claims = Claims::new(id.into(), now_ms() + 3_600_000, Role::Admin, Some("demo.example.com".into()));
+    claims.r = None;
+    let engines = keys.sign(&claims);
+    let serve = Serve::start_with(dir.path(), &secret);
+    assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&engines)).0, 200);
+
+    let by_id = revoke(id);
+    assert!(!by_id.status.success());
+    assert_eq!(String::from_utf8_lossy(&by_id.stderr).trim(), format!("Error: no token with id {id}"));
+    let by_token = revoke(&engines);
+    assert!(by_token.status.success(), "{}", String::from_utf8_lossy(&by_token.stderr));
+    assert_eq!(String::from_utf8_lossy(&by_token.stderr).trim(), format!("token {id} revoked"));
+    assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&engines)).0, 401);
+    let again = revoke(&engines);
+    assert!(String::from_utf8_lossy(&again.stderr).starts_with(&format!("token {id} was already revoked at ")));
+
+    let foreign = TokenKeys::new(b"another-secret").unwrap().sign(&claims);
+    let refused = revoke(&foreign);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("not signed with this service's secret"), "{said}");
+
+    claims.id = String::new();
+    assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&keys.sign(&claims))).0, 401);
+}
