@@ -254,11 +254,11 @@ async fn a_disconnect_notice_instead_of_the_greeting_shows_in_health_as_a_discon
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_and_oversized_frames_drop_the_connection_not_the_process() {
-    let huge = format!("Content-Length: {}\nContent-Type: text/event-json\n\n", 9 * 1024 * 1024).into_bytes();
+async fn garbage_and_absurd_frame_lengths_drop_the_connection_not_the_process() {
+    let absurd = format!("Content-Length: {}\nContent-Type: text/event-json\n\n", 2u64 << 30).into_bytes();
     let mut garbage = b"this is not\x00 an event socket\n\n".to_vec();
     garbage.extend((0..5000u32).map(|i| (i * 7919 % 251) as u8));
-    for (reply, problem) in [(garbage, "bad data from FreeSWITCH"), (huge, "bad data from FreeSWITCH")] {
+    for (reply, problem) in [(garbage, "bad data from FreeSWITCH"), (absurd, "bad data from FreeSWITCH")] {
         let (addr, fake) = bad_switch(reply).await;
         let server = Server { addr: addr.to_string(), password: "ClueCon".into() };
         let s = TestServer::start_configured(Backend::Sqlite, |c| c.esl = vec![server]).await;
@@ -306,6 +306,35 @@ async fn a_source_still_connecting_is_in_health_as_down() {
     }
     assert_eq!((&state["connected"], &state["error"]), (&json!(false), &json!("connecting")), "{state}");
     held.abort();
+}
+
+/// An event over the 8 MiB frame limit (a BACKGROUND_JOB with a huge output) is skipped and
+/// logged, and the connection goes on: dropping it would lose every event FreeSWITCH had
+/// queued for it. The event after it is delivered, on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_frame_limit_is_skipped_and_the_connection_goes_on() {
+    let log = common::log::warnings();
+    let r = Receiver::start().await;
+    let s = TestServer::start(Backend::Sqlite).await;
+    s.create_hook(D1, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/esl"))})).await;
+    let huge = format!(r#"{{"Event-Name":"BACKGROUND_JOB","_body":"{}"}}"#, "x".repeat(9 << 20));
+    let after = channel("CHANNEL_ANSWER", D1, "after-the-huge-one").to_string();
+    let mut reply = Vec::new();
+    for event in [&huge, &after] {
+        reply.extend(format!("Content-Length: {}\nContent-Type: text/event-json\n\n{event}", event.len()).bytes());
+    }
+    let (addr, connections) = bad_switch(reply).await;
+    let (mut config, dir, pg) = s.stop().await;
+    config.esl = vec![Server { addr: addr.to_string(), password: "ClueCon".into() }];
+    let s = TestServer::start_with(config, dir, pg).await;
+
+    let got = r.wait_for("/esl", 1, WAIT).await;
+    assert_eq!(uid(&got[0]), "after-the-huge-one");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    let skipped = log.lines_with(&["skipped a frame over the 8 MiB limit"]);
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].contains("text/event-json"), "{skipped:?}");
+    drop(s);
 }
 
 /// Events that came in the same read as a bad frame are committed and delivered before the

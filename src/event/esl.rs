@@ -18,9 +18,13 @@ use memchr::memchr;
 
 use super::{EventError, Incoming};
 
-/// A frame (headers and body) larger than this is refused: FreeSWITCH never sends one, so it
-/// means a corrupt stream or the wrong peer, and we must not buffer without bound.
+/// The largest frame (headers and body) read. FreeSWITCH has no such limit: an event with a
+/// huge body (a BACKGROUND_JOB with a long command output) is [skipped](Frame::Oversized),
+/// without buffering it, and the stream goes on.
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+/// A frame that declares more than this (1 GiB) is garbage (a corrupt stream or the wrong
+/// peer): skipping it would ignore the stream for good, so the connection is dropped.
+pub const MAX_SKIPPED: u64 = 1 << 30;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
@@ -46,6 +50,13 @@ pub enum Frame {
     /// or log it, body dropped.
     Other {
         content_type: String,
+    },
+    /// A frame of `size` bytes, over [`MAX_FRAME`] (and at most [`MAX_SKIPPED`]), given as soon
+    /// as its head is read. [`Parser`] skips its body as it arrives, unbuffered; a
+    /// [`FrameDecoder`] caller skips `size` bytes from where the frame began.
+    Oversized {
+        content_type: String,
+        size: u64,
     },
 }
 
@@ -122,6 +133,7 @@ enum Kind {
     EventPlain,
     DisconnectNotice { linger: bool },
     Other(String),
+    Oversized { content_type: String, size: u64 },
 }
 
 impl FrameDecoder {
@@ -145,13 +157,20 @@ impl FrameDecoder {
             },
         };
         let end = head.body_start + head.body_len;
-        let Some(body) = buf.get(head.body_start..end) else {
-            self.head = Some(head);
-            return Ok(None);
+        // An oversized frame is given without its body, which the caller skips.
+        let (body, used) = match head.kind {
+            Kind::Oversized { .. } => (&[][..], head.body_start),
+            _ => match buf.get(head.body_start..end) {
+                Some(body) => (body, end),
+                None => {
+                    self.head = Some(head);
+                    return Ok(None);
+                }
+            },
         };
         let frame = build(head.kind, body);
         *self = Self::default();
-        Ok(Some((frame, end)))
+        Ok(Some((frame, used)))
     }
 
     /// Looks for the blank line ending the header block, resuming where the last call stopped;
@@ -188,6 +207,8 @@ pub struct Parser {
     buf: Vec<u8>,
     /// Bytes before this are consumed; dropped lazily so taking a frame never moves the rest.
     start: usize,
+    /// Bytes of an [oversized](Frame::Oversized) frame's body still to come, dropped as pushed.
+    skip: usize,
     decoder: FrameDecoder,
 }
 
@@ -197,6 +218,9 @@ impl Parser {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        let skipped = self.skip.min(bytes.len());
+        self.skip -= skipped;
+        let bytes = &bytes[skipped..];
         // Compact only when the consumed prefix is at least as long as what remains, so each
         // byte is moved at most once on average: no O(n²) on a busy socket.
         if self.start > 0 && self.start >= self.buf.len() - self.start {
@@ -210,8 +234,14 @@ impl Parser {
     /// unreadable.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, EslError> {
         let decoded = self.decoder.decode(&self.buf[self.start..]);
-        if let Ok(Some((_, used))) = &decoded {
+        if let Ok(Some((frame, used))) = &decoded {
             self.start += used;
+            if let Frame::Oversized { size, .. } = frame {
+                let body = *size as usize - used;
+                let here = body.min(self.buf.len() - self.start);
+                self.start += here;
+                self.skip = body - here;
+            }
         }
         if self.start == self.buf.len() {
             self.buf.clear();
@@ -255,10 +285,11 @@ fn parse_head(block: &[u8], body_start: usize) -> Result<Head, EslError> {
     }
     let body_len = content_length.unwrap_or(0);
     let size = (body_start as u64).saturating_add(body_len);
-    if size > MAX_FRAME as u64 {
+    if size > MAX_SKIPPED {
         return Err(EslError::FrameTooLarge { size });
     }
     let kind = match content_type.to_ascii_lowercase().as_slice() {
+        _ if size > MAX_FRAME as u64 => Kind::Oversized { content_type: text(content_type), size },
         b"auth/request" => Kind::AuthRequest,
         b"command/reply" => Kind::CommandReply(text(reply_text)),
         b"api/response" => Kind::ApiResponse,
@@ -279,6 +310,7 @@ fn build(kind: Kind, body: &[u8]) -> Frame {
         Kind::EventPlain => Frame::Event(RawEvent { plain: true, body: body.to_vec() }),
         Kind::DisconnectNotice { linger } => Frame::DisconnectNotice { body: text(body), linger },
         Kind::Other(content_type) => Frame::Other { content_type },
+        Kind::Oversized { content_type, size } => Frame::Oversized { content_type, size },
     }
 }
 

@@ -394,6 +394,10 @@ impl Conn {
                 // mod_event_socket sends the notice as the listener ends: nothing follows it.
                 Frame::DisconnectNotice { body, linger: false } => return Err(disconnected(&body)),
                 frame if is_rejection(&frame) => return Err(SessionError::Rejected),
+                Frame::Oversized { content_type, size } => {
+                    telemetry::source_rejected("esl");
+                    tracing::warn!(%server, %content_type, size, "ESL source: skipped a frame over the 8 MiB limit");
+                }
                 _ => {}
             }
         }

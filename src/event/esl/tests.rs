@@ -389,13 +389,31 @@ fn assert_chopping_is_invisible(stream: &[u8]) {
     assert_eq!(parse_chunks(&bytes), whole, "one byte at a time");
 }
 
+/// A frame over the limit that FreeSWITCH really sends (a BACKGROUND_JOB with a huge command
+/// output) is skipped as it arrives, never buffered, and the frames after it are read: dropping
+/// the connection would lose every event FreeSWITCH had queued for it.
 #[test]
-fn content_length_over_the_limit_fails_before_the_body_arrives() {
-    let head = b"Content-Length: 99999999999\nContent-Type: text/event-plain\n\n";
-    let err = error_of(head);
-    assert!(matches!(err, EslError::FrameTooLarge { size } if size == 99_999_999_999 + head.len() as u64), "{err:?}");
-    let huge = error_of(b"Content-Length: 123456789012345678901234567890\n\n");
-    assert!(matches!(huge, EslError::FrameTooLarge { size: u64::MAX }), "{huge:?}");
+fn a_frame_over_the_limit_is_skipped_as_it_arrives_and_the_stream_goes_on() {
+    let body = MAX_FRAME + 1000;
+    let head = format!("Content-Length: {body}\nContent-Type: text/event-json\n\n").into_bytes();
+    let mut parser = Parser::new();
+    let mut start = head.clone();
+    start.extend(vec![b'x'; 1000]);
+    parser.push(&start);
+    let size = (head.len() + body) as u64;
+    assert_eq!(parser.next_frame().unwrap(), Some(Frame::Oversized { content_type: "text/event-json".into(), size }));
+    assert_eq!(parser.buffered(), 0);
+    for _ in 0..body / (1 << 20) {
+        parser.push(&vec![b'x'; 1 << 20]);
+        assert_eq!(parser.next_frame().unwrap(), None);
+        assert_eq!(parser.buffered(), 0, "the skipped body is not kept");
+    }
+    let next = frame("text/event-json", br#"{"Event-Name":"HEARTBEAT"}"#);
+    let mut rest = vec![b'x'; body - 1000 - (body / (1 << 20)) * (1 << 20)];
+    rest.extend(&next);
+    parser.push(&rest);
+    assert!(matches!(parser.next_frame().unwrap(), Some(Frame::Event(_))));
+    assert_eq!(parser.next_frame().unwrap(), None);
 }
 
 #[test]
@@ -406,8 +424,18 @@ fn a_frame_of_exactly_max_frame_bytes_is_accepted() {
     stream.resize(MAX_FRAME, b'x');
     let Frame::ApiResponse { body } = only_frame(&stream) else { panic!() };
     assert_eq!(body.len(), n);
-    let err = error_of(&head(n + 1));
-    assert!(matches!(err, EslError::FrameTooLarge { size } if size == MAX_FRAME as u64 + 1), "{err:?}");
+    let one_more = frames_of(&head(n + 1));
+    assert_eq!(one_more, [Frame::Oversized { content_type: "api/response".into(), size: MAX_FRAME as u64 + 1 }]);
+}
+
+/// A length no FreeSWITCH frame has is garbage: skipping it would ignore the stream for good.
+#[test]
+fn a_content_length_past_any_real_frame_is_an_error() {
+    let head = b"Content-Length: 99999999999\nContent-Type: text/event-plain\n\n";
+    let err = error_of(head);
+    assert!(matches!(err, EslError::FrameTooLarge { size } if size == 99_999_999_999 + head.len() as u64), "{err:?}");
+    let huge = error_of(b"Content-Length: 123456789012345678901234567890\n\n");
+    assert!(matches!(huge, EslError::FrameTooLarge { size: u64::MAX }), "{huge:?}");
 }
 
 #[test]
