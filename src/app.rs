@@ -95,7 +95,8 @@ impl Services {
         // Any expiry: an expired token may be revoked too.
         let claims = self.keys.verify(given, i64::MIN).map_err(|_| {
             anyhow::anyhow!(
-                "this token is not signed with this service's secret (SWITCHHOOK_TOKEN_SECRET); it is refused already"
+                "this token is not signed with this service's secret, so serve refuses it already \
+                 (unless serve runs with another SWITCHHOOK_TOKEN_SECRET: give this command the same)"
             )
         })?;
         let principal = claims.principal().map_err(|_| {
