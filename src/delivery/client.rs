@@ -1,7 +1,6 @@
 //! Sending one attempt: the auth pre-request when the hook has one, the signed webhook
 //! request, and what came back. One keep-alive HTTP client serves every hook.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -107,14 +106,15 @@ impl Client {
         let pairs = match (&hook.auth, &d.event) {
             (Some(auth), Some(event)) => {
                 let event = Event::from_json(event.as_bytes()).map_err(|e| format!("stored event: {e}"))?;
-                let answer = self.authenticate(auth, &event, hook.timeout_ms).await?;
+                let reads_body = hook.headers.iter().any(|(_, t)| t.refers_to("auth:body:"));
+                let answer = self.authenticate(auth, &event, hook.timeout_ms, reads_body).await?;
                 let vars = WithAuth { vars: &answer.vars, cookies: &answer.cookies, event: &event };
                 rendered = hook.render_headers(&vars);
                 auth_cookie = answer.cookie;
                 &rendered
             }
             _ => {
-                rendered = hook.current_headers(&d.request.headers);
+                rendered = hook.current_headers(&d.request);
                 auth_cookie = None;
                 &rendered
             }
@@ -134,7 +134,7 @@ impl Client {
             let signature = sign::signature(key, &d.id, now_secs, d.request.body.as_bytes());
             headers.insert("webhook-signature", header_value(&signature)?);
         }
-        let mut builder = self.request(d.request.method.clone(), &target(hook, &d.request))?.headers(headers);
+        let mut builder = self.request(d.request.method.clone(), target(hook, &d.request))?.headers(headers);
         if !d.request.body.is_empty() {
             builder = builder.body(d.request.body.clone());
         }
@@ -180,12 +180,14 @@ impl Client {
     }
 
     /// Runs the auth pre-request and collects its variables. A failure carries the auth
-    /// server's `Retry-After`, honoured as a receiver's is.
+    /// server's `Retry-After`, honoured as a receiver's is. When the hook's headers read the
+    /// answer's fields (`reads_body`), a JSON answer too large to read fails the attempt.
     async fn authenticate(
         &self,
         auth: &CompiledAuth,
         event: &Event,
         timeout_ms: u32,
+        reads_body: bool,
     ) -> Result<AuthAnswer, AttemptResult> {
         // The auth request's templates share one budget, as a webhook's do.
         let mut rendered = 0;
@@ -245,7 +247,7 @@ impl Client {
         read_limited(response, RESPONSE_READ_LIMIT + 1, &mut body)
             .await
             .map_err(|e| format!("auth answer: {}", describe(&e)))?;
-        if body.len() > RESPONSE_READ_LIMIT && body.trim_ascii_start().starts_with(b"{") {
+        if reads_body && body.len() > RESPONSE_READ_LIMIT && body.trim_ascii_start().starts_with(b"{") {
             let error = format!(
                 "the auth answer is JSON larger than {} KiB, whose fields cannot be read",
                 RESPONSE_READ_LIMIT >> 10
@@ -274,15 +276,14 @@ struct AuthAnswer {
 }
 
 /// Where an attempt goes: the hook's URL as it is now, so that correcting it rescues the
-/// deliveries waiting for a retry. A GET keeps the query its event rendered.
-fn target<'a>(hook: &'a CompiledHook, request: &Request) -> Cow<'a, str> {
-    if request.method != http::Method::GET {
-        return Cow::Borrowed(hook.url.as_str());
+/// deliveries waiting for a retry. A GET goes where it was rendered to: its query mixes the
+/// event's data with the URL's own parameters (a key, say), which cannot be told apart, and
+/// must not go to another address.
+fn target<'a>(hook: &'a CompiledHook, request: &'a Request) -> &'a str {
+    match request.method == http::Method::GET {
+        true => &request.url,
+        false => hook.url.as_str(),
     }
-    let rendered = url::Url::parse(&request.url).ok();
-    let mut url = hook.url.clone();
-    url.set_query(rendered.as_ref().and_then(url::Url::query));
-    Cow::Owned(url.into())
 }
 
 /// Header templates see `auth:body:<key>` and `auth:header:<name>` before the event. As in

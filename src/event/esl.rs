@@ -86,7 +86,9 @@ impl RawEvent {
 /// [`RawEvent::into_incoming`] and costs only that event.
 #[derive(Debug, thiserror::Error)]
 pub enum EslError {
-    #[error("ESL frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")]
+    #[error("ESL frame head runs past {MAX_FRAME} bytes without ending")]
+    HeadTooLarge,
+    #[error("ESL frame of {size} bytes: more than the {MAX_SKIPPED} bytes any FreeSWITCH frame has")]
     FrameTooLarge { size: u64 },
     /// The line is not in the message, which `/health` shows without a token: after a frame
     /// boundary is lost it is a piece of an event. The log has it (`detail`).
@@ -102,8 +104,9 @@ pub enum EslError {
 /// tokio-util `Decoder` wants, with no second copy of the stream.
 ///
 /// Contract between calls: `buf` starts where the previous frame ended, i.e. after `Some((_,
-/// used))` the caller drops exactly `used` bytes from the front, and otherwise it only appends.
-/// Breaking it gives wrong frames or errors, never a panic.
+/// used))` the caller drops exactly `used` bytes from the front (for a [`Frame::Oversized`],
+/// `size` bytes in all, as they arrive: `used` is only its head), and otherwise it only
+/// appends. Breaking it gives wrong frames or errors, never a panic.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     /// Start of the current frame's first header line, past any blank lines before it (seen
@@ -194,7 +197,7 @@ impl FrameDecoder {
         }
         self.scanned = limit;
         if buf.len() > MAX_FRAME {
-            return Err(EslError::FrameTooLarge { size: buf.len() as u64 });
+            return Err(EslError::HeadTooLarge);
         }
         Ok(None)
     }

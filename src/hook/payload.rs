@@ -120,10 +120,7 @@ impl CompiledHook {
     /// pass `limit` bytes together.
     fn render_headers_within(&self, vars: &dyn Lookup, limit: usize) -> Vec<(String, String)> {
         let mut headers = Vec::with_capacity(self.headers.len() + 1);
-        let sets_type = self.headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE);
-        if self.method != Method::GET && !sets_type {
-            headers.push(("content-type".to_owned(), "application/json".to_owned()));
-        }
+        headers.extend(self.default_content_type(&self.method));
         let mut rendered = 0;
         for (name, template) in &self.headers {
             if rendered > limit {
@@ -136,16 +133,18 @@ impl CompiledHook {
         headers
     }
 
+    /// The JSON content type a request with a body gets when the hook sets none.
+    fn default_content_type(&self, method: &Method) -> Option<(String, String)> {
+        let sets_type = self.headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE);
+        (*method != Method::GET && !sets_type).then(|| ("content-type".to_owned(), "application/json".to_owned()))
+    }
+
     /// The headers an attempt of a stored request sends: the hook's as they are now, so that
     /// correcting a fixed one (a wrong API key) rescues the deliveries waiting for a retry. A
     /// header rendered from the event keeps the value its event gave (the event is not kept);
-    /// one the hook did not have then is left out. The content type defaulted at rendering
-    /// stays, unless the hook now sets its own.
-    pub fn current_headers(&self, stored: &[(String, String)]) -> Vec<(String, String)> {
-        let was = |name: &str| stored.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-        let own_type = self.headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE);
-        let default_type = (!own_type).then(|| was("content-type")).flatten();
-        let default_type = default_type.map(|value| ("content-type".to_owned(), value));
+    /// one the hook did not have then is left out.
+    pub fn current_headers(&self, stored: &Request) -> Vec<(String, String)> {
+        let was = |name: &str| stored.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
         let hooks = self.headers.iter().filter_map(|(name, template)| {
             let value = match template.is_literal() {
                 true => header_safe(template.render(&Empty)),
@@ -153,7 +152,7 @@ impl CompiledHook {
             };
             Some((name.as_str().to_owned(), value))
         });
-        default_type.into_iter().chain(hooks).collect()
+        self.default_content_type(&stored.method).into_iter().chain(hooks).collect()
     }
 
     /// The event's data as the default body carries it: every header, or only `fields`, with

@@ -94,6 +94,11 @@ impl Template {
         Ok(Self { parts, syntax })
     }
 
+    /// Whether a placeholder's name starts with `prefix` (`auth:body:`).
+    pub fn refers_to(&self, prefix: &str) -> bool {
+        self.parts.iter().any(|part| matches!(part, Part::Var(var) if var.name.starts_with(prefix)))
+    }
+
     /// Whether the template has no placeholders: it renders the same for any event.
     pub fn is_literal(&self) -> bool {
         self.parts.iter().all(|part| matches!(part, Part::Lit(_)))
