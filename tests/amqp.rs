@@ -140,10 +140,20 @@ async fn wait_connected(s: &TestServer) {
 /// A fresh topology, a receiver, and a server whose one hook sends `CHANNEL_ANSWER` to the
 /// receiver's `/h`, connected with its binding in place.
 async fn answering(url: String) -> (Topology, Receiver, TestServer) {
+    hooked(url, Topology::settings, "CHANNEL_ANSWER", "/h").await
+}
+
+/// [`answering`] with other settings, and a hook on `event` sent to `path`.
+async fn hooked(
+    url: String,
+    settings: fn(&Topology) -> Settings,
+    event: &str,
+    path: &str,
+) -> (Topology, Receiver, TestServer) {
     let t = Topology::new(url).await;
     let r = Receiver::start().await;
-    let s = serve(t.settings()).await;
-    s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    let s = serve(settings(&t)).await;
+    s.create_hook(D, json!({"event": event, "action": web(&r.url(path))})).await;
     wait_connected(&s).await;
     (t, r, s)
 }
@@ -413,11 +423,7 @@ async fn a_stored_hook_too_long_for_a_binding_key_is_skipped_and_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_exactly_as_mod_amqp_publishes_it_is_delivered() {
     let Some(url) = broker() else { return };
-    let t = Topology::new(url).await;
-    let r = Receiver::start().await;
-    let s = serve(t.default_settings()).await;
-    s.create_hook(D, json!({"event": "CUSTOM->callcenter::info", "action": web(&r.url("/cc"))})).await;
-    wait_connected(&s).await;
+    let (t, r, s) = hooked(url, Topology::default_settings, "CUSTOM->callcenter::info", "/cc").await;
 
     let body = r#"{"Event-Subclass":"callcenter::info","Event-Name":"CUSTOM","Core-UUID":"8e5ab2b4-1f1c-4f2c-9d0a-5a3e6c2a9f10","FreeSWITCH-Hostname":"fs01.amqp.example.com","FreeSWITCH-Switchname":"fs01","FreeSWITCH-IPv4":"10.0.0.15","FreeSWITCH-IPv6":"::1","Event-Date-Local":"2024-05-14 10:21:07","Event-Date-GMT":"Tue, 14 May 2024 07:21:07 GMT","Event-Date-Timestamp":"1715671267204118","Event-Calling-File":"mod_callcenter.c","Event-Calling-Function":"cc_queue_function","Event-Calling-Line-Number":"2092","Event-Sequence":"58214","CC-Queue":"support@amqp.example.com","CC-Action":"member-queue-start","CC-Member-UUID":"f2b0c1f4-3c1e-4a7e-8a55-6b7f0e2d9a31","CC-Member-CID-Name":"Jos\u00e9 \"VIP\"","Unique-ID":"mq-1","Channel-Presence-ID":"1000@amqp.example.com","variable_domain_name":"amqp.example.com","variable_cc_queue_names":["support","sales"],"Content-Length":"11","_body":"line1\nline2"}"#;
     let key = "FreeSWITCH.fs01%2Eamqp%2Eexample%2Ecom.CUSTOM.callcenter%3A%3Ainfo.mq-1";
@@ -458,11 +464,7 @@ async fn a_message_exactly_as_mod_amqp_publishes_it_is_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_event_after_a_utf8_byte_order_mark_is_delivered_with_its_types() {
     let Some(url) = broker() else { return };
-    let t = Topology::new(url).await;
-    let r = Receiver::start().await;
-    let s = serve(t.default_settings()).await;
-    s.create_hook(D, json!({"event": "CUSTOM->engine::dialer_member_end", "action": web(&r.url("/member"))})).await;
-    wait_connected(&s).await;
+    let (t, r, s) = hooked(url, Topology::default_settings, "CUSTOM->engine::dialer_member_end", "/member").await;
 
     let member = with(
         dialer_member_end(D),
