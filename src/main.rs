@@ -142,8 +142,9 @@ enum TokenCommand {
     List,
     /// Revoke a token by id, or given whole (one signed elsewhere with this secret).
     Revoke {
-        /// The token's id, as `token list` shows it (the `id` claim), or the token itself.
-        #[arg(value_name = "ID|TOKEN")]
+        /// The token's id, as `token list` shows it (the `id` claim), or the token itself;
+        /// `-` reads either from standard input (out of `ps` and the shell's history).
+        #[arg(value_name = "ID|TOKEN|-")]
         token: String,
     },
 }
@@ -361,7 +362,7 @@ async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
             }
         }
         // Revoked is what was asked, so a token revoked before is no error; its time stays.
-        TokenCommand::Revoke { token } => match services.revoke_token(&token, now_ms()).await? {
+        TokenCommand::Revoke { token } => match services.revoke_token(&given(token)?, now_ms()).await? {
             (id, Revocation::Revoked) => eprintln!("token {id} revoked"),
             (id, Revocation::AlreadyRevoked { at_ms }) => {
                 eprintln!("token {id} was already revoked at {}", time(at_ms))
@@ -370,6 +371,16 @@ async fn token(cmd: TokenCommand, services: &Services) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// A command's argument as given, or its first line of standard input for `-`.
+fn given(arg: String) -> anyhow::Result<String> {
+    if arg != "-" {
+        return Ok(arg);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("cannot read standard input")?;
+    Ok(line.trim().to_owned())
 }
 
 fn time(ms: i64) -> String {

@@ -640,6 +640,20 @@ fn a_token_signed_elsewhere_is_revoked_by_giving_the_token() {
     assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&engines)).0, 401);
     let again = revoke(&engines);
     assert!(String::from_utf8_lossy(&again.stderr).starts_with(&format!("token {id} was already revoked at ")));
+    // `-` reads it from standard input, out of `ps` and the shell's history.
+    claims.id = "f1a2b3c4-0000-4000-8000-000000000001".into();
+    let piped = keys.sign(&claims);
+    assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&piped)).0, 200);
+    let mut child = switchhook(dir.path(), &["token", "revoke", "-"])
+        .envs(secret)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{piped}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(get(&serve.base, "/api/v2/hooks", Some(&piped)).0, 401);
 
     let foreign = TokenKeys::new(b"another-secret").unwrap().sign(&claims);
     let refused = revoke(&foreign);
