@@ -1,6 +1,7 @@
 //! Sending one attempt: the auth pre-request when the hook has one, the signed webhook
 //! request, and what came back. One keep-alive HTTP client serves every hook.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -102,24 +103,22 @@ impl Client {
         d: &LeasedDelivery,
         now_secs: i64,
     ) -> Result<reqwest::Request, AttemptResult> {
-        let (rendered, auth_cookie);
+        let auth_cookie;
         let pairs = match (&hook.auth, &d.event) {
             (Some(auth), Some(event)) => {
                 let event = Event::from_json(event.as_bytes()).map_err(|e| format!("stored event: {e}"))?;
                 let reads_body = hook.headers.iter().any(|(_, t)| t.refers_to("auth:body:"));
                 let answer = self.authenticate(auth, &event, hook.timeout_ms, reads_body).await?;
                 let vars = WithAuth { vars: &answer.vars, cookies: &answer.cookies, event: &event };
-                rendered = hook.render_headers(&vars);
                 auth_cookie = answer.cookie;
-                &rendered
+                Cow::Owned(hook.render_headers(&vars))
             }
             _ => {
-                rendered = hook.current_headers(&d.request);
                 auth_cookie = None;
-                &rendered
+                hook.current_headers(&d.request)
             }
         };
-        let mut headers = attempt_headers(pairs, &d.id)?;
+        let mut headers = attempt_headers(&pairs, &d.id)?;
         if let Some(cookie) = auth_cookie {
             // One `Cookie` header (RFC 6265 allows no more): the hook's own cookies, then the
             // auth server's.

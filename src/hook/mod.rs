@@ -130,7 +130,7 @@ impl CompiledHook {
             && self.fields.is_empty()
             && self.map.is_empty()
             && self.method != Method::GET
-            && self.headers.iter().all(|(_, template)| template.is_literal())
+            && self.headers.iter().all(|(_, template)| template.literal().is_some())
     }
 
     /// The first filter `event` fails, if any.

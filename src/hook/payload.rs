@@ -120,7 +120,7 @@ impl CompiledHook {
     /// pass `limit` bytes together.
     fn render_headers_within(&self, vars: &dyn Lookup, limit: usize) -> Vec<(String, String)> {
         let mut headers = Vec::with_capacity(self.headers.len() + 1);
-        headers.extend(self.default_content_type(&self.method));
+        headers.extend(self.default_content_type(&self.method).map(|(n, v)| (n.to_owned(), v.to_owned())));
         let mut rendered = 0;
         for (name, template) in &self.headers {
             if rendered > limit {
@@ -134,25 +134,27 @@ impl CompiledHook {
     }
 
     /// The JSON content type a request with a body gets when the hook sets none.
-    fn default_content_type(&self, method: &Method) -> Option<(String, String)> {
+    fn default_content_type(&self, method: &Method) -> Option<(&'static str, &'static str)> {
         let sets_type = self.headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE);
-        (*method != Method::GET && !sets_type).then(|| ("content-type".to_owned(), "application/json".to_owned()))
+        (*method != Method::GET && !sets_type).then_some(("content-type", "application/json"))
     }
 
     /// The headers an attempt of a stored request sends: the hook's as they are now, so that
     /// correcting a fixed one (a wrong API key) rescues the deliveries waiting for a retry. A
     /// header rendered from the event keeps the value its event gave (the event is not kept);
-    /// one the hook did not have then is left out.
-    pub fn current_headers(&self, stored: &Request) -> Vec<(String, String)> {
-        let was = |name: &str| stored.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-        let hooks = self.headers.iter().filter_map(|(name, template)| {
-            let value = match template.is_literal() {
-                true => header_safe(template.render(&Empty)),
-                false => was(name.as_str())?,
-            };
-            Some((name.as_str().to_owned(), value))
-        });
-        self.default_content_type(&stored.method).into_iter().chain(hooks).collect()
+    /// one the hook did not have then is left out. The stored headers themselves, uncopied,
+    /// while the hook is as it was.
+    pub fn current_headers<'a>(&self, stored: &'a Request) -> Cow<'a, [(String, String)]> {
+        let was = |name: &str| stored.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let hooks = self
+            .headers
+            .iter()
+            .filter_map(|(name, template)| Some((name.as_str(), template.literal().or_else(|| was(name.as_str()))?)));
+        let current = self.default_content_type(&stored.method).into_iter().chain(hooks);
+        if current.clone().eq(stored.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))) {
+            return Cow::Borrowed(&stored.headers);
+        }
+        Cow::Owned(current.map(|(name, value)| (name.to_owned(), value.to_owned())).collect())
     }
 
     /// The event's data as the default body carries it: every header, or only `fields`, with
@@ -622,5 +624,19 @@ mod tests {
         let own = pairs(&[("user-agent", "crm/2"), ("webhook-id", "mine"), ("accept", "application/json")]);
         let want = [("user-agent", "crm/2"), ("webhook-id", "d1"), ("accept", "application/json")];
         assert_eq!(shown(attempt_headers(&own, "d1").unwrap()), pairs(&want));
+    }
+
+    /// An attempt sends the stored headers themselves while the hook is as it was; an edited
+    /// fixed header is taken as it is now.
+    #[test]
+    fn current_headers_copy_only_when_the_hook_changed() {
+        let headers = json!({"X-Key": "k1", "X-Call": "${Unique-ID}"});
+        let stored = compile(json!({"headers": headers})).render(&event(), "CHANNEL_ANSWER", "d1");
+        let same = compile(json!({"headers": headers})).current_headers(&stored);
+        assert!(matches!(same, Cow::Borrowed(_)), "{same:?}");
+        let edited = compile(json!({"headers": {"X-Call": "${Unique-ID}", "X-Key": "k2"}}));
+        let want = [("content-type", "application/json"), ("x-call", "u1"), ("x-key", "k2")];
+        let want: Vec<(String, String)> = want.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        assert_eq!(edited.current_headers(&stored).into_owned(), want);
     }
 }

@@ -99,9 +99,13 @@ impl Template {
         self.parts.iter().any(|part| matches!(part, Part::Var(var) if var.name.starts_with(prefix)))
     }
 
-    /// Whether the template has no placeholders: it renders the same for any event.
-    pub fn is_literal(&self) -> bool {
-        self.parts.iter().all(|part| matches!(part, Part::Lit(_)))
+    /// The text of a template without placeholders, which renders the same for any event.
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Lit(text)] => Some(text),
+            _ => None,
+        }
     }
 
     /// Renders the template; `lookup` resolves the placeholders (see [`Lookup`]). Output stops
