@@ -121,9 +121,10 @@ fn free_port() -> u16 {
 }
 
 /// Waits until every accepted event was delivered; returns the duplicates: attempts of one
-/// delivery sent twice, and webhooks beyond one per event.
+/// delivery sent twice, and webhooks beyond one per event. An event is lost when arrivals stop
+/// short of it for a minute; a slow run (a loaded machine, a debug build) may take longer in all.
 async fn settle(tally: &Mutex<Tally>, accepted: &[String]) -> (usize, usize) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut last, mut progress_at) = (usize::MAX, Instant::now());
     loop {
         let missing = {
             let t = tally.lock().unwrap();
@@ -132,7 +133,10 @@ async fn settle(tally: &Mutex<Tally>, accepted: &[String]) -> (usize, usize) {
         if missing == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "{missing} accepted events never arrived");
+        if missing < last {
+            (last, progress_at) = (missing, Instant::now());
+        }
+        assert!(progress_at.elapsed() < Duration::from_secs(60), "{missing} accepted events never arrived");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Late duplicates are possible right after the last arrival; give them a moment.
