@@ -9,15 +9,49 @@ use serde_json::{Map, Value};
 
 use crate::event::{Event, Headers};
 
-/// Parses one JSON object. FreeSWITCH's cJSON passes a caller name's bytes through unchecked,
-/// so invalid UTF-8 is replaced rather than refused; that second pass is only tried on
-/// failure, which keeps the common path to one.
+/// Parses one JSON object. Text that is not quite Unicode is mended rather than refused, each
+/// bad piece replaced by U+FFFD: FreeSWITCH's cJSON passes a caller name's bytes through
+/// unchecked (invalid UTF-8), and JavaScript's `JSON.stringify` writes a string cut inside a
+/// surrogate pair as a lone `\ud83d` escape. The mended second pass is only tried on failure,
+/// which keeps the common path to one.
 pub(crate) fn parse(body: &[u8]) -> Result<Event, serde_json::Error> {
     match object(body) {
         Ok(map) => Ok(Event(map)),
-        Err(err) if std::str::from_utf8(body).is_ok() => Err(err),
-        Err(_) => object(String::from_utf8_lossy(body).as_bytes()).map(Event),
+        Err(err) => match mended(body) {
+            Some(text) => object(text.as_bytes()).map(Event),
+            None => Err(err),
+        },
     }
+}
+
+/// `body` with invalid UTF-8 and lone surrogate escapes replaced, or `None` when it has neither.
+fn mended(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::new();
+    let mut kept = 0; // `text[kept..at]` is still to be copied to `out`
+    let mut at = 0;
+    while let Some(found) = text.as_bytes().get(at..).and_then(|rest| memchr::memchr(b'\\', rest)) {
+        at += found;
+        let unit = |i: usize| {
+            text.get(i..i + 6).filter(|e| e.starts_with("\\u")).and_then(|e| u16::from_str_radix(&e[2..], 16).ok())
+        };
+        match unit(at) {
+            Some(0xd800..=0xdbff) if unit(at + 6).is_some_and(|low| (0xdc00..=0xdfff).contains(&low)) => at += 12,
+            Some(0xd800..=0xdfff) => {
+                out.push_str(&text[kept..at]);
+                out.push_str("\\ufffd");
+                at += 6;
+                kept = at;
+            }
+            // Any other escape, `\\` included, is two characters and a code unit's tail.
+            _ => at += 2,
+        }
+    }
+    if kept == 0 && matches!(text, Cow::Borrowed(_)) {
+        return None;
+    }
+    out.push_str(&text[kept..]);
+    Some(out)
 }
 
 fn object(text: &[u8]) -> Result<Map<String, Value>, serde_json::Error> {

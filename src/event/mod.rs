@@ -528,6 +528,8 @@ mod tests {
             // Nesting, and a \u escape, which the quick look does not check.
             br#"{"Event-Name":"A","variable_domain_name":"d.com","n":[1,{"a":2}]}"#,
             br#"{"Event-Name":"A","variable_domain_name":"d.com","n":"\u00e9"}"#,
+            // A lone surrogate escape: replaced.
+            br#"{"Event-Name":"A","variable_domain_name":"d.com","n":"\ud800"}"#,
         ];
         for body in parsed_only {
             let Ok(Incoming::Event(event)) = Incoming::from_json(body.to_vec()) else { panic!("{body:?}") };
@@ -535,7 +537,7 @@ mod tests {
         }
         assert_eq!(parsed(parsed_only[0]).unwrap()[0].as_deref(), Some("b.com"));
         assert_eq!(parsed(parsed_only[2]).unwrap()[0].as_deref(), Some("7"));
-        for bad in [&b"[1]"[..], br#"{"Event-Name":"A""#, b"", br#"{"Event-Name":"A","n":"\ud800"}"#, b"[\xe9]"] {
+        for bad in [&b"[1]"[..], br#"{"Event-Name":"A""#, b"", b"[\xe9]"] {
             assert!(Incoming::from_json(bad.to_vec()).is_err(), "{bad:?}");
             let Err((_, body)) = Incoming::from_body(bad.to_vec()) else { panic!("{bad:?}") };
             assert_eq!(body, bad, "the body comes back whole");
@@ -604,5 +606,20 @@ mod tests {
         assert_eq!(Event::from_json(br#"{"a":1}"#).unwrap().get("a"), Some(&json!(1)));
         let latin1 = Event::from_json(b"{\"name\":\"Jos\xe9\"}").unwrap();
         assert_eq!(latin1.get("name"), Some(&json!("Jos\u{fffd}")));
+    }
+
+    /// JavaScript's `JSON.stringify` writes half of a surrogate pair (a caller name cut short)
+    /// as a lone escape; the event is read with U+FFFD in its place, as invalid UTF-8 is.
+    #[test]
+    fn lone_surrogate_escapes_are_replaced_not_refused() {
+        let name = |json: &[u8]| Event::from_json(json).unwrap().get("name").cloned().unwrap();
+        assert_eq!(name(br#"{"name":"a\ud800b"}"#), json!("a\u{fffd}b"));
+        assert_eq!(name(br#"{"name":"\udc00\ud83d"}"#), json!("\u{fffd}\u{fffd}"));
+        assert_eq!(name(br#"{"name":"\ud83d\ude00 \ud83d"}"#), json!("\u{1f600} \u{fffd}"));
+        assert_eq!(name(b"{\"name\":\"Jos\xe9 \\ud800\"}"), json!("Jos\u{fffd} \u{fffd}"));
+        // An escaped backslash before `ud800` is text, not an escape; and the event still parses.
+        assert_eq!(name(br#"{"name":"\\ud800","x":"\ud800"}"#), json!("\\ud800"));
+        assert!(matches!(Event::from_json(br#"{"name":"\ud800"#), Err(EventError::Json(_))));
+        assert!(matches!(Event::from_json(br#"{"name":"x\"#), Err(EventError::Json(_))));
     }
 }
