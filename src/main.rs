@@ -383,8 +383,11 @@ fn given(arg: String) -> anyhow::Result<String> {
     Ok(line.trim().to_owned())
 }
 
+/// `ms` as an RFC 3339 time. RFC 3339 has four-digit years, so a later time (a token made with
+/// `--ttl 1000000y`) is written as the last second it can name, rather than not at all.
 fn time(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    const LAST_MS: u64 = 253_402_300_799_000; // 9999-12-31T23:59:59Z
+    let t = UNIX_EPOCH + Duration::from_millis((ms.max(0) as u64).min(LAST_MS));
     humantime::format_rfc3339_seconds(t).to_string()
 }
 

@@ -355,6 +355,22 @@ fn token_create_refuses_a_zero_ttl_and_a_domain_with_spaces() {
     );
 }
 
+/// A lifetime that ends after year 9999 (`--ttl 1000000y`, a token meant never to expire) is
+/// a token like any other: `token create` panicked writing its expiry, after storing it, so
+/// the token was active and printed nowhere, and every `token list` after it panicked too.
+#[test]
+fn a_token_that_outlives_year_9999_is_printed_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["token", "create", "--domain", "a.com", "--role", "admin", "--ttl", "1000000y"]);
+    let token = stdout(&out);
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.trim_end().ends_with("expires 9999-12-31T23:59:59Z"), "{err}");
+    let list = stdout(&run(dir.path(), &["token", "list"]));
+    let line = list.lines().find(|l| l.contains("a.com")).unwrap_or_else(|| panic!("{list}"));
+    assert!(line.contains(" 9999-12-31T23:59:59Z ") && line.ends_with("active"), "{list}");
+}
+
 /// A failing command prints its error and the causes, never anyhow's stack trace, whatever
 /// `RUST_BACKTRACE` says (the ops audit got a 20-frame trace after a bad config value; an
 /// unknown id to `token revoke` printed one too).
