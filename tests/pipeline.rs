@@ -33,6 +33,7 @@ on_both_stores!(
     dry_run_renders_the_bytes_that_are_sent,
     ingest_is_domain_scoped_and_all_or_nothing,
     delivery_log_is_domain_scoped,
+    the_delivery_log_lists_one_batchs_deliveries_newest_first,
     retention_prunes_finished_deliveries,
     metrics_count_events_and_deliveries,
     odd_bytes_from_receivers_and_events_are_stored,
@@ -772,6 +773,30 @@ async fn ingest_is_domain_scoped_and_all_or_nothing(b: Backend) {
     let (status, v) = post(admin, Value::Array(many)).await;
     assert_eq!((status, &v["data"]), (200, &json!({"accepted": 1000, "deliveries": 1000})));
     r.wait_for("/h", 1002, Duration::from_secs(60)).await;
+}
+
+/// The delivery log is newest first, also among deliveries made at the same moment: the events
+/// of one ingest batch (or one ESL commit) share their `createdAt`, and those were listed
+/// oldest first: the log read u-4, u-1, u-2, u-3 for a batch of u-1, u-2, u-3 and then u-4.
+async fn the_delivery_log_lists_one_batchs_deliveries_newest_first(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let id = s.create_hook(D, json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/h"))})).await;
+    let batch: Vec<Value> = ["u-1", "u-2", "u-3"].map(|u| channel("CHANNEL_ANSWER", D, u)).into();
+    s.ingest(json!(batch)).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-4")).await;
+    let log = s.settled(D, &id, 4).await;
+    let calls: std::collections::HashMap<Value, Value> = r
+        .wait_for("/h", 4, WAIT)
+        .await
+        .iter()
+        .map(|q| (q.json()["id"].clone(), q.json()["data"]["Unique-ID"].clone()))
+        .collect();
+    let order: Vec<&Value> = log.iter().map(|d| &calls[&d["id"]]).collect();
+    assert_eq!(order, [&json!("u-4"), &json!("u-3"), &json!("u-2"), &json!("u-1")], "{log:#?}");
+    // Paging follows the same order.
+    let second = s.deliveries(D, &id, "limit=2&page=2").await;
+    assert_eq!(second.iter().map(|d| &calls[&d["id"]]).collect::<Vec<_>>(), [&json!("u-2"), &json!("u-1")]);
 }
 
 async fn delivery_log_is_domain_scoped(b: Backend) {

@@ -789,7 +789,7 @@ where
         let rows = sqlx::query(
             "SELECT id, hook_id, event_name, status, attempts, next_at, created_at, updated_at FROM deliveries \
              WHERE domain = $1 AND hook_id = $2 AND (CAST($3 AS TEXT) IS NULL OR status = $3) \
-             ORDER BY created_at DESC, id LIMIT $4 OFFSET $5",
+             ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5",
         )
         .bind(domain.to_owned())
         .bind(hook_id.to_owned())
