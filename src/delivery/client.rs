@@ -343,11 +343,12 @@ fn redirect_target(response: &reqwest::Response) -> Option<url::Url> {
     (to.as_str().len() <= RESPONSE_EXCERPT).then_some(to)
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// `Retry-After` as seconds or an HTTP date. Seconds too many for a `u64` saturate, as RFC 9111
+/// reads an overflowing delta-seconds.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
@@ -412,6 +413,17 @@ mod tests {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    /// RFC 9111 §1.2.2: delta-seconds past the largest integer held are read as a very long
+    /// wait (the caller caps it at 24 h), not ignored, which retried after the hook's `delay`.
+    #[test]
+    fn retry_after_past_u64_is_a_long_wait() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("99999999999999999999999"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(u64::MAX)));
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("-5"));
         assert_eq!(retry_after(&h), None);
     }
 
