@@ -270,7 +270,17 @@ async fn run(command: Command, config: Config, explicit_database: Option<String>
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Token(cmd) => token(cmd, &Services::open(&config).await?).await,
+        Command::Token(cmd) => {
+            // Run from the wrong folder, a token command would quietly work on a store of its own.
+            if let Some(file) = switchhook::store::missing_sqlite_file(&config.database_url) {
+                eprintln!(
+                    "note: there was no store at {}; this starts a new, empty one. serve sees the tokens of the \
+                     store it uses: run this from serve's folder, or give its --data-dir or --database-url",
+                    file.display()
+                );
+            }
+            token(cmd, &Services::open(&config).await?).await
+        }
         Command::Simulate(args) => simulate(args).await,
         Command::Receive { listen, status } => receive(listen, status).await,
         Command::Bench(args) => {

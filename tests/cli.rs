@@ -355,6 +355,24 @@ fn token_create_refuses_a_zero_ttl_and_a_domain_with_spaces() {
     );
 }
 
+/// A token command run away from serve's folder made a store of its own in silence: `token
+/// list` printed nothing and `token create` a token serve refused (the ops audit). It still
+/// works (a store may be prepared before serve starts), but says it started a new store.
+#[test]
+fn a_token_command_that_starts_a_new_store_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run(dir.path(), &["token", "list"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let err = String::from_utf8_lossy(&first.stderr);
+    let db = dir.path().join("switchhook.db");
+    assert!(err.contains(&format!("no store at {}; this starts a new, empty one", db.display())), "{err}");
+    assert!(err.contains("--data-dir"), "{err}");
+    assert!(db.exists());
+    let again = run(dir.path(), &["token", "create", "--domain", "a.com", "--role", "admin"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success() && !err.contains("no store"), "{err}");
+}
+
 /// A lifetime that ends after year 9999 (`--ttl 1000000y`, a token meant never to expire) is
 /// a token like any other: `token create` panicked writing its expiry, after storing it, so
 /// the token was active and printed nowhere, and every `token list` after it panicked too.

@@ -337,6 +337,11 @@ pub trait Store: Send + Sync + 'static {
     async fn prune(&self, before_ms: i64, seen_before_ms: i64) -> Result<u64>;
 }
 
+/// The SQLite file a `sqlite:` URL names, when it does not exist yet: opening it creates it.
+pub fn missing_sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    url.starts_with("sqlite:").then(|| sqlite::file(url)).flatten().filter(|file| !file.exists())
+}
+
 /// Opens (and migrates) the store a URL names: `sqlite:<path>` or `postgres://…`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {

@@ -53,6 +53,11 @@ extern "C" fn busy(_: *mut std::ffi::c_void, tries: std::ffi::c_int) -> std::ffi
     }
 }
 
+/// The database file a `sqlite:` URL names.
+pub fn file(url: &str) -> Option<std::path::PathBuf> {
+    SqliteConnectOptions::from_str(url).ok().map(|o| o.get_filename().to_owned())
+}
+
 pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
