@@ -882,6 +882,26 @@ async fn odd_bytes_from_receivers_and_events_are_stored(b: Backend) {
     assert_eq!(log[0]["log"][0]["response"], "bad\u{fffd}bytes");
     let log = s.settled(D, &other, 1).await;
     assert_eq!(log[0]["status"], "delivered");
+    // Half a surrogate pair, as JavaScript's JSON.stringify writes a caller name cut short: one
+    // object and a batch are taken, with U+FFFD in its place (both were 400).
+    let token = s.token(Role::Admin, D).await;
+    let cut = |u: &str| {
+        let text = channel("CHANNEL_ANSWER", D, u).to_string();
+        text.replacen("\"Alice\"", "\"Alice \\ud83d\"", 1)
+    };
+    assert!(cut("s1").contains("\\ud83d"));
+    for body in [cut("s1"), format!("[{},{}]", cut("s2"), cut("s3"))] {
+        let (status, answer) = s.call_raw("POST", "/api/v2/events", &token, body.into_bytes()).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let got = r.wait_for("/ok", 4, WAIT).await;
+    let names: Vec<Value> = got
+        .iter()
+        .map(|q| q.json()["data"].clone())
+        .filter(|d| d["Unique-ID"].as_str().is_some_and(|u| u.starts_with('s')))
+        .map(|d| d["Caller-Caller-ID-Name"].clone())
+        .collect();
+    assert_eq!(names, ["Alice \u{fffd}"; 3], "{got:?}");
 }
 
 /// Neither one slow hook nor the slow hooks of one domain together take every slot: with 4

@@ -343,8 +343,8 @@ fn redirect_target(response: &reqwest::Response) -> Option<url::Url> {
     (to.as_str().len() <= RESPONSE_EXCERPT).then_some(to)
 }
 
-/// `Retry-After` as seconds or an HTTP date. Seconds too many for a `u64` saturate, as RFC 9111
-/// reads an overflowing delta-seconds.
+/// `Retry-After` as seconds (digits only, RFC 9110 §10.2.3: `+5` is not a delay) or an HTTP
+/// date. Seconds too many for a `u64` saturate, as RFC 9111 §1.2.2 reads cache delta-seconds.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
@@ -416,15 +416,18 @@ mod tests {
         assert_eq!(retry_after(&h), None);
     }
 
-    /// RFC 9111 §1.2.2: delta-seconds past the largest integer held are read as a very long
-    /// wait (the caller caps it at 24 h), not ignored, which retried after the hook's `delay`.
+    /// Seconds past the largest integer held are read as a very long wait (the caller caps it
+    /// at 24 h), as RFC 9111 §1.2.2 reads cache delta-seconds; they were ignored, which retried
+    /// after the hook's `delay`. Only digits are seconds (RFC 9110 §10.2.3).
     #[test]
     fn retry_after_past_u64_is_a_long_wait() {
         let mut h = HeaderMap::new();
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("99999999999999999999999"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(u64::MAX)));
-        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("-5"));
-        assert_eq!(retry_after(&h), None);
+        for not_seconds in ["-5", "+5", "5s"] {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static(not_seconds));
+            assert_eq!(retry_after(&h), None, "{not_seconds}");
+        }
     }
 
     #[test]

@@ -33,7 +33,8 @@ fn mended(body: &[u8]) -> Option<String> {
     while let Some(found) = text.as_bytes().get(at..).and_then(|rest| memchr::memchr(b'\\', rest)) {
         at += found;
         let unit = |i: usize| {
-            text.get(i..i + 6).filter(|e| e.starts_with("\\u")).and_then(|e| u16::from_str_radix(&e[2..], 16).ok())
+            let hex = text.get(i..i + 6)?.strip_prefix("\\u")?;
+            hex.bytes().all(|b| b.is_ascii_hexdigit()).then(|| u16::from_str_radix(hex, 16).ok()).flatten()
         };
         match unit(at) {
             Some(0xd800..=0xdbff) if unit(at + 6).is_some_and(|low| (0xdc00..=0xdfff).contains(&low)) => at += 12,
@@ -47,8 +48,11 @@ fn mended(body: &[u8]) -> Option<String> {
             _ => at += 2,
         }
     }
-    if kept == 0 && matches!(text, Cow::Borrowed(_)) {
-        return None;
+    if kept == 0 {
+        return match text {
+            Cow::Owned(text) => Some(text),
+            Cow::Borrowed(_) => None,
+        };
     }
     out.push_str(&text[kept..]);
     Some(out)

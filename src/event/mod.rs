@@ -194,7 +194,7 @@ impl Event {
     }
 
     /// Parses an event from JSON text: it must be an object. Invalid UTF-8 (FreeSWITCH sends
-    /// caller names as they came) is replaced, not refused.
+    /// caller names as they came) and lone surrogate escapes are replaced by U+FFFD, not refused.
     pub fn from_json(text: &[u8]) -> Result<Self, EventError> {
         json::parse(text)
             .map_err(|e| if e.is_data() { EventError::NotAnObject } else { EventError::Json(e.to_string()) })
@@ -306,7 +306,8 @@ impl JsonEvent {
 }
 
 impl Incoming {
-    /// An event from JSON text. Invalid UTF-8 is replaced, as in [`Event::from_json`]; text
+    /// An event from JSON text. Invalid UTF-8 and lone surrogate escapes are replaced, as in
+    /// [`Event::from_json`]; text
     /// that is not a JSON object is an error.
     pub fn from_json(body: Vec<u8>) -> Result<Self, EventError> {
         Self::from_body(body).map_err(|(e, _)| e)
@@ -338,8 +339,8 @@ impl Incoming {
 
     fn parse_text(text: String) -> Result<Self, (EventError, String)> {
         // The quick look refuses `\u` escapes (it does not check what they spell: a lone
-        // surrogate is not text), so text with one is parsed, which checks it. FreeSWITCH
-        // escapes only control characters that way.
+        // surrogate is not text), so text with one is parsed, which reads them and mends a lone
+        // surrogate. FreeSWITCH escapes only control characters that way.
         if let Some(headers) = json::peek(&text) {
             return Ok(Incoming::Json(JsonEvent { text, headers }));
         }
@@ -619,6 +620,7 @@ mod tests {
         assert_eq!(name(b"{\"name\":\"Jos\xe9 \\ud800\"}"), json!("Jos\u{fffd} \u{fffd}"));
         // An escaped backslash before `ud800` is text, not an escape; and the event still parses.
         assert_eq!(name(br#"{"name":"\\ud800","x":"\ud800"}"#), json!("\\ud800"));
+        assert_eq!(name(br#"{"name":"\uD83D\uDE00\uDBFF"}"#), json!("\u{1f600}\u{fffd}"));
         assert!(matches!(Event::from_json(br#"{"name":"\ud800"#), Err(EventError::Json(_))));
         assert!(matches!(Event::from_json(br#"{"name":"x\"#), Err(EventError::Json(_))));
     }

@@ -338,8 +338,10 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// The SQLite file a `sqlite:` URL names, when it does not exist yet: opening it creates it.
+/// An in-memory database has no file.
 pub fn missing_sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    url.starts_with("sqlite:").then(|| sqlite::file(url)).flatten().filter(|file| !file.exists())
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    (url.starts_with("sqlite:") && !in_memory).then(|| sqlite::file(url)).flatten().filter(|file| !file.exists())
 }
 
 /// Opens (and migrates) the store a URL names: `sqlite:<path>` or `postgres://…`.
