@@ -669,6 +669,8 @@ async fn dry_run_renders_the_bytes_that_are_sent(b: Backend) {
     // Every header the attempt carried, but the transport's own (the ops audit missed
     // `user-agent`); `webhook-id` is the delivery id, the dry run's own.
     let dry_id = dry["request"]["headers"][2][1].as_str().unwrap();
+    // A time-ordered id, as real deliveries have (the ops audit saw a random one).
+    assert_eq!(uuid::Uuid::parse_str(dry_id).unwrap().get_version_num(), 7, "{dry_id}");
     let agent = concat!("switchhook/", env!("CARGO_PKG_VERSION"));
     assert_eq!(
         dry["request"]["headers"],

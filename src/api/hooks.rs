@@ -199,7 +199,7 @@ fn dry_run(hook: &CompiledHook, event: &Event, blocked: Option<String>) -> Resul
         failed.map(|f| format!("filter on {:?} failed", f.header()))
     };
     let unsendable = |problem: String| ApiError::bad_request(format!("Bad request: {problem}; it would not be sent"));
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = uuid::Uuid::now_v7().to_string();
     let request =
         hook.render_checked(event, name.as_deref().unwrap_or(&hook.event), &id).map_err(|(_, p)| unsendable(p))?;
     let headers = attempt_headers(&request.headers, &id).map_err(unsendable)?;
