@@ -178,7 +178,7 @@ pub(crate) const fn needs_escape(b: u8) -> bool {
 
 /// The length of the plain string content `rest` starts with: up to its first byte that
 /// [needs an escape](needs_escape). Eight bytes at a time: a byte-by-byte scan of a 9 KB event
-/// was about a tenth of the service's instructions (BENCHMARKS.md, round fourteen), and most
+/// was about 15 % of the service's instructions (BENCHMARKS.md, round fourteen), and most
 /// values are too short for a vector search to pay off.
 fn plain_run(rest: &[u8]) -> usize {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
