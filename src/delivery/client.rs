@@ -83,10 +83,17 @@ impl Client {
         Ok(self.http.request(method, url))
     }
 
-    /// Sends `delivery` for `hook` once. `now_secs` stamps the signature.
-    pub async fn attempt(&self, hook: &CompiledHook, delivery: &LeasedDelivery, now_secs: i64) -> AttemptResult {
+    /// Sends `delivery` for `hook` once, with `body`, its request's body, taken from it: the
+    /// request owns it, which spares a copy of every body. `now_secs` stamps the signature.
+    pub async fn attempt(
+        &self,
+        hook: &CompiledHook,
+        delivery: &LeasedDelivery,
+        body: String,
+        now_secs: i64,
+    ) -> AttemptResult {
         let started = Instant::now();
-        let mut result = match self.prepare(hook, delivery, now_secs).await {
+        let mut result = match self.prepare(hook, delivery, body, now_secs).await {
             Ok(request) => self.send(request, hook.timeout_ms).await,
             Err(failed) => failed,
         };
@@ -101,6 +108,7 @@ impl Client {
         &self,
         hook: &CompiledHook,
         d: &LeasedDelivery,
+        body: String,
         now_secs: i64,
     ) -> Result<reqwest::Request, AttemptResult> {
         let auth_cookie;
@@ -130,12 +138,12 @@ impl Client {
         }
         if let Some(key) = &hook.signing_key {
             headers.insert("webhook-timestamp", header_value(&now_secs.to_string())?);
-            let signature = sign::signature(key, &d.id, now_secs, d.request.body.as_bytes());
+            let signature = sign::signature(key, &d.id, now_secs, body.as_bytes());
             headers.insert("webhook-signature", header_value(&signature)?);
         }
         let mut builder = self.request(d.request.method.clone(), target(hook, &d.request))?.headers(headers);
-        if !d.request.body.is_empty() {
-            builder = builder.body(d.request.body.clone());
+        if !body.is_empty() {
+            builder = builder.body(body);
         }
         Ok(builder.build().map_err(|e| format!("cannot build the request: {}", e.without_url()))?)
     }

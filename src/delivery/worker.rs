@@ -338,7 +338,7 @@ impl Dispatcher {
     /// One attempt with the hook as the index had it (`known`), and the record of it; `None`
     /// when there is nothing to record: it could not even be tried (the store was unreachable;
     /// its lease then runs out and it is tried again), or its hook is disabled.
-    async fn attempt(&self, row: LeasedDelivery, known: Option<Arc<LiveHook>>) -> Option<AttemptRecord> {
+    async fn attempt(&self, mut row: LeasedDelivery, known: Option<Arc<LiveHook>>) -> Option<AttemptRecord> {
         let n = row.attempts + 1;
         let hook = match known {
             Some(live) => Ok(Some(live)),
@@ -365,7 +365,8 @@ impl Dispatcher {
             }
             Some(live) => {
                 let hook = &live.hook;
-                let result = self.client.attempt(hook, &row, now_ms() / 1000).await;
+                let body = std::mem::take(&mut row.request.body);
+                let result = self.client.attempt(hook, &row, body, now_ms() / 1000).await;
                 let outcome = if result.success() {
                     Outcome::Success
                 } else {
