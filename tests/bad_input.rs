@@ -553,6 +553,11 @@ async fn bodies_that_are_not_utf8_or_nest_without_end_get_a_400(b: Backend) {
     ];
     for (method, path) in &routes {
         for (what, body) in &bad {
+            // Valid JSON syntax: events take it with U+FFFD in its place (tests/pipeline.rs,
+            // odd_bytes_from_receivers_and_events_are_stored); hook documents do not.
+            if *what == "a lone surrogate escape" && path.ends_with("/events") {
+                continue;
+            }
             let resp = f.s.http.request(method.parse().unwrap(), f.s.url(path)).header("X-Access-Token", &f.s.root);
             let resp = resp.body(body.clone()).send().await.unwrap();
             let status = resp.status().as_u16();
