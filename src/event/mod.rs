@@ -307,8 +307,7 @@ impl JsonEvent {
 
 impl Incoming {
     /// An event from JSON text. Invalid UTF-8 and lone surrogate escapes are replaced, as in
-    /// [`Event::from_json`]; text
-    /// that is not a JSON object is an error.
+    /// [`Event::from_json`]; text that is not a JSON object is an error.
     pub fn from_json(body: Vec<u8>) -> Result<Self, EventError> {
         Self::from_body(body).map_err(|(e, _)| e)
     }
