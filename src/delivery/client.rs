@@ -115,8 +115,7 @@ impl Client {
         let pairs = match (&hook.auth, &d.event) {
             (Some(auth), Some(event)) => {
                 let event = Event::from_json(event.as_bytes()).map_err(|e| format!("stored event: {e}"))?;
-                let reads_body = hook.headers.iter().any(|(_, t)| t.refers_to("auth:body:"));
-                let answer = self.authenticate(auth, &event, hook.timeout_ms, reads_body).await?;
+                let answer = self.authenticate(auth, &event, hook.timeout_ms).await?;
                 let vars = WithAuth { vars: &answer.vars, cookies: &answer.cookies, event: &event };
                 auth_cookie = answer.cookie;
                 Cow::Owned(hook.render_headers(&vars))
@@ -188,13 +187,13 @@ impl Client {
 
     /// Runs the auth pre-request and collects its variables. A failure carries the auth
     /// server's `Retry-After`, honoured as a receiver's is. When the hook's headers read the
-    /// answer's fields (`reads_body`), a JSON answer too large to read fails the attempt.
+    /// answer's fields ([`CompiledAuth::reads_body`]), a JSON answer too large to read fails
+    /// the attempt.
     async fn authenticate(
         &self,
         auth: &CompiledAuth,
         event: &Event,
         timeout_ms: u32,
-        reads_body: bool,
     ) -> Result<AuthAnswer, AttemptResult> {
         // The auth request's templates share one budget, as a webhook's do.
         let mut rendered = 0;
@@ -254,7 +253,7 @@ impl Client {
         read_limited(response, RESPONSE_READ_LIMIT + 1, &mut body)
             .await
             .map_err(|e| format!("auth answer: {}", describe(&e)))?;
-        if reads_body && body.len() > RESPONSE_READ_LIMIT && body.trim_ascii_start().starts_with(b"{") {
+        if auth.reads_body && body.len() > RESPONSE_READ_LIMIT && body.trim_ascii_start().starts_with(b"{") {
             let error = format!(
                 "the auth answer is JSON larger than {} KiB, whose fields cannot be read",
                 RESPONSE_READ_LIMIT >> 10

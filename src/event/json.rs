@@ -172,7 +172,7 @@ impl Default for KeySet<'_> {
 
 /// Whether a byte cannot stand as it is inside a JSON string: a quote, a backslash, a control
 /// character.
-pub(crate) const fn needs_escape(b: u8) -> bool {
+const fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
@@ -180,7 +180,7 @@ pub(crate) const fn needs_escape(b: u8) -> bool {
 /// [needs an escape](needs_escape). Eight bytes at a time: a byte-by-byte scan of a 9 KB event
 /// was about 15 % of the service's instructions (BENCHMARKS.md, round fourteen), and most
 /// values are too short for a vector search to pay off.
-fn plain_run(rest: &[u8]) -> usize {
+pub(crate) fn plain_run(rest: &[u8]) -> usize {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
     // The high bit of each byte that is below `n` (n <= 0x80). A borrow can flag bytes above

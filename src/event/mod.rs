@@ -5,7 +5,7 @@
 
 pub mod esl;
 mod json;
-pub(crate) use json::needs_escape;
+pub(crate) use json::plain_run;
 pub mod routing;
 
 use std::borrow::Cow;

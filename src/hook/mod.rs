@@ -36,6 +36,8 @@ pub struct CompiledAuth {
     pub headers: Vec<(HeaderName, Template)>,
     pub map: Vec<(String, Template)>,
     pub cookie: bool,
+    /// Whether the hook's headers read the answer's fields (`${auth:body:…}`).
+    pub reads_body: bool,
 }
 
 /// A hook ready to match and render: regexes, templates, method and URL parsed once.
@@ -76,6 +78,7 @@ impl CompiledHook {
         } else {
             Body::Default
         };
+        let headers = header_templates(&doc.headers, "headers")?;
         let auth = if doc.auth.enabled {
             let url = doc.auth.url.as_deref().unwrap_or_default();
             Some(CompiledAuth {
@@ -89,6 +92,7 @@ impl CompiledHook {
                     .map(|(k, v)| Ok((k.clone(), doc::template(v, Syntax::Text, &format!("auth.map.{k}"))?)))
                     .collect::<Result<_, DocError>>()?,
                 cookie: doc.auth.cookie.unwrap_or(false),
+                reads_body: headers.iter().any(|(_, t)| t.refers_to("auth:body:")),
             })
         } else {
             None
@@ -102,7 +106,7 @@ impl CompiledHook {
             url: doc::http_url(&doc.action.url, "action.url")?,
             fields: doc.fields.clone(),
             map: doc.map.clone(),
-            headers: header_templates(&doc.headers, "headers")?,
+            headers,
             body,
             auth,
             retries: doc.retries,

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::template::{Empty, Lookup, MAX_RENDERED};
 use super::{Body, CompiledHook};
-use crate::event::{Event, JsonEvent, needs_escape};
+use crate::event::{Event, JsonEvent, plain_run};
 
 /// A rendered webhook request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -232,9 +232,7 @@ fn write_object(out: &mut Vec<u8>, data: &Map<String, Value>) -> serde_json::Res
 
 /// A JSON string: copied as it is unless a byte needs an escape, then written by serde_json.
 fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
-    // A fold, not `any`: no early exit, so the check runs over whole vector registers.
-    let plain = !text.bytes().fold(false, |escape, b| escape | needs_escape(b));
-    if plain {
+    if plain_run(text.as_bytes()) == text.len() {
         out.reserve(text.len() + 2);
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{CONNECTING, Health, Reconnect};
-use crate::event::esl::{EslError, Frame, Parser, RawEvent};
+use crate::event::esl::{EslError, Frame, MAX_FRAME, Parser, RawEvent};
 use crate::event::{FREESWITCH_EVENTS, Incoming};
 use crate::router::Router;
 use crate::telemetry;
@@ -396,7 +396,8 @@ impl Conn {
                 frame if is_rejection(&frame) => return Err(SessionError::Rejected),
                 Frame::Oversized { content_type, size } => {
                     telemetry::source_rejected("esl");
-                    tracing::warn!(%server, %content_type, size, "ESL source: skipped a frame over the 8 MiB limit");
+                    let limit_mib = MAX_FRAME >> 20;
+                    tracing::warn!(%server, %content_type, size, "ESL source: skipped a frame over the {limit_mib} MiB limit");
                 }
                 _ => {}
             }
