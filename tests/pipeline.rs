@@ -25,6 +25,7 @@ on_both_stores!(
     retries_until_success_with_the_same_id,
     exhausted_retries_fail_and_manual_retry_requeues,
     receiver_down_then_restart_still_delivers,
+    an_attempt_cut_short_by_shutdown_is_logged_and_uses_no_retry,
     stored_requests_are_sent_as_rendered_after_a_restart,
     a_damaged_stored_request_fails_its_delivery_and_the_rest_are_sent,
     deliveries_in_flight_at_a_crash_are_sent_after_restart,
@@ -450,6 +451,35 @@ async fn receiver_down_then_restart_still_delivers(b: Backend) {
     assert_eq!(got[0].json()["id"], log[0]["id"]);
     let first = &log[0]["log"][0];
     assert!(first["statusCode"].is_null() && first["error"].as_str().unwrap().contains("connection"), "{first}");
+}
+
+/// Every attempt is in the log (SPEC §5), the one that shutdown cuts short when its 15 s grace
+/// is over too. It uses up none of the hook's retries: after the restart the delivery has its
+/// whole budget. Before, the attempt left no trace, and counting it would have cost a retry.
+async fn an_attempt_cut_short_by_shutdown_is_logged_and_uses_no_retry(b: Backend) {
+    let s = TestServer::start(b).await;
+    let r = Receiver::start().await;
+    let never = tokio_util::sync::CancellationToken::new();
+    r.script("/slow", [Reply::status(200).until(&never), Reply::status(500), Reply::status(500)]);
+    let hook = json!({"event": "CHANNEL_ANSWER", "action": web(&r.url("/slow")), "retries": 1, "delay": 1,
+        "timeout": 120000});
+    let id = s.create_hook(D, hook).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-1")).await;
+    r.wait_for("/slow", 1, WAIT).await;
+    let stopping = std::time::Instant::now();
+    let s = s.restart().await;
+    assert!(stopping.elapsed() >= Duration::from_secs(15), "shutdown waited for the attempt: {:?}", stopping.elapsed());
+    let log = s.settled(D, &id, 1).await;
+    let attempts = log[0]["log"].as_array().unwrap();
+    assert_eq!((&log[0]["status"], &log[0]["attempts"], attempts.len()), (&json!("failed"), &json!(3), 3), "{log:#?}");
+    let cut = &attempts[0];
+    assert!(cut["statusCode"].is_null(), "{cut}");
+    assert!(cut["error"].as_str().unwrap().starts_with("interrupted: the service shut down"), "{cut}");
+    assert!(cut["durationMs"].as_u64().unwrap() >= 14_000, "it ran for the grace: {cut}");
+    let codes: Vec<&Value> = attempts[1..].iter().map(|a| &a["statusCode"]).collect();
+    assert_eq!(codes, [&json!(500), &json!(500)], "both of the hook's attempts after the restart");
+    assert_eq!(r.at("/slow").len(), 3);
+    never.cancel();
 }
 
 /// The stored requests, by delivery id: `(body, body_lz4)` as the database holds them.

@@ -47,6 +47,11 @@ const RECORD_BATCH: usize = 512;
 const RECORD_LINGER: Duration = Duration::from_millis(5);
 /// How long shutdown waits for attempts in flight and for their records to be written.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// How long attempts cut short at the end of the grace have to hand their records over.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+/// The logged error of an attempt that shutdown cut short.
+const INTERRUPTED: &str =
+    "interrupted: the service shut down before the attempt ended; it is sent again after the restart";
 
 /// What this node is sending: attempts in flight per hook and per domain, and the deliveries
 /// held from the start of their attempt until its outcome is written. Held deliveries keep
@@ -78,6 +83,9 @@ pub struct Dispatcher {
     busy: Mutex<Busy>,
     /// Signalled when an attempt ends and frees its slots.
     freed: Notify,
+    /// Cancelled when shutdown's grace is over: attempts still in flight stop, and are
+    /// recorded as interrupted.
+    interrupt: CancellationToken,
 }
 
 impl Dispatcher {
@@ -90,6 +98,7 @@ impl Dispatcher {
             settings,
             busy: Mutex::default(),
             freed: Notify::new(),
+            interrupt: CancellationToken::new(),
         })
     }
 
@@ -167,13 +176,15 @@ impl Dispatcher {
                 }
             }
         }
-        let drain = async { while attempts.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        if !drain(&mut attempts, SHUTDOWN_GRACE).await {
             tracing::warn!(
                 attempts = attempts.len(),
-                "stopping attempts still in flight; they are sent again after restart"
+                "interrupting attempts still in flight; they are recorded as interrupted and sent again after restart"
             );
-            attempts.shutdown().await;
+            self.interrupt.cancel();
+            if !drain(&mut attempts, INTERRUPT_GRACE).await {
+                attempts.shutdown().await;
+            }
         }
         // Held deliveries are renewed until their records are written.
         drop(records);
@@ -366,7 +377,15 @@ impl Dispatcher {
             Some(live) => {
                 let hook = &live.hook;
                 let body = std::mem::take(&mut row.request.body);
-                let result = self.client.attempt(hook, &row, body, now_ms() / 1000).await;
+                let started = std::time::Instant::now();
+                let result = tokio::select! {
+                    result = self.client.attempt(hook, &row, body, now_ms() / 1000) => result,
+                    () = self.interrupt.cancelled() => {
+                        let cut = AttemptResult { duration: started.elapsed(), ..AttemptResult::failed(INTERRUPTED) };
+                        telemetry::attempt("retry", cut.duration);
+                        return Some(AttemptRecord { counted: false, ..record_of(&row, n, cut, Status::Pending, now_ms()) });
+                    }
+                };
                 let outcome = if result.success() {
                     Outcome::Success
                 } else {
@@ -451,7 +470,13 @@ fn record_of(row: &LeasedDelivery, n: u32, result: AttemptResult, status: Status
         response: result.response,
         status,
         next_at_ms,
+        counted: true,
     }
+}
+
+/// Waits up to `grace` for every attempt to end; false if some are still running.
+async fn drain(attempts: &mut JoinSet<()>, grace: Duration) -> bool {
+    tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await.is_ok()
 }
 
 /// Writes attempt records in batches until the channel closes. A store failure is retried

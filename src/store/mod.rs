@@ -170,6 +170,10 @@ pub struct AttemptRecord {
     pub response: Option<String>,
     pub status: Status,
     pub next_at_ms: i64,
+    /// Whether the attempt uses up one of the hook's retries. One that shutdown cut short does
+    /// not: it is in the log, and the delivery is sent again after the restart with the
+    /// retries it had.
+    pub counted: bool,
 }
 
 /// A delivery as the delivery log shows it.

@@ -676,6 +676,7 @@ where
                         response: None,
                         status: Status::Failed,
                         next_at_ms: now,
+                        counted: true,
                     });
                 }
             }
@@ -694,17 +695,21 @@ where
         let mut tx = self.pool.begin().await?;
         insert_attempts::<DB>(&mut tx, attempts.iter()).await?;
         for chunk in attempts.chunks(CHUNK) {
-            let mut update = sqlx::QueryBuilder::<DB>::new("WITH v (id, status, attempts, next_at, updated_at) AS (");
+            let mut update =
+                sqlx::QueryBuilder::<DB>::new("WITH v (id, status, attempts, next_at, updated_at, uncounted) AS (");
             update.push_values(chunk, |mut row, a| {
                 row.push_bind(a.delivery_id.clone())
                     .push_bind(a.status.as_str().to_owned())
                     .push_bind(i64::from(a.n))
                     .push_bind(a.next_at_ms)
-                    .push_bind(a.at_ms);
+                    .push_bind(a.at_ms)
+                    .push_bind(i64::from(!a.counted));
             });
+            // An attempt that is not counted moves the start of the retry budget with it.
             update.push(
                 ") UPDATE deliveries SET status = v.status, attempts = v.attempts, next_at = v.next_at, \
-                 updated_at = v.updated_at, lease_until = NULL, lease_owner = NULL FROM v \
+                 updated_at = v.updated_at, retry_from = retry_from + v.uncounted, lease_until = NULL, \
+                 lease_owner = NULL FROM v \
                  WHERE deliveries.id = v.id AND deliveries.lease_owner = ",
             );
             update.push_bind(owner.to_owned());
@@ -945,6 +950,7 @@ mod tests {
             response: None,
             status: Status::Failed,
             next_at_ms: 2,
+            counted: true,
         }
     }
 
