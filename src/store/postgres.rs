@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection as _, PgConnection, Postgres};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection, Postgres};
 use tokio::sync::mpsc;
 
 use super::sql::{Dialect, SqlStore};
@@ -87,7 +87,7 @@ fn connect_options(url: &str) -> Result<PgConnectOptions> {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn open(url: &str) -> Result<SqlStore<Postgres>> {
-    let options = connect_options(url)?;
+    let options = connect_options(url)?.log_slow_statements(log::LevelFilter::Debug, super::sql::SLOW);
     let pool = match PgPoolOptions::new()
         .max_connections(10)
         .acquire_timeout(CONNECT_TIMEOUT)

@@ -1,6 +1,8 @@
 //! The store over any sqlx database: one implementation, SQL written in the subset SQLite and
 //! PostgreSQL share (`$n` parameters, `ON CONFLICT`, `RETURNING`).
 
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{
@@ -16,6 +18,35 @@ use crate::hook::payload::Request;
 
 /// Rows per multi-row statement: far below both backends' bind-parameter limits.
 const CHUNK: usize = 500;
+
+/// A store operation that takes longer than this is logged at warn, in one line.
+pub(super) const SLOW: Duration = Duration::from_secs(1);
+
+/// Logs its operation when dropped, if it took longer than [`SLOW`]: what it did, on how many
+/// rows, and how long it took. sqlx's own slow-statement warning is lowered to debug (both
+/// backends' connect options), as it logs the whole statement: for a multi-row one, tens of KB
+/// of placeholders in every line while the disk is slow.
+struct Timed {
+    operation: &'static str,
+    rows: usize,
+    started: Instant,
+}
+
+impl Timed {
+    fn start(operation: &'static str, rows: usize) -> Timed {
+        Timed { operation, rows, started: Instant::now() }
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        if took > SLOW {
+            let took_ms = took.as_millis() as u64;
+            tracing::warn!(operation = self.operation, rows = self.rows, took_ms, "a store operation was slow");
+        }
+    }
+}
 
 /// The lease statement: due, unleased rows, oldest first, of hooks that are not disabled and not
 /// among the `hooks` full hooks (`$5…`), of domains not among the `domains` full ones (after
@@ -548,6 +579,7 @@ where
     }
 
     async fn enqueue(&self, deliveries: &[NewDelivery], owner: &str) -> Result<Vec<String>> {
+        let _timed = Timed::start("store new deliveries", deliveries.len());
         let mut tx = self.pool.begin().await?;
         let skipped = already_seen::<DB>(&mut tx, deliveries).await?;
         let fresh: Vec<&NewDelivery> = deliveries.iter().filter(|d| !skipped.contains(&d.id)).collect();
@@ -603,6 +635,7 @@ where
         limit: u32,
         full: &Full,
     ) -> Result<Vec<LeasedDelivery>> {
+        let _timed = Timed::start("lease deliveries", limit as usize);
         let sql = lease_sql(DB::LEASE_LOCK, full.hooks.len(), full.domains.len());
         let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(lease_until_ms)
@@ -692,6 +725,7 @@ where
     }
 
     async fn record(&self, owner: &str, attempts: &[AttemptRecord]) -> Result<()> {
+        let _timed = Timed::start("record attempts", attempts.len());
         let mut tx = self.pool.begin().await?;
         insert_attempts::<DB>(&mut tx, attempts.iter()).await?;
         for chunk in attempts.chunks(CHUNK) {
@@ -735,6 +769,7 @@ where
         let mut update = sqlx::QueryBuilder::<DB>::new(
             "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = ",
         );
+        let _timed = Timed::start("release leases", ids.len());
         update.push_bind(owner.to_owned()).push(" AND id IN (");
         push_ids(&mut update, ids.iter().map(String::as_str));
         update.build().persistent(false).execute(&self.pool).await?;
@@ -742,6 +777,7 @@ where
     }
 
     async fn renew_leases(&self, owner: &str, ids: &[String], lease_until_ms: i64) -> Result<u64> {
+        let _timed = Timed::start("renew leases", ids.len());
         let mut renewed = 0;
         // Bind parameters are limited (32,766 on SQLite); concurrency is not.
         for ids in ids.chunks(1000) {

@@ -3,8 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions as _, Sqlite};
 
 use super::sql::{Dialect, SqlStore};
 use super::{HookChange, Result};
@@ -71,7 +71,8 @@ pub async fn open(url: &str) -> Result<SqlStore<Sqlite>> {
         .pragma("temp_store", "memory")
         // A request of a few KB fits in one 8 KiB page instead of spilling into an overflow
         // page: about 8 % more webhooks/s (BENCHMARKS.md). Only a new database takes it.
-        .page_size(8192);
+        .page_size(8192)
+        .log_slow_statements(log::LevelFilter::Debug, super::sql::SLOW);
     let file = options.get_filename().to_owned();
     let pool = SqlitePoolOptions::new()
         // Replaces the busy timeout sqlx sets on each new connection.

@@ -29,8 +29,8 @@ impl LogBuffer {
     }
 }
 
-/// The warnings and errors switchhook logs, from every test of this binary (they share the
-/// process-wide subscriber), so a test looks for lines holding its own names.
+/// The warnings and errors switchhook (and sqlx, under it) logs, from every test of this binary
+/// (they share the process-wide subscriber), so a test looks for lines holding its own names.
 pub fn warnings() -> LogBuffer {
     static LOG: OnceLock<LogBuffer> = OnceLock::new();
     LOG.get_or_init(|| {
@@ -38,7 +38,7 @@ pub fn warnings() -> LogBuffer {
         let writer = buffer.clone();
         tracing_subscriber::fmt()
             .with_ansi(false)
-            .with_env_filter(tracing_subscriber::EnvFilter::new("switchhook=warn"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new("switchhook=warn,sqlx=warn"))
             .with_writer(move || writer.clone())
             .init();
         buffer
