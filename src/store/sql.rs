@@ -635,6 +635,7 @@ where
         limit: u32,
         full: &Full,
     ) -> Result<Vec<LeasedDelivery>> {
+        // `rows` is the most this lease may take.
         let _timed = Timed::start("lease deliveries", limit as usize);
         let sql = lease_sql(DB::LEASE_LOCK, full.hooks.len(), full.domains.len());
         let mut query = sqlx::query(AssertSqlSafe(sql))
@@ -766,10 +767,10 @@ where
         if ids.is_empty() {
             return Ok(());
         }
+        let _timed = Timed::start("release leases", ids.len());
         let mut update = sqlx::QueryBuilder::<DB>::new(
             "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = ",
         );
-        let _timed = Timed::start("release leases", ids.len());
         update.push_bind(owner.to_owned()).push(" AND id IN (");
         push_ids(&mut update, ids.iter().map(String::as_str));
         update.build().persistent(false).execute(&self.pool).await?;
