@@ -19,6 +19,7 @@ on_both_stores!(
     a_receiver_slower_than_the_timeout_times_out,
     a_connection_reset_mid_answer_is_retried,
     a_2xx_whose_body_stalls_or_breaks_is_delivered_once,
+    a_2xx_whose_body_still_stalls_when_shutdown_interrupts_is_delivered_once,
     retry_after_is_honoured,
     gone_410_is_retried_like_any_failure,
     a_redirect_is_not_followed_and_the_log_says_where_it_pointed,
@@ -123,9 +124,9 @@ async fn read_request(sock: &mut tokio::net::TcpStream) {
     }
 }
 
-/// A receiver that answers 200 and the start of its body, then stalls for 6 s (`stall`) or
-/// hangs up; it counts the requests it gets.
-async fn half_answer_receiver(stall: bool) -> (String, Arc<AtomicUsize>) {
+/// A receiver that answers 200 and the start of its body, then stalls for `stall` and hangs
+/// up; it counts the requests it gets.
+async fn half_answer_receiver(stall: Duration) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/half", listener.local_addr().unwrap());
     let served = Arc::new(AtomicUsize::new(0));
@@ -137,9 +138,7 @@ async fn half_answer_receiver(stall: bool) -> (String, Arc<AtomicUsize>) {
                 read_request(&mut sock).await;
                 count.fetch_add(1, Ordering::SeqCst);
                 let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nthanks").await;
-                if stall {
-                    tokio::time::sleep(Duration::from_secs(6)).await;
-                }
+                tokio::time::sleep(stall).await;
             });
         }
     });
@@ -151,7 +150,7 @@ async fn half_answer_receiver(stall: bool) -> (String, Arc<AtomicUsize>) {
 async fn a_2xx_whose_body_stalls_or_breaks_is_delivered_once(b: Backend) {
     let s = TestServer::start(b).await;
     for stall in [true, false] {
-        let (url, served) = half_answer_receiver(stall).await;
+        let (url, served) = half_answer_receiver(if stall { Duration::from_secs(6) } else { Duration::ZERO }).await;
         let id = s.create_hook(D, hook(&url, json!({"retries": 3, "delay": 1, "timeout": 2000}))).await;
         let uid = format!("u-{stall}");
         s.ingest(channel("CHANNEL_ANSWER", D, &uid)).await;
@@ -264,4 +263,27 @@ async fn exponential_backoff_doubles_the_wait(b: Backend) {
         assert!(secs >= full - 0.05 && secs <= full * 1.25 + 1.0, "gaps {g:?}");
     }
     assert_eq!(s.settled(D, &id, 1).await[0]["status"], "delivered");
+}
+
+/// A 2xx whose body still stalls when shutdown's 15 s grace ends is delivered, as any 2xx
+/// whose body stalls is (the receiver has taken it): the interrupt only cuts the body short.
+/// It was logged as interrupted and sent again after the restart.
+async fn a_2xx_whose_body_still_stalls_when_shutdown_interrupts_is_delivered_once(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (url, served) = half_answer_receiver(Duration::from_secs(60)).await;
+    let id = s.create_hook(D, hook(&url, json!({"retries": 3, "delay": 1, "timeout": 120000}))).await;
+    s.ingest(channel("CHANNEL_ANSWER", D, "u-stall-shutdown")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the receiver never got the webhook");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = s.restart().await;
+    let log = s.settled(D, &id, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(served.load(Ordering::SeqCst), 1, "the 2xx was sent again: {:#}", log[0]);
+    let attempt = &log[0]["log"][0];
+    assert_eq!((&log[0]["status"], &log[0]["attempts"]), (&json!("delivered"), &json!(1)), "{:#}", log[0]);
+    assert_eq!((&attempt["statusCode"], &attempt["response"]), (&json!(200), &json!("thanks")), "{attempt}");
 }

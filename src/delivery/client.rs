@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use super::{destination, sign};
 use crate::event::Event;
@@ -85,20 +86,28 @@ impl Client {
 
     /// Sends `delivery` for `hook` once, with `body`, its request's body, taken from it: the
     /// request owns it, which spares a copy of every body. `now_secs` stamps the signature.
+    /// `None` when `interrupt` is cancelled before the receiver answers (shutdown); once it
+    /// has, its status decides, and an interrupt only cuts its body short.
     pub async fn attempt(
         &self,
         hook: &CompiledHook,
         delivery: &LeasedDelivery,
         body: String,
         now_secs: i64,
-    ) -> AttemptResult {
+        interrupt: &CancellationToken,
+    ) -> Option<AttemptResult> {
         let started = Instant::now();
-        let mut result = match self.prepare(hook, delivery, body, now_secs).await {
-            Ok(request) => self.send(request, hook.timeout_ms).await,
+        let prepared = tokio::select! {
+            biased;
+            prepared = self.prepare(hook, delivery, body, now_secs) => prepared,
+            () = interrupt.cancelled() => return None,
+        };
+        let mut result = match prepared {
+            Ok(request) => self.send(request, hook.timeout_ms, interrupt).await?,
             Err(failed) => failed,
         };
         result.duration = started.elapsed();
-        result
+        Some(result)
     }
 
     /// The webhook request: the [attempt headers](attempt_headers) of the stored headers (or
@@ -149,25 +158,41 @@ impl Client {
 
     /// Sends `request` within `timeout_ms`. The status decides the outcome: a 2xx whose body
     /// then stalls or breaks is delivered (the receiver has taken it; failing it would send it
-    /// again), with what arrived of the body as its excerpt.
-    async fn send(&self, request: reqwest::Request, timeout_ms: u32) -> AttemptResult {
+    /// again), with what arrived of the body as its excerpt. `None` when `interrupt` comes
+    /// before the status.
+    async fn send(
+        &self,
+        request: reqwest::Request,
+        timeout_ms: u32,
+        interrupt: &CancellationToken,
+    ) -> Option<AttemptResult> {
         let timed_out = || format!("timed out after {timeout_ms} ms");
         let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
-        let response = match tokio::time::timeout_at(deadline, self.http.execute(request)).await {
-            Err(_) => return AttemptResult::failed(timed_out()),
-            Ok(Err(e)) => return AttemptResult::failed(describe(&e)),
+        let sent = tokio::select! {
+            biased;
+            sent = tokio::time::timeout_at(deadline, self.http.execute(request)) => sent,
+            () = interrupt.cancelled() => return None,
+        };
+        let response = match sent {
+            Err(_) => return Some(AttemptResult::failed(timed_out())),
+            Ok(Err(e)) => return Some(AttemptResult::failed(describe(&e))),
             Ok(Ok(response)) => response,
         };
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
         let moved = response.status().is_redirection().then(|| redirect_target(&response)).flatten();
         let mut body = Vec::new();
-        let trouble =
-            match tokio::time::timeout_at(deadline, read_limited(response, RESPONSE_READ_LIMIT, &mut body)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(describe(&e)),
-                Err(_) => Some(timed_out()),
-            };
+        let read = tokio::select! {
+            biased;
+            read = tokio::time::timeout_at(deadline, read_limited(response, RESPONSE_READ_LIMIT, &mut body)) => Some(read),
+            () = interrupt.cancelled() => None,
+        };
+        let trouble = match read {
+            Some(Ok(Ok(()))) => None,
+            Some(Ok(Err(e))) => Some(describe(&e)),
+            Some(Err(_)) => Some(timed_out()),
+            None => Some("the service shut down".to_owned()),
+        };
         let error = match trouble {
             _ if (200..300).contains(&status) => None,
             None => Some(match moved {
@@ -176,13 +201,13 @@ impl Client {
             }),
             Some(trouble) => Some(format!("answered {status}, then the body failed: {trouble}")),
         };
-        AttemptResult {
+        Some(AttemptResult {
             status: Some(status),
             retry_after,
             error,
             response: Some(excerpt(&body)),
             duration: Duration::ZERO,
-        }
+        })
     }
 
     /// Runs the auth pre-request and collects its variables. A failure carries the auth

@@ -728,7 +728,8 @@ where
     async fn record(&self, owner: &str, attempts: &[AttemptRecord]) -> Result<()> {
         let _timed = Timed::start("record attempts", attempts.len());
         let mut tx = self.pool.begin().await?;
-        insert_attempts::<DB>(&mut tx, attempts.iter()).await?;
+        // The deliveries still leased to this node.
+        let mut ours = std::collections::HashSet::new();
         for chunk in attempts.chunks(CHUNK) {
             let mut update =
                 sqlx::QueryBuilder::<DB>::new("WITH v (id, status, attempts, next_at, updated_at, uncounted) AS (");
@@ -747,9 +748,14 @@ where
                  lease_owner = NULL FROM v \
                  WHERE deliveries.id = v.id AND deliveries.lease_owner = ",
             );
-            update.push_bind(owner.to_owned());
-            update.build().persistent(false).execute(&mut *tx).await?;
+            update.push_bind(owner.to_owned()).push(" RETURNING deliveries.id");
+            for row in update.build().persistent(false).fetch_all(&mut *tx).await? {
+                ours.insert(row.try_get::<String, _>(0)?);
+            }
         }
+        // An interrupted attempt of a delivery another node has leased since is left out of the
+        // log: that node's own attempt has the same number.
+        insert_attempts::<DB>(&mut tx, attempts.iter().filter(|a| a.counted || ours.contains(&a.delivery_id))).await?;
         // A delivered request is not needed again (only failed ones can be retried by hand);
         // one whose delivery another node holds now may be.
         let delivered: Vec<&AttemptRecord> = attempts.iter().filter(|a| a.status == Status::Delivered).collect();
@@ -1018,6 +1024,39 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(logged, [("delivered".to_owned(), None), ("mine".to_owned(), Some("unreadable".to_owned()))]);
+    }
+
+    /// A node whose lease ran out (another node leased the delivery since) and that is then
+    /// shut down records its attempt as interrupted: that attempt is left out of the log, where
+    /// it would take the number of the other node's real attempt.
+    #[tokio::test]
+    async fn an_interrupted_attempt_of_a_delivery_another_node_leased_is_left_out_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        store.enqueue(&[delivery("x", true)], "other").await.unwrap();
+        let cut = AttemptRecord {
+            status: Status::Pending,
+            error: Some("interrupted".into()),
+            counted: false,
+            ..failure("x")
+        };
+        store.record("me", &[cut]).await.unwrap();
+        let delivered =
+            AttemptRecord { status: Status::Delivered, status_code: Some(200), error: None, ..failure("x") };
+        store.record("other", &[delivered]).await.unwrap();
+        let row: (String, i64, i64) =
+            sqlx::query_as("SELECT status, attempts, retry_from FROM deliveries WHERE id = 'x'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(row, ("delivered".to_owned(), 1, 0));
+        let logged: Vec<(i64, Option<i64>, Option<String>)> =
+            sqlx::query_as("SELECT n, status_code, error FROM attempts WHERE delivery_id = 'x'")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(logged, [(1, Some(200), None)]);
     }
 
     #[tokio::test]
