@@ -728,7 +728,11 @@ where
     async fn record(&self, owner: &str, attempts: &[AttemptRecord]) -> Result<()> {
         let _timed = Timed::start("record attempts", attempts.len());
         let mut tx = self.pool.begin().await?;
-        // The deliveries still leased to this node.
+        // An interrupted attempt of a delivery another node has leased since is left out of the
+        // log: that node's own attempt has the same number. Only a batch with interrupted
+        // attempts (at shutdown) asks which deliveries are still this node's: returning the
+        // rows costs every other batch about 2 % more instructions.
+        let interrupted = attempts.iter().any(|a| !a.counted);
         let mut ours = std::collections::HashSet::new();
         for chunk in attempts.chunks(CHUNK) {
             let mut update =
@@ -748,13 +752,16 @@ where
                  lease_owner = NULL FROM v \
                  WHERE deliveries.id = v.id AND deliveries.lease_owner = ",
             );
-            update.push_bind(owner.to_owned()).push(" RETURNING deliveries.id");
-            for row in update.build().persistent(false).fetch_all(&mut *tx).await? {
-                ours.insert(row.try_get::<String, _>(0)?);
+            update.push_bind(owner.to_owned());
+            if interrupted {
+                update.push(" RETURNING deliveries.id");
+                for row in update.build().persistent(false).fetch_all(&mut *tx).await? {
+                    ours.insert(row.try_get::<String, _>(0)?);
+                }
+            } else {
+                update.build().persistent(false).execute(&mut *tx).await?;
             }
         }
-        // An interrupted attempt of a delivery another node has leased since is left out of the
-        // log: that node's own attempt has the same number.
         insert_attempts::<DB>(&mut tx, attempts.iter().filter(|a| a.counted || ours.contains(&a.delivery_id))).await?;
         // A delivered request is not needed again (only failed ones can be retried by hand);
         // one whose delivery another node holds now may be.
