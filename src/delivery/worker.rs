@@ -178,7 +178,7 @@ impl Dispatcher {
         if !drain(&mut attempts, SHUTDOWN_GRACE).await {
             tracing::warn!(
                 attempts = attempts.len(),
-                "interrupting attempts still in flight; they are recorded as interrupted and sent again after restart"
+                "interrupting attempts still in flight; those not answered yet are recorded as interrupted and sent again"
             );
             self.interrupt.cancel();
             if !drain(&mut attempts, INTERRUPT_GRACE).await {

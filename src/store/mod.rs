@@ -318,7 +318,8 @@ pub trait Store: Send + Sync + 'static {
     async fn renew_leases(&self, owner: &str, ids: &[String], lease_until_ms: i64) -> Result<u64>;
     /// Records attempts, and the new state of their deliveries still leased to `owner`, in one
     /// transaction. A delivery another node leased meanwhile (this node's lease ran out) keeps
-    /// the state that node gives it; the attempt is logged all the same.
+    /// the state that node gives it; the attempt is logged all the same, unless it is one that
+    /// shutdown interrupted (not [`AttemptRecord::counted`]).
     async fn record(&self, owner: &str, attempts: &[AttemptRecord]) -> Result<()>;
     /// Drops the leases `owner` holds (a restarted node's in-flight rows), so they are sent again.
     async fn release_leases(&self, owner: &str) -> Result<u64>;
