@@ -989,6 +989,14 @@ mod tests {
         }
     }
 
+    /// A store on a fresh SQLite file, and the folder that holds it (removed when dropped).
+    async fn sqlite_store() -> (tempfile::TempDir, SqlStore<sqlx::Sqlite>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        (dir, store)
+    }
+
     fn failure(id: &str) -> AttemptRecord {
         AttemptRecord {
             delivery_id: id.into(),
@@ -1006,9 +1014,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_pending_rows_leased_to_the_caller_fail_as_unreadable() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let (_dir, store) = sqlite_store().await;
         store.enqueue(&[delivery("mine", true), delivery("delivered", true)], "me").await.unwrap();
         store.enqueue(&[delivery("theirs", true)], "other").await.unwrap();
         // Delivered by an attempt whose lease ran out before its outcome was written.
@@ -1038,9 +1044,7 @@ mod tests {
     /// it would take the number of the other node's real attempt.
     #[tokio::test]
     async fn an_interrupted_attempt_of_a_delivery_another_node_leased_is_left_out_of_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let (_dir, store) = sqlite_store().await;
         store.enqueue(&[delivery("x", true)], "other").await.unwrap();
         let cut = AttemptRecord {
             status: Status::Pending,
@@ -1068,9 +1072,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_lease_leaves_out_disabled_hooks_and_full_hooks_and_domains() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let (_dir, store) = sqlite_store().await;
         for (id, domain, enable) in [("on1", "d1", true), ("off", "d1", false), ("on2", "d2", true)] {
             let body = serde_json::json!({"event": "CHANNEL_ANSWER", "enable": enable,
                 "action": {"type": "web", "method": "POST", "url": "http://x/"}});
@@ -1106,9 +1108,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_changes_only_deliveries_still_leased_to_its_node() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let (_dir, store) = sqlite_store().await;
         store.enqueue(&[delivery("mine", true)], "me").await.unwrap();
         // Leased by another node after this node's lease ran out.
         store.enqueue(&[delivery("taken", true)], "other").await.unwrap();
@@ -1130,9 +1130,7 @@ mod tests {
 
     #[tokio::test]
     async fn renewal_extends_only_the_named_leases_of_their_owner() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            super::super::sqlite::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let (_dir, store) = sqlite_store().await;
         store.enqueue(&[delivery("sending", true), delivery("left", true)], "me").await.unwrap();
         store.enqueue(&[delivery("theirs", true)], "other").await.unwrap();
         let ids = ["sending", "left", "theirs"].map(String::from);
