@@ -16,6 +16,9 @@ use crate::hook::template::{Lookup, MAX_RENDERED, Template};
 use crate::hook::{CompiledAuth, CompiledHook};
 use crate::store::LeasedDelivery;
 
+/// The logged error of an attempt that shutdown interrupted before its receiver answered.
+const INTERRUPTED: &str = "interrupted: the service shut down before the receiver answered; it is sent again";
+
 /// How much of a response body the delivery log keeps.
 pub const RESPONSE_EXCERPT: usize = 1024;
 /// How much of a response is read before the connection is given back (larger bodies are
@@ -86,8 +89,9 @@ impl Client {
 
     /// Sends `delivery` for `hook` once, with `body`, its request's body, taken from it: the
     /// request owns it, which spares a copy of every body. `now_secs` stamps the signature.
-    /// `None` when `interrupt` is cancelled before the receiver answers (shutdown); once it
-    /// has, its status decides, and an interrupt only cuts its body short.
+    /// `Err`, the interrupted attempt, when `interrupt` is cancelled before the receiver
+    /// answers (shutdown); once it has, its status decides, and an interrupt only cuts its
+    /// body short.
     pub async fn attempt(
         &self,
         hook: &CompiledHook,
@@ -95,19 +99,23 @@ impl Client {
         body: String,
         now_secs: i64,
         interrupt: &CancellationToken,
-    ) -> Option<AttemptResult> {
+    ) -> Result<AttemptResult, AttemptResult> {
         let started = Instant::now();
         let prepared = tokio::select! {
             biased;
-            prepared = self.prepare(hook, delivery, body, now_secs) => prepared,
-            () = interrupt.cancelled() => return None,
+            prepared = self.prepare(hook, delivery, body, now_secs) => Some(prepared),
+            () = interrupt.cancelled() => None,
         };
-        let mut result = match prepared {
-            Ok(request) => self.send(request, hook.timeout_ms, interrupt).await?,
-            Err(failed) => failed,
+        let answered = match prepared {
+            Some(Ok(request)) => self.send(request, hook.timeout_ms, interrupt).await,
+            Some(Err(failed)) => Some(failed),
+            None => None,
         };
-        result.duration = started.elapsed();
-        Some(result)
+        let duration = started.elapsed();
+        match answered {
+            Some(result) => Ok(AttemptResult { duration, ..result }),
+            None => Err(AttemptResult { duration, ..AttemptResult::failed(INTERRUPTED) }),
+        }
     }
 
     /// The webhook request: the [attempt headers](attempt_headers) of the stored headers (or

@@ -49,8 +49,6 @@ const RECORD_LINGER: Duration = Duration::from_millis(5);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// How long attempts cut short at the end of the grace have to hand their records over.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
-/// The logged error of an attempt that shutdown cut short.
-const INTERRUPTED: &str = "interrupted: the service shut down before the receiver answered; it is sent again";
 
 /// What this node is sending: attempts in flight per hook and per domain, and the deliveries
 /// held from the start of their attempt until its outcome is written. Held deliveries keep
@@ -376,14 +374,13 @@ impl Dispatcher {
             Some(live) => {
                 let hook = &live.hook;
                 let body = std::mem::take(&mut row.request.body);
-                let started = std::time::Instant::now();
-                let Some(result) = self.client.attempt(hook, &row, body, now_ms() / 1000, &self.interrupt).await else {
+                let result = match self.client.attempt(hook, &row, body, now_ms() / 1000, &self.interrupt).await {
+                    Ok(result) => result,
                     // Not in the metrics: the process is about to end.
-                    let cut = AttemptResult { duration: started.elapsed(), ..AttemptResult::failed(INTERRUPTED) };
-                    return Some(AttemptRecord {
-                        counted: false,
-                        ..record_of(&row, n, cut, Status::Pending, now_ms())
-                    });
+                    Err(cut) => {
+                        let record = record_of(&row, n, cut, Status::Pending, now_ms());
+                        return Some(AttemptRecord { counted: false, ..record });
+                    }
                 };
                 let outcome = if result.success() {
                     Outcome::Success
